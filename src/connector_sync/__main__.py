@@ -1,0 +1,5 @@
+"""Allow `python -m connector_sync`."""
+
+from connector_sync.cli import main
+
+main()

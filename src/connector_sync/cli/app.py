@@ -1,0 +1,380 @@
+"""Every command: each parses its options, calls one operation and renders the result."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from connector_sync import operations, render
+from connector_sync.cli.errors import CommandLine, Flags
+from connector_sync.db import Database, resolve_database_url
+from connector_sync.exceptions import EXIT_FAILURE, EXIT_OK
+from connector_sync.logs import configure_logging
+from connector_sync.models import DEFAULT_SYNC_INTERVAL, DEFAULT_TENANT, SYNC_STATUSES
+from connector_sync.runner import RunOptions
+
+ENV = "CONNECTOR_SYNC_"
+
+app = typer.Typer(
+    cls=CommandLine,
+    name="connector-sync",
+    help="Keep data from many connectors fresh. Run `connector-sync run` from a scheduler.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+class LogFormat(StrEnum):
+    plain = "plain"
+    json = "json"
+
+
+class LogLevel(StrEnum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+SyncStatus = StrEnum("SyncStatus", {s: s for s in SYNC_STATUSES})  # type: ignore[misc]
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON document instead of a table.")]
+TenantOpt = Annotated[
+    str | None, typer.Option("--tenant", "-t", help="Only this tenant.", envvar=f"{ENV}TENANT")
+]
+LimitOpt = Annotated[int | None, typer.Option("--limit", "-n", min=1, help="At most N.")]
+ConnectorArg = Annotated[str, typer.Argument(help="Connector id or unique name.")]
+
+
+@app.callback()
+def global_options(
+    ctx: typer.Context,
+    database_url: Annotated[
+        str | None,
+        typer.Option(
+            "--database-url",
+            envvar=[f"{ENV}DATABASE_URL", "DATABASE_URL"],
+            help="postgresql://user:pass@host/db or sqlite:///path.db "
+            "[default: sqlite:///connector-sync.db]",
+            show_default=False,
+        ),
+    ] = None,
+    debug: Annotated[
+        bool, typer.Option("--debug", envvar=f"{ENV}DEBUG", help="Show tracebacks.")
+    ] = False,
+    log_level: Annotated[
+        LogLevel, typer.Option("--log-level", envvar=f"{ENV}LOG_LEVEL", help="Log level.")
+    ] = LogLevel.info,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option("--log-format", envvar=f"{ENV}LOG_FORMAT", help="Logs on stderr as."),
+    ] = LogFormat.plain,
+) -> None:
+    """Keep data from many connectors fresh.
+
+    Example: connector-sync --database-url postgresql://localhost/sync run
+    """
+    Flags.debug = debug
+    configure_logging(log_level.value, log_format.value)
+    ctx.obj = resolve_database_url(database_url)
+
+
+def _url(ctx: typer.Context) -> str:
+    return str(ctx.obj)
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Apply the schema migrations.  Example: connector-sync db upgrade"""
+    with Database(_url(ctx)) as database:
+        database.upgrade()
+        render.err_console.print(f"database {database.display_url} is at the latest schema")
+
+
+@db_app.command("current")
+def db_current(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Show the schema revision.  Example: connector-sync db current"""
+    from connector_sync.db import SCHEMA_REVISION
+
+    with Database(_url(ctx)) as database:
+        revision = database.current_revision()
+    document = {
+        "revision": revision,
+        "expected": SCHEMA_REVISION,
+        "current": revision == SCHEMA_REVISION,
+    }
+    if as_json:
+        render.print_json(document)
+    else:
+        render.console.print(
+            f"revision {revision or 'none'} (this version needs {SCHEMA_REVISION})"
+        )
+
+
+@app.command()
+def add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Unique name within the tenant.")],
+    type_name: Annotated[str, typer.Option("--type", help="Connector type, see `types`.")],
+    config: Annotated[str | None, typer.Option("--config", help="Config as a JSON object.")] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config-file", help="Read the JSON config from a file.")
+    ] = None,
+    interval: Annotated[
+        int, typer.Option("--interval", min=1, help="Seconds between syncs.")
+    ] = DEFAULT_SYNC_INTERVAL,
+    no_auto_sync: Annotated[
+        bool, typer.Option("--no-auto-sync", help="Only sync when asked (run --connector).")
+    ] = False,
+    tenant: Annotated[str, typer.Option("--tenant", "-t", help="Tenant.")] = DEFAULT_TENANT,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a connector; it is due at once.
+
+    Example: connector-sync add customers --type csv --config '{"path": "customers.csv"}'
+    """
+    parsed = operations.parse_config(config, config_file)
+    with operations.open_repository(_url(ctx)) as repo:
+        connector_id = operations.add_connector(
+            repo,
+            name=name,
+            type_name=type_name,
+            config=parsed,
+            sync_interval=interval,
+            auto_sync=not no_auto_sync,
+            tenant=tenant,
+        )
+    if as_json:
+        render.print_json({"id": connector_id})
+    else:
+        render.console.print(f"added connector {name} (id {connector_id}), due now")
+
+
+@app.command("list")
+def list_(ctx: typer.Context, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+    """List connectors.  Example: connector-sync list --json"""
+    with operations.open_repository(_url(ctx)) as repo:
+        rows = repo.list_connectors(tenant)
+    if as_json:
+        render.print_json([operations.connector_summary(r) for r in rows])
+    else:
+        render.connectors_table(rows, "Connectors")
+
+
+@app.command()
+def show(
+    ctx: typer.Context, connector: ConnectorArg, tenant: TenantOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Show one connector: settings, state, recent syncs, datasets.
+
+    Example: connector-sync show customers
+    """
+    with operations.open_repository(_url(ctx)) as repo:
+        view = operations.connector_detail(repo, repo.find_connector(connector, tenant))
+    if as_json:
+        render.print_json(view)
+    else:
+        render.connector_detail(view)
+
+
+def _set_auto_sync(ctx: typer.Context, connector: str, tenant: str | None, on: bool) -> None:
+    with operations.open_repository(_url(ctx)) as repo:
+        row = repo.find_connector(connector, tenant)
+        repo.set_auto_sync(row["id"], on)
+    state = "enabled: ACTIVE and due now" if on else "disabled: no more scheduled syncs"
+    render.console.print(f"connector {row['name']} (id {row['id']}) {state}")
+
+
+@app.command()
+def enable(ctx: typer.Context, connector: ConnectorArg, tenant: TenantOpt = None) -> None:
+    """Turn auto-sync on, clear ERROR and failures, make it due now.
+
+    Example: connector-sync enable customers
+    """
+    _set_auto_sync(ctx, connector, tenant, True)
+
+
+@app.command()
+def disable(ctx: typer.Context, connector: ConnectorArg, tenant: TenantOpt = None) -> None:
+    """Turn auto-sync off (manual `run --connector` still works).
+
+    Example: connector-sync disable customers
+    """
+    _set_auto_sync(ctx, connector, tenant, False)
+
+
+@app.command()
+def due(
+    ctx: typer.Context, limit: LimitOpt = None, tenant: TenantOpt = None, as_json: JsonOpt = False
+) -> None:
+    """List the connectors due now, most overdue first.  Example: connector-sync due -n 10"""
+    with operations.open_repository(_url(ctx)) as repo:
+        rows = repo.due_connectors(limit, tenant)
+    if as_json:
+        render.print_json([operations.connector_summary(r) for r in rows])
+    else:
+        render.connectors_table(rows, "Due connectors")
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    limit: LimitOpt = None,
+    connector: Annotated[
+        list[str] | None,
+        typer.Option("--connector", "-c", help="Sync this connector now, due or not (repeat)."),
+    ] = None,
+    tenant: TenantOpt = None,
+    lease_seconds: Annotated[
+        float, typer.Option(min=5, envvar=f"{ENV}LEASE_SECONDS", help="Lease length.")
+    ] = 60.0,
+    heartbeat_seconds: Annotated[
+        float, typer.Option(min=1, envvar=f"{ENV}HEARTBEAT_SECONDS", help="Lease renewal period.")
+    ] = 20.0,
+    batch_size: Annotated[
+        int, typer.Option(min=1, envvar=f"{ENV}BATCH_SIZE", help="Records per write.")
+    ] = 5000,
+    as_json: JsonOpt = False,
+) -> None:
+    """Sync the due connectors (or the ones named).  Exit 1 if any sync failed.
+
+    Example (crontab): */5 * * * * cd /srv/sync && connector-sync run
+    """
+    if heartbeat_seconds >= lease_seconds:
+        raise typer.BadParameter(
+            "must be shorter than --lease-seconds", param_hint="'--heartbeat-seconds'"
+        )
+    with operations.open_repository(_url(ctx)) as repo:
+        ids = operations.resolve_connector_ids(repo, connector, tenant) if connector else None
+        options = RunOptions(
+            limit=limit,
+            tenant=tenant,
+            connector_ids=ids,
+            lease_seconds=lease_seconds,
+            heartbeat_seconds=heartbeat_seconds,
+            batch_size=batch_size,
+        )
+        report, syncs = operations.run(repo, options)
+    if as_json:
+        render.print_json(syncs)
+    elif syncs:
+        render.syncs_table(syncs, "Syncs in this run")
+    else:
+        render.console.print("Nothing due.")
+    raise typer.Exit(EXIT_FAILURE if report.failed or report.lost else EXIT_OK)
+
+
+@app.command()
+def history(
+    ctx: typer.Context,
+    connector: Annotated[
+        str | None, typer.Option("--connector", "-c", help="Only this connector.")
+    ] = None,
+    status: Annotated[
+        SyncStatus | None,
+        typer.Option("--status", "-s", case_sensitive=False, help="Only syncs in this status."),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most N.")] = 20,
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show recent syncs, newest first.  Example: connector-sync history --status FAILED"""
+    with operations.open_repository(_url(ctx)) as repo:
+        connector_id = repo.find_connector(connector, tenant)["id"] if connector else None
+        rows = repo.history(
+            connector_id=connector_id,
+            tenant=tenant,
+            limit=limit,
+            status=status.value if status else None,
+        )
+    if as_json:
+        render.print_json([render.pick(r, render.SYNC_KEYS) for r in rows])
+    else:
+        render.syncs_table(rows, "Sync history")
+
+
+@app.command()
+def test(
+    ctx: typer.Context, connector: ConnectorArg, tenant: TenantOpt = None, as_json: JsonOpt = False
+) -> None:
+    """Check a connector's source without syncing or writing anything.  Exit 1 on failure.
+
+    Example: connector-sync test customers
+    """
+    with operations.open_repository(_url(ctx)) as repo:
+        row = repo.find_connector(connector, tenant)
+    result = operations.check_connector(row)
+    if as_json:
+        render.print_json(
+            {
+                "connector_id": row["id"],
+                "connector_name": row["name"],
+                "ok": result.ok,
+                "message": result.message,
+                "details": result.details,
+            }
+        )
+    elif result.ok:
+        render.console.print(f"[green]ok[/] {row['name']}: {result.message}")
+    else:
+        render.console.print(f"[red]failed[/] {row['name']}: {result.message}")
+    raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILURE)
+
+
+@app.command()
+def types(as_json: JsonOpt = False) -> None:
+    """List the installed connector types and their config fields.
+
+    Example: connector-sync types --json
+    """
+    described = operations.describe_types()
+    if as_json:
+        render.print_json(described)
+    else:
+        render.types_table(described)
+
+
+@app.command()
+def recover(ctx: typer.Context, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+    """Release connectors whose worker died (expired lease); `run` does this first too.
+
+    Example: connector-sync recover
+    """
+    with operations.open_repository(_url(ctx)) as repo:
+        recovered = repo.recover_expired_leases(tenant)
+    if as_json:
+        render.print_json(recovered)
+    else:
+        render.console.print(f"recovered {len(recovered)} connector(s)")
+        for item in recovered:
+            render.console.print(f"  {item['name']} (id {item['id']}): {item['reason']}")
+
+
+@app.command()
+def demo(ctx: typer.Context) -> None:
+    """Quickstart: add three demo connectors, sync them once, show the results.
+
+    Example: connector-sync demo
+    """
+    with operations.open_repository(_url(ctx)) as repo:
+        ids = operations.ensure_demo_connectors(repo)
+        report, syncs = operations.run(repo, RunOptions(connector_ids=ids))
+        connectors = [repo.find_connector(str(i)) for i in ids]
+        render.console.print(f"Database: {repo.db.display_url}")
+    render.syncs_table(syncs, "Syncs in this run")
+    render.connectors_table(connectors, "Demo connectors")
+    render.console.print(
+        "Next: `connector-sync list`, `connector-sync history`, `connector-sync show demo-orders`."
+    )
+    raise typer.Exit(EXIT_FAILURE if report.failed or report.lost else EXIT_OK)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,73 @@
+"""Turns every failure into one line on stderr and the documented exit code."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from connector_sync.exceptions import EXIT_FAILURE, EXIT_USAGE, ConnectorSyncError
+
+PROG = "connector-sync"
+
+
+class Flags:
+    """Process-wide switches set by the global options."""
+
+    debug = False
+
+
+def error_line(message: str) -> None:
+    sys.stderr.write(f"{PROG}: error: {' '.join(message.split())}\n")
+
+
+class CommandLine(TyperGroup):
+    """Runs the command in non-standalone mode so this class alone decides the exit code."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            result = super().main(
+                args=args,
+                prog_name=prog_name or PROG,
+                complete_var=complete_var,
+                standalone_mode=False,
+                **extra,
+            )
+        except ConnectorSyncError as exc:
+            if Flags.debug:
+                traceback.print_exc()
+            error_line(exc.message)
+            sys.exit(exc.exit_code)
+        except typer.TyperException as exc:  # usage errors: bad option, bad value
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                sys.stdout.write(exc.format_message() + "\n")
+                sys.exit(0)
+            ctx = getattr(exc, "ctx", None)
+            path = ctx.command_path if ctx is not None else PROG
+            error_line(f"{exc.format_message().rstrip('.')} (see '{path} --help')")
+            sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
+        except typer.Abort:
+            error_line("aborted")
+            sys.exit(EXIT_FAILURE)
+        except KeyboardInterrupt:
+            error_line("interrupted")
+            sys.exit(130)
+        except Exception as exc:  # a bug: still one line, the traceback with --debug
+            if Flags.debug:
+                traceback.print_exc()
+            error_line(
+                f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)"
+            )
+            sys.exit(EXIT_FAILURE)
+        sys.exit(result if isinstance(result, int) else 0)

@@ -1,0 +1,158 @@
+"""The plugin contract: config fields, `check`, and a lazy `read` of records.
+
+A plugin never touches the database. The runner hands it its validated config and
+the incremental state saved by the last completed sync; the plugin yields records
+(JSON-serialisable dicts) one at a time and may update `self.state`, which the
+runner saves only when the sync completes.
+
+Errors are typed (see connector_sync.exceptions): raise TransientError for what a
+retry may fix (timeouts, 429, 5xx, connection resets) and PermanentError or
+ConfigError for what it cannot (bad config, 401/403, 404, a missing file). Any other
+exception counts as permanent.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from connector_sync.exceptions import ConfigError
+
+SECRET_MASK = "***"
+
+_JSON_TYPE_NAMES: dict[type, str] = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    dict: "object",
+    list: "array",
+}
+
+
+@dataclass(frozen=True)
+class ConfigField:
+    """One configuration key a plugin understands."""
+
+    name: str
+    type: type = str
+    required: bool = False
+    default: Any = None
+    secret: bool = False
+    help: str = ""
+
+    def __post_init__(self) -> None:
+        if self.type not in _JSON_TYPE_NAMES:
+            raise TypeError(f"config field {self.name}: unsupported type {self.type!r}")
+        if self.required and self.default is not None:
+            raise TypeError(f"config field {self.name}: a required field has no default")
+
+    @property
+    def type_name(self) -> str:
+        return _JSON_TYPE_NAMES[self.type]
+
+    def coerce(self, type_name: str, value: Any) -> Any:
+        """The value checked against the field's type (ints are accepted as numbers)."""
+        expected = self.type
+        ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if not ok:
+            raise ConfigError(
+                f"{type_name} config field '{self.name}' must be {self.type_name}, "
+                f"got {type(value).__name__} {value!r}"
+            )
+        return value
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "type": self.type_name,
+            "required": self.required,
+            "default": self.default,
+            "secret": self.secret,
+            "help": self.help,
+        }
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What `check` found: whether the source is reachable and usable, in one sentence."""
+
+    ok: bool
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class ConnectorPlugin(abc.ABC):
+    """Base class of every connector type."""
+
+    #: The name users give as `--type`; equal to the entry-point name.
+    type_name: ClassVar[str]
+    #: One line for `connector-sync types`.
+    description: ClassVar[str] = ""
+    #: The configuration keys this type accepts.
+    config_fields: ClassVar[tuple[ConfigField, ...]] = ()
+
+    def __init__(self, config: Mapping[str, Any], state: Mapping[str, Any] | None = None) -> None:
+        self.config: dict[str, Any] = self.validate_config(config)
+        self.state: dict[str, Any] = dict(state or {})
+
+    @classmethod
+    def validate_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The config with defaults filled in.
+
+        Raises:
+            ConfigError: a required field is missing, a field is unknown or has the wrong type.
+        """
+        if not isinstance(config, Mapping):
+            raise ConfigError(f"{cls.type_name} config must be a JSON object")
+        known = {f.name: f for f in cls.config_fields}
+        unknown = sorted(set(config) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"{cls.type_name} config has unknown field(s) {', '.join(unknown)}; "
+                f"known fields: {', '.join(known) or 'none'}"
+            )
+        result: dict[str, Any] = {}
+        for spec in cls.config_fields:
+            if spec.name in config and config[spec.name] is not None:
+                result[spec.name] = spec.coerce(cls.type_name, config[spec.name])
+            elif spec.required:
+                raise ConfigError(
+                    f"{cls.type_name} config is missing required field '{spec.name}'"
+                    + (f" ({spec.help})" if spec.help else "")
+                )
+            else:
+                result[spec.name] = spec.default
+        return result
+
+    @classmethod
+    def mask_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The config as it may be shown: values of secret fields replaced by ***."""
+        secret = {f.name for f in cls.config_fields if f.secret}
+        return {k: (SECRET_MASK if k in secret and v else v) for k, v in config.items()}
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        return {
+            "type": cls.type_name,
+            "description": cls.description,
+            "fields": [f.describe() for f in cls.config_fields],
+        }
+
+    @abc.abstractmethod
+    def check(self) -> CheckResult:
+        """Test the connection cheaply, without reading the whole source.
+
+        Returns a CheckResult; raises PluginError subclasses for failures it can classify.
+        """
+
+    @abc.abstractmethod
+    def read(self) -> Iterator[dict[str, Any]]:
+        """Yield the source's records lazily, one dict at a time.
+
+        Memory must not grow with the size of the source. May update `self.state`.
+        """

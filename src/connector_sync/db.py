@@ -1,0 +1,205 @@
+"""Engines, transactions and schema versions: how connector-sync reaches its database."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+
+from connector_sync.exceptions import DatabaseError, DatabaseUnavailable, SchemaOutOfDate
+
+#: The SQLite file used when no database URL is given.
+DEFAULT_SQLITE_FILE = "connector-sync.db"
+#: Environment variables that name the database, first match wins.
+DATABASE_URL_ENVVARS = ("CONNECTOR_SYNC_DATABASE_URL", "DATABASE_URL")
+#: The alembic revision this code expects. tests/test_migrations.py keeps it equal
+#: to the newest file in migrations/versions, so start-up needs no alembic import.
+SCHEMA_REVISION = "0001"
+
+SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
+
+
+def resolve_database_url(explicit: str | None = None) -> str:
+    """The URL from the option, else the environment, else the SQLite default file."""
+    if explicit:
+        return explicit
+    for name in DATABASE_URL_ENVVARS:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return f"sqlite:///{DEFAULT_SQLITE_FILE}"
+
+
+def make_url(url: str | sa.URL) -> sa.URL:
+    """Parse a URL, sending every PostgreSQL URL to the psycopg 3 driver."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise DatabaseError(f"database URL is not valid: {exc}") from None
+    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("postgresql", "sqlite"):
+        raise DatabaseError(
+            f"database URL {safe_url(parsed)} is not supported: use postgresql://… or sqlite:///…"
+        )
+    return parsed
+
+
+def safe_url(url: str | sa.URL) -> str:
+    """The URL with its password masked, for messages and logs."""
+    try:
+        return sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "<unparseable URL>"
+
+
+def migrations_dir() -> Path:
+    """Where the alembic scripts are: inside the installed package, or the source tree."""
+    packaged = Path(__file__).with_name("migrations")
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "migrations"
+
+
+def _configure_sqlite(engine: sa.Engine) -> None:
+    # pysqlite's own transaction handling issues a deferred BEGIN lazily, which makes
+    # a reader that later writes fail with "database is locked" without waiting. We
+    # take over: autocommit at the driver level and BEGIN IMMEDIATE for every
+    # transaction, so writers queue on the busy timeout instead (SQLAlchemy's
+    # documented pysqlite recipe).
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_SECONDS * 1000)}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def create_engine(url: str | sa.URL) -> sa.Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(
+            parsed,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+        )
+        _configure_sqlite(engine)
+        return engine
+    return sa.create_engine(
+        parsed,
+        pool_pre_ping=True,
+        connect_args={"connect_timeout": 10, "application_name": "connector-sync"},
+    )
+
+
+class Database:
+    """One database: the engine, transactions that turn driver errors into ours, the schema.
+
+    Accepts a URL or an Engine; disposes only an engine it created.
+    """
+
+    def __init__(self, url_or_engine: str | sa.URL | sa.Engine) -> None:
+        if isinstance(url_or_engine, sa.Engine):
+            self.engine = url_or_engine
+            self._owns_engine = False
+        else:
+            self.engine = create_engine(url_or_engine)
+            self._owns_engine = True
+        self.dialect = self.engine.dialect.name
+        self.is_postgresql = self.dialect == "postgresql"
+        self.display_url = safe_url(self.engine.url)
+
+    def close(self) -> None:
+        if self._owns_engine:
+            self.engine.dispose()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def connect_error(self, exc: BaseException) -> DatabaseUnavailable:
+        reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()
+        detail = reason[0] if reason else type(exc).__name__
+        return DatabaseUnavailable(f"cannot connect to database {self.display_url}: {detail}")
+
+    @contextmanager
+    def begin(self) -> Iterator[sa.Connection]:
+        """A transaction: committed when the block ends, rolled back on an exception."""
+        try:
+            connection = self.engine.connect()
+        except sa.exc.DBAPIError as exc:
+            raise self.connect_error(exc) from exc
+        with connection:
+            try:
+                with connection.begin():
+                    yield connection
+            except sa.exc.OperationalError as exc:
+                if connection.invalidated or connection.closed:
+                    raise self.connect_error(exc) from exc
+                raise DatabaseError(_first_line(exc)) from exc
+
+    # -- schema -------------------------------------------------------------------
+
+    def current_revision(self) -> str | None:
+        """The alembic revision stamped in the database, None for an empty database."""
+        with self.begin() as connection:
+            if not sa.inspect(connection).has_table("alembic_version"):
+                return None
+            row = connection.execute(sa.text("SELECT version_num FROM alembic_version")).first()
+            return str(row[0]) if row else None
+
+    def upgrade(self, revision: str = "head") -> None:
+        """Apply the migrations (alembic, imported only here: it is slow to import)."""
+        from alembic import command
+
+        with self.begin() as connection:
+            command.upgrade(self.alembic_config(connection), revision)
+
+    def alembic_config(self, connection: sa.Connection | None = None) -> Any:
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(migrations_dir()))
+        config.set_main_option("sqlalchemy.url", self.engine.url.render_as_string(False))
+        config.attributes["connection"] = connection
+        return config
+
+    def ensure_schema(self) -> None:
+        """Make sure the schema is current: SQLite upgrades itself, PostgreSQL says how."""
+        revision = self.current_revision()
+        if revision == SCHEMA_REVISION:
+            return
+        if self.dialect == "sqlite" and (revision is None or revision < SCHEMA_REVISION):
+            self.upgrade()
+            return
+        if revision is None:
+            state = "has no connector-sync schema"
+        elif revision > SCHEMA_REVISION:
+            raise SchemaOutOfDate(
+                f"database {self.display_url} is at schema revision {revision}, newer than "
+                f"this connector-sync ({SCHEMA_REVISION}): upgrade connector-sync"
+            )
+        else:
+            state = f"is at schema revision {revision}, this version needs {SCHEMA_REVISION}"
+        raise SchemaOutOfDate(
+            f"database {self.display_url} {state}: run 'connector-sync db upgrade'"
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

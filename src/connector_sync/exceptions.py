@@ -1,0 +1,76 @@
+"""The project's exception tree and the exit code each kind of failure maps to."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_DATABASE = 3
+
+
+class ConnectorSyncError(Exception):
+    """connector-sync failed."""
+
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class BadInput(ConnectorSyncError):
+    """The input is not valid."""
+
+    exit_code = EXIT_USAGE
+
+
+class NotFound(BadInput):
+    """No such object."""
+
+
+class AlreadyExists(BadInput):
+    """An object with that name already exists."""
+
+
+class DatabaseError(ConnectorSyncError):
+    """The database could not be used."""
+
+    exit_code = EXIT_DATABASE
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database is unreachable."""
+
+
+class SchemaOutOfDate(DatabaseError):
+    """The database schema is not at the version this program needs."""
+
+
+class LeaseLost(ConnectorSyncError):
+    """Another worker now owns this connector's lease; this worker must stop and record nothing."""
+
+
+class PluginError(ConnectorSyncError):
+    """A connector plugin failed."""
+
+    #: Whether trying the same sync again later may succeed.
+    transient = False
+
+
+class TransientError(PluginError):
+    """A temporary failure (timeout, rate limit, server error); a retry may succeed."""
+
+    transient = True
+
+
+class PermanentError(PluginError):
+    """A failure that retrying cannot fix (bad config, authentication, missing source)."""
+
+
+class ConfigError(PermanentError, BadInput):
+    """The connector configuration is not valid."""
+
+    exit_code = EXIT_USAGE

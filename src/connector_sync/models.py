@@ -1,0 +1,214 @@
+"""The database schema: tables, indexes and the column types shared by both dialects."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+UTC = dt.UTC
+
+# Status values, as stored.
+ACTIVE, SYNCING, ERROR, INACTIVE = "ACTIVE", "SYNCING", "ERROR", "INACTIVE"
+CONNECTOR_STATUSES = (ACTIVE, SYNCING, ERROR, INACTIVE)
+IN_PROGRESS, COMPLETED, FAILED, CANCELLED = "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED"
+SYNC_STATUSES = (IN_PROGRESS, COMPLETED, FAILED, CANCELLED)
+BUILDING, READY = "BUILDING", "READY"
+DATASET_STATUSES = (BUILDING, READY, FAILED)
+TRIGGERS = ("schedule", "manual", "api")
+
+DEFAULT_TENANT = "default"
+DEFAULT_SYNC_INTERVAL = 3600
+DEFAULT_MAX_CONSECUTIVE_FAILURES = 5
+
+
+class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC datetimes on every dialect.
+
+    PostgreSQL stores timestamptz. SQLite has no time type: values are stored as
+    naive UTC text in one fixed format, so comparing them as strings orders them
+    as times (the due index depends on that).
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: sa.Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given where a UTC datetime is required")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        parsed: dt.datetime = (
+            dt.datetime.fromisoformat(value)  # a value written by SQL text, e.g. a migration
+            if isinstance(value, str)
+            else value
+        )
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+
+
+#: JSON everywhere, JSONB on PostgreSQL.
+JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def _now_default() -> dt.datetime:
+    return dt.datetime.now(UTC)
+
+
+connectors = sa.Table(
+    "connectors",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("tenant", sa.String(200), nullable=False, server_default=DEFAULT_TENANT),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("type", sa.String(100), nullable=False),
+    sa.Column("config", JSONType, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False, server_default=ACTIVE),
+    sa.Column("auto_sync", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column(
+        "sync_interval", sa.Integer, nullable=False, server_default=str(DEFAULT_SYNC_INTERVAL)
+    ),
+    sa.Column("schedule", sa.String(200)),
+    sa.Column(
+        "max_consecutive_failures",
+        sa.Integer,
+        nullable=False,
+        server_default=str(DEFAULT_MAX_CONSECUTIVE_FAILURES),
+    ),
+    sa.Column("last_sync_at", UTCDateTime),
+    sa.Column("last_sync_status", sa.String(20)),
+    sa.Column("last_sync_error", sa.Text),
+    sa.Column("next_sync_at", UTCDateTime),
+    sa.Column("consecutive_failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("state", JSONType),
+    sa.Column("lease_owner", sa.String(300)),
+    sa.Column("lease_token", sa.String(64)),
+    sa.Column("lease_expires_at", UTCDateTime),
+    sa.Column("created_at", UTCDateTime, nullable=False, default=_now_default),
+    sa.Column("updated_at", UTCDateTime, nullable=False, default=_now_default),
+    sa.UniqueConstraint("tenant", "name"),
+    sa.CheckConstraint(f"status IN {CONNECTOR_STATUSES!r}", name="status"),
+    sa.CheckConstraint("sync_interval > 0", name="sync_interval_positive"),
+)
+
+#: The due predicate's static part. The partial index below is declared with this
+#: same text, and the due/claim queries use it verbatim (with literals, not bind
+#: parameters) so both planners can prove the index applies.
+DUE_INDEX_PREDICATE_PG = "auto_sync AND status = 'ACTIVE'"
+DUE_INDEX_PREDICATE_SQLITE = "auto_sync = 1 AND status = 'ACTIVE'"
+
+sa.Index(
+    "ix_connectors_due",
+    connectors.c.next_sync_at,
+    postgresql_where=sa.text(DUE_INDEX_PREDICATE_PG),
+    sqlite_where=sa.text(DUE_INDEX_PREDICATE_SQLITE),
+)
+sa.Index(
+    "ix_connectors_lease_expires_at",
+    connectors.c.lease_expires_at,
+    postgresql_where=sa.text("lease_expires_at IS NOT NULL"),
+    sqlite_where=sa.text("lease_expires_at IS NOT NULL"),
+)
+
+connector_syncs = sa.Table(
+    "connector_syncs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "connector_id",
+        sa.Integer,
+        sa.ForeignKey("connectors.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("tenant", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("trigger", sa.String(20), nullable=False, server_default="schedule"),
+    sa.Column("worker", sa.String(300)),
+    sa.Column("lease_token", sa.String(64)),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("completed_at", UTCDateTime),
+    sa.Column("duration", sa.Float),
+    sa.Column("records_fetched", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("records_processed", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("dataset_id", sa.Integer),
+    sa.Column("error", sa.Text),
+    sa.Column("error_type", sa.String(200)),
+    sa.CheckConstraint(f"status IN {SYNC_STATUSES!r}", name="status"),
+    sa.CheckConstraint(f"trigger IN {TRIGGERS!r}", name="trigger"),
+)
+
+# At most one open sync per connector, enforced by the database itself.
+sa.Index(
+    "uq_connector_syncs_one_in_progress",
+    connector_syncs.c.connector_id,
+    unique=True,
+    postgresql_where=sa.text("status = 'IN_PROGRESS'"),
+    sqlite_where=sa.text("status = 'IN_PROGRESS'"),
+)
+sa.Index(
+    "ix_connector_syncs_connector_id_started_at",
+    connector_syncs.c.connector_id,
+    connector_syncs.c.started_at,
+)
+sa.Index("ix_connector_syncs_started_at", connector_syncs.c.started_at)
+
+datasets = sa.Table(
+    "datasets",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "connector_id",
+        sa.Integer,
+        sa.ForeignKey("connectors.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column(
+        "sync_id",
+        sa.Integer,
+        sa.ForeignKey("connector_syncs.id", ondelete="SET NULL"),
+    ),
+    sa.Column("tenant", sa.String(200), nullable=False),
+    sa.Column("name", sa.String(400), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False, server_default=BUILDING),
+    sa.Column("record_count", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("schema", JSONType),
+    sa.Column("created_at", UTCDateTime, nullable=False, default=_now_default),
+    sa.Column("completed_at", UTCDateTime),
+    sa.CheckConstraint(f"status IN {DATASET_STATUSES!r}", name="status"),
+)
+sa.Index("ix_datasets_connector_id_created_at", datasets.c.connector_id, datasets.c.created_at)
+
+dataset_records = sa.Table(
+    "dataset_records",
+    metadata,
+    sa.Column(
+        "dataset_id",
+        sa.Integer,
+        sa.ForeignKey("datasets.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("data", JSONType, nullable=False),
+)

@@ -1,0 +1,236 @@
+"""How results look: rich tables for people, JSON documents for scripts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from connector_sync.connectors.base import SECRET_MASK
+
+console = Console()
+err_console = Console(stderr=True)
+
+CONNECTOR_KEYS = (
+    "id",
+    "tenant",
+    "name",
+    "type",
+    "status",
+    "auto_sync",
+    "sync_interval",
+    "last_sync_at",
+    "last_sync_status",
+    "last_sync_error",
+    "next_sync_at",
+    "consecutive_failures",
+    "max_consecutive_failures",
+    "lease_owner",
+    "lease_expires_at",
+    "created_at",
+    "updated_at",
+)
+SYNC_KEYS = (
+    "id",
+    "connector_id",
+    "connector_name",
+    "tenant",
+    "status",
+    "trigger",
+    "worker",
+    "attempts",
+    "started_at",
+    "completed_at",
+    "duration",
+    "records_fetched",
+    "records_processed",
+    "dataset_id",
+    "error",
+    "error_type",
+)
+
+_STATUS_STYLE = {
+    "ACTIVE": "green",
+    "COMPLETED": "green",
+    "READY": "green",
+    "SYNCING": "cyan",
+    "IN_PROGRESS": "cyan",
+    "BUILDING": "cyan",
+    "ERROR": "bold red",
+    "FAILED": "red",
+    "CANCELLED": "yellow",
+    "INACTIVE": "dim",
+}
+# Keys whose values are masked when a connector's type is not installed and so
+# cannot say which of its fields are secret.
+_SECRET_KEY = re.compile(r"pass|secret|token|api[_-]?key|auth|credential", re.IGNORECASE)
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    """ISO-8601 UTC with a Z, or None."""
+    if value is None:
+        return None
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return iso(value)
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def print_json(document: Any) -> None:
+    sys.stdout.write(json.dumps(jsonable(document), indent=2, ensure_ascii=False) + "\n")
+
+
+def pick(row: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    return {k: row.get(k) for k in keys}
+
+
+def mask_unknown_secrets(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: (SECRET_MASK if v and _SECRET_KEY.search(k) else v) for k, v in config.items()}
+
+
+def _style(status: str | None) -> str:
+    if status is None:
+        return ""
+    return f"[{_STATUS_STYLE.get(status, '')}]{status}[/]"
+
+
+def _when(value: dt.datetime | None) -> str:
+    if value is None:
+        return "-"
+    return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _short(text: str | None, width: int = 60) -> str:
+    if not text:
+        return ""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def connectors_table(rows: Sequence[Mapping[str, Any]], title: str) -> None:
+    if not rows:
+        console.print(f"{title}: none.")
+        return
+    table = Table(title=title, title_justify="left")
+    for column in (
+        "ID",
+        "Tenant",
+        "Name",
+        "Type",
+        "Status",
+        "Auto",
+        "Interval",
+        "Last sync (UTC)",
+        "Next sync (UTC)",
+        "Failures",
+    ):
+        table.add_column(column, no_wrap=column in ("ID", "Interval"))
+    for r in rows:
+        table.add_row(
+            str(r["id"]),
+            r["tenant"],
+            r["name"],
+            r["type"],
+            _style(r["status"]),
+            "on" if r["auto_sync"] else "off",
+            f"{r['sync_interval']}s",
+            f"{_when(r['last_sync_at'])} {_style(r['last_sync_status'])}".strip(),
+            _when(r["next_sync_at"]),
+            str(r["consecutive_failures"]),
+        )
+    console.print(table)
+
+
+def syncs_table(rows: Sequence[Mapping[str, Any]], title: str) -> None:
+    if not rows:
+        console.print(f"{title}: none.")
+        return
+    table = Table(title=title, title_justify="left")
+    for column in (
+        "Sync",
+        "Connector",
+        "Status",
+        "Trigger",
+        "Started (UTC)",
+        "Duration",
+        "Fetched",
+        "Stored",
+        "Dataset",
+        "Error",
+    ):
+        table.add_column(column, justify="right" if column in ("Fetched", "Stored") else "left")
+    for r in rows:
+        duration = r.get("duration")
+        table.add_row(
+            str(r["id"]),
+            f"{r['connector_name']} ({r['connector_id']})",
+            _style(r["status"]),
+            r["trigger"],
+            _when(r["started_at"]),
+            "-" if duration is None else f"{duration:.2f}s",
+            f"{r['records_fetched']:,}",
+            f"{r['records_processed']:,}",
+            "-" if r["dataset_id"] is None else str(r["dataset_id"]),
+            _short(r["error"]),
+        )
+    console.print(table)
+
+
+def types_table(types: Sequence[Mapping[str, Any]]) -> None:
+    table = Table(title="Connector types", title_justify="left")
+    table.add_column("Type")
+    table.add_column("Description")
+    table.add_column("Config fields (* required, 🔒 secret)")
+    for t in types:
+        fields = []
+        for f in t["fields"]:
+            text = f"{f['name']}{'*' if f['required'] else ''}{' 🔒' if f['secret'] else ''}"
+            text += f": {f['type']}"
+            if f["default"] not in (None, ""):
+                text += f" = {json.dumps(f['default'])}"
+            fields.append(text)
+        table.add_row(t["type"], t["description"], "\n".join(fields))
+    console.print(table)
+
+
+def connector_detail(view: Mapping[str, Any]) -> None:
+    table = Table(show_header=False, title=f"Connector {view['name']}", title_justify="left")
+    table.add_column("Field", style="bold")
+    table.add_column("Value")
+    for key in CONNECTOR_KEYS:
+        value = view.get(key)
+        if isinstance(value, dt.datetime):
+            value = _when(value)
+        elif key in ("status", "last_sync_status"):
+            value = _style(value)
+        table.add_row(key, "-" if value is None else str(value))
+    table.add_row("config", json.dumps(view.get("config"), indent=2))
+    table.add_row("state", json.dumps(view.get("state")))
+    console.print(table)
+    syncs_table(view.get("recent_syncs", []), "Recent syncs")
+    datasets = view.get("datasets", [])
+    if datasets:
+        dtable = Table(title="Datasets", title_justify="left")
+        for column in ("ID", "Name", "Status", "Records", "Created (UTC)"):
+            dtable.add_column(column)
+        for d in datasets:
+            dtable.add_row(
+                str(d["id"]),
+                d["name"],
+                _style(d["status"]),
+                f"{d['record_count']:,}",
+                _when(d["created_at"]),
+            )
+        console.print(dtable)

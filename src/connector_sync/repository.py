@@ -1,0 +1,680 @@
+"""Every SQL statement about connectors and syncs; the PostgreSQL/SQLite differences live here.
+
+Times are compared on the database's clock: `now()` on PostgreSQL, so workers on
+machines with skewed clocks agree; on SQLite (one host) Python's UTC clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from connector_sync.db import Database
+from connector_sync.exceptions import AlreadyExists, BadInput, LeaseLost, NotFound
+from connector_sync.models import (
+    ACTIVE,
+    BUILDING,
+    CANCELLED,
+    COMPLETED,
+    DEFAULT_TENANT,
+    ERROR,
+    FAILED,
+    IN_PROGRESS,
+    READY,
+    SYNCING,
+    UTC,
+    UTCDateTime,
+    connector_syncs,
+    connectors,
+    datasets,
+)
+
+c = connectors.c
+s = connector_syncs.c
+
+CONNECTOR_COLUMNS = (
+    c.id,
+    c.tenant,
+    c.name,
+    c.type,
+    c.config,
+    c.status,
+    c.auto_sync,
+    c.sync_interval,
+    c.max_consecutive_failures,
+    c.last_sync_at,
+    c.last_sync_status,
+    c.last_sync_error,
+    c.next_sync_at,
+    c.consecutive_failures,
+    c.state,
+    c.lease_owner,
+    c.lease_expires_at,
+    c.created_at,
+    c.updated_at,
+)
+
+SYNC_COLUMNS = (
+    s.id,
+    s.connector_id,
+    c.name.label("connector_name"),
+    s.tenant,
+    s.status,
+    s.trigger,
+    s.worker,
+    s.attempts,
+    s.started_at,
+    s.completed_at,
+    s.duration,
+    s.records_fetched,
+    s.records_processed,
+    s.dataset_id,
+    s.error,
+    s.error_type,
+)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A connector this worker holds under a lease, with its open sync and BUILDING dataset."""
+
+    connector_id: int
+    tenant: str
+    name: str
+    type: str
+    config: dict[str, Any]
+    state: dict[str, Any] | None
+    sync_interval: int
+    consecutive_failures: int
+    max_consecutive_failures: int
+    lease_token: str
+    worker: str
+    trigger: str
+    sync_id: int
+    dataset_id: int
+    started_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a finished sync left its connector."""
+
+    connector_status: str
+    consecutive_failures: int
+    next_sync_at: dt.datetime | None
+
+
+class Repository:
+    """The only place that builds SQL (dataset bulk writes aside, see datasets.py)."""
+
+    def __init__(self, database: Database) -> None:
+        self.db = database
+        self.pg = database.is_postgresql
+
+    # -- clock ----------------------------------------------------------------------
+
+    def _now(self) -> sa.ColumnElement[dt.datetime]:
+        if self.pg:
+            return sa.func.now(type_=UTCDateTime())
+        return sa.bindparam(None, dt.datetime.now(UTC), type_=UTCDateTime())
+
+    def _now_plus(self, seconds: float | sa.ColumnElement[Any]) -> sa.ColumnElement[dt.datetime]:
+        if self.pg:
+            if isinstance(seconds, (int, float)):
+                return self._now() + sa.literal(dt.timedelta(seconds=seconds), sa.Interval())
+            return self._now() + seconds * sa.text("interval '1 second'")
+        if not isinstance(seconds, (int, float)):
+            raise TypeError("SQLite computes times from Python values only")
+        return sa.bindparam(
+            None, dt.datetime.now(UTC) + dt.timedelta(seconds=seconds), type_=UTCDateTime()
+        )
+
+    def database_now(self) -> dt.datetime:
+        """The database's current time (PostgreSQL), or this host's (SQLite)."""
+        if not self.pg:
+            return dt.datetime.now(UTC)
+        with self.db.begin() as conn:
+            return conn.execute(sa.select(self._now())).scalar_one()
+
+    def _lease_token(self) -> sa.ColumnElement[str]:
+        if self.pg:
+            return sa.cast(sa.func.gen_random_uuid(), sa.String)
+        return sa.func.lower(sa.func.hex(sa.func.randomblob(16)))
+
+    @staticmethod
+    def _due_clause(at: sa.ColumnElement[dt.datetime]) -> sa.ColumnElement[bool]:
+        # Literals, not bind parameters, so the planner matches the partial index
+        # ix_connectors_due ("auto_sync AND status = 'ACTIVE'") even in a generic plan.
+        return sa.and_(
+            c.auto_sync,
+            c.status == sa.literal_column(f"'{ACTIVE}'"),
+            c.next_sync_at <= at,
+        )
+
+    # -- connectors -----------------------------------------------------------------
+
+    def add_connector(
+        self,
+        *,
+        name: str,
+        type: str,
+        config: dict[str, Any],
+        sync_interval: int,
+        auto_sync: bool = True,
+        tenant: str = DEFAULT_TENANT,
+    ) -> int:
+        now = self._now()
+        stmt = (
+            sa.insert(connectors)
+            .values(
+                tenant=tenant,
+                name=name,
+                type=type,
+                config=config,
+                status=ACTIVE,
+                auto_sync=auto_sync,
+                sync_interval=sync_interval,
+                next_sync_at=now,  # a new connector is due at once
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(c.id)
+        )
+        try:
+            with self.db.begin() as conn:
+                return int(conn.execute(stmt).scalar_one())
+        except sa.exc.IntegrityError:
+            raise AlreadyExists(
+                f"connector '{name}' already exists in tenant '{tenant}': choose another NAME"
+            ) from None
+
+    def find_connector(self, ref: str, tenant: str | None = None) -> dict[str, Any]:
+        """A connector by id or by name (unique within the tenant, or across tenants).
+
+        Raises:
+            NotFound: no such connector.
+            BadInput: the name exists in several tenants and none was given.
+        """
+        query = sa.select(*CONNECTOR_COLUMNS)
+        if tenant is not None:
+            query = query.where(c.tenant == tenant)
+        with self.db.begin() as conn:
+            if ref.isdigit():
+                row = conn.execute(query.where(c.id == int(ref))).mappings().first()
+                if row is not None:
+                    return dict(row)
+            rows = conn.execute(query.where(c.name == ref)).mappings().all()
+        if not rows:
+            where = f" in tenant '{tenant}'" if tenant else ""
+            raise NotFound(
+                f"no connector '{ref}'{where}: give an id or name from 'connector-sync list'"
+            )
+        if len(rows) > 1:
+            tenants = ", ".join(sorted(r["tenant"] for r in rows))
+            raise BadInput(
+                f"connector name '{ref}' exists in tenants {tenants}: give its id or --tenant"
+            )
+        return dict(rows[0])
+
+    def list_connectors(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        query = sa.select(*CONNECTOR_COLUMNS).order_by(c.tenant, c.name)
+        if tenant is not None:
+            query = query.where(c.tenant == tenant)
+        with self.db.begin() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def due_connectors(
+        self, limit: int | None = None, tenant: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Connectors due now, most overdue first (answered from ix_connectors_due)."""
+        query = (
+            sa.select(*CONNECTOR_COLUMNS)
+            .where(self._due_clause(self._now()))
+            .order_by(c.next_sync_at, c.id)
+            .limit(limit)
+        )
+        if tenant is not None:
+            query = query.where(c.tenant == tenant)
+        with self.db.begin() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def set_auto_sync(self, connector_id: int, enabled: bool) -> None:
+        """`enable`: auto-sync on, ACTIVE, failures forgotten, due now. `disable`: auto-sync off."""
+        values: dict[str, Any] = {"auto_sync": enabled, "updated_at": self._now()}
+        if enabled:
+            # A connector a worker holds stays SYNCING; the finish makes it ACTIVE.
+            values.update(
+                status=sa.case((c.status == SYNCING, SYNCING), else_=sa.literal(ACTIVE)),
+                consecutive_failures=0,
+                next_sync_at=self._now(),
+            )
+        with self.db.begin() as conn:
+            conn.execute(sa.update(connectors).where(c.id == connector_id).values(**values))
+
+    # -- claim, heartbeat, finish ---------------------------------------------------
+
+    def claim(
+        self,
+        *,
+        worker: str,
+        limit: int,
+        lease_seconds: float,
+        due_before: dt.datetime,
+        tenant: str | None = None,
+        connector_ids: Sequence[int] | None = None,
+    ) -> list[Claim]:
+        """Claim connectors in one short transaction and open a sync for each.
+
+        Without `connector_ids`: up to `limit` due connectors whose next_sync_at is at
+        or before `due_before` (a run passes its start time, so a connector it synced
+        is not claimed again by the same run), most overdue first. On PostgreSQL rows
+        other workers hold locked are skipped (FOR UPDATE SKIP LOCKED); on SQLite the
+        single UPDATE repeats the eligibility test, since SQLite has no row locks.
+
+        With `connector_ids`: a manual sync of those connectors whatever their
+        schedule, except one that a worker is syncing now.
+        """
+        if limit <= 0:
+            return []
+        if connector_ids is None:
+            eligible = self._due_clause(sa.bindparam(None, due_before, type_=UTCDateTime()))
+            trigger = "schedule"
+        else:
+            eligible = sa.and_(c.id.in_(list(connector_ids)), c.status != SYNCING)
+            trigger = "manual"
+        if tenant is not None:
+            eligible = sa.and_(eligible, c.tenant == tenant)
+        picked = sa.select(c.id).where(eligible).order_by(c.next_sync_at, c.id).limit(limit)
+        if self.pg:
+            picked_cte = (
+                picked.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+            )
+            target: sa.ColumnElement[bool] = c.id.in_(sa.select(picked_cte.c.id))
+        else:
+            target = sa.and_(c.id.in_(picked), eligible)
+        now = self._now()
+        claim_stmt = (
+            sa.update(connectors)
+            .where(target)
+            .values(
+                status=SYNCING,
+                lease_owner=worker,
+                lease_token=self._lease_token(),
+                lease_expires_at=self._now_plus(lease_seconds),
+                updated_at=now,
+            )
+            .returning(
+                c.id,
+                c.tenant,
+                c.name,
+                c.type,
+                c.config,
+                c.state,
+                c.sync_interval,
+                c.consecutive_failures,
+                c.max_consecutive_failures,
+                c.lease_token,
+                c.next_sync_at,
+            )
+        )
+        with self.db.begin() as conn:
+            rows = sorted(conn.execute(claim_stmt).mappings(), key=lambda r: r["next_sync_at"])
+            if not rows:
+                return []
+            started_at = self._select_now(conn)
+            sync_ids = (
+                conn.execute(
+                    sa.insert(connector_syncs).returning(s.id, sort_by_parameter_order=True),
+                    [
+                        {
+                            "connector_id": r["id"],
+                            "tenant": r["tenant"],
+                            "status": IN_PROGRESS,
+                            "trigger": trigger,
+                            "worker": worker,
+                            "lease_token": r["lease_token"],
+                            "attempts": 1,
+                            "started_at": started_at,
+                        }
+                        for r in rows
+                    ],
+                )
+                .scalars()
+                .all()
+            )
+            dataset_ids = (
+                conn.execute(
+                    sa.insert(datasets).returning(datasets.c.id, sort_by_parameter_order=True),
+                    [
+                        {
+                            "connector_id": r["id"],
+                            "sync_id": sync_id,
+                            "tenant": r["tenant"],
+                            "name": f"{r['name']}#{sync_id}",
+                            "status": BUILDING,
+                            "created_at": started_at,
+                        }
+                        for r, sync_id in zip(rows, sync_ids, strict=True)
+                    ],
+                )
+                .scalars()
+                .all()
+            )
+        return [
+            Claim(
+                connector_id=r["id"],
+                tenant=r["tenant"],
+                name=r["name"],
+                type=r["type"],
+                config=r["config"],
+                state=r["state"],
+                sync_interval=r["sync_interval"],
+                consecutive_failures=r["consecutive_failures"],
+                max_consecutive_failures=r["max_consecutive_failures"],
+                lease_token=r["lease_token"],
+                worker=worker,
+                trigger=trigger,
+                sync_id=sync_id,
+                dataset_id=dataset_id,
+                started_at=started_at,
+            )
+            for r, sync_id, dataset_id in zip(rows, sync_ids, dataset_ids, strict=True)
+        ]
+
+    def _select_now(self, conn: sa.Connection) -> dt.datetime:
+        if self.pg:
+            return conn.execute(sa.select(self._now())).scalar_one()
+        return dt.datetime.now(UTC)
+
+    def heartbeat(self, leases: Mapping[int, str], lease_seconds: float) -> set[int]:
+        """Extend the leases still held (connector id -> lease token).
+
+        Returns the ids of the connectors whose lease was lost to another worker.
+        """
+        if not leases:
+            return set()
+        stmt = (
+            sa.update(connectors)
+            .where(c.id.in_(sorted(leases)), c.lease_token.in_(sorted(leases.values())))
+            .values(lease_expires_at=self._now_plus(lease_seconds))
+            .returning(c.id, c.lease_token)
+        )
+        with self.db.begin() as conn:
+            kept = {(row.id, row.lease_token) for row in conn.execute(stmt)}
+        return {cid for cid, token in leases.items() if (cid, token) not in kept}
+
+    def _release(self, conn: sa.Connection, claim: Claim, values: dict[str, Any]) -> sa.RowMapping:
+        """Write the connector's new state only if this worker still holds the lease."""
+        row = (
+            conn.execute(
+                sa.update(connectors)
+                .where(c.id == claim.connector_id, c.lease_token == claim.lease_token)
+                .values(
+                    lease_owner=None,
+                    lease_token=None,
+                    lease_expires_at=None,
+                    updated_at=self._now(),
+                    **values,
+                )
+                .returning(c.status, c.consecutive_failures, c.next_sync_at)
+            )
+            .mappings()
+            .first()
+        )
+        if row is None:
+            raise LeaseLost(
+                f"lease on connector '{claim.name}' was lost; another worker owns it now"
+            )
+        return row
+
+    def complete(
+        self,
+        claim: Claim,
+        *,
+        duration: float,
+        records_fetched: int,
+        records_processed: int,
+        schema: dict[str, list[str]],
+        state: dict[str, Any] | None,
+    ) -> Outcome:
+        """Record success: sync COMPLETED, dataset READY, connector ACTIVE and next due.
+
+        Raises:
+            LeaseLost: another worker holds the connector; nothing was written.
+        """
+        with self.db.begin() as conn:
+            now = self._select_now(conn)
+            row = self._release(
+                conn,
+                claim,
+                {
+                    "status": ACTIVE,
+                    "last_sync_at": now,
+                    "last_sync_status": COMPLETED,
+                    "last_sync_error": None,
+                    "consecutive_failures": 0,
+                    "state": state,
+                    "next_sync_at": self._next_after_success(claim),
+                },
+            )
+            conn.execute(
+                sa.update(connector_syncs)
+                .where(s.id == claim.sync_id)
+                .values(
+                    status=COMPLETED,
+                    completed_at=now,
+                    duration=duration,
+                    records_fetched=records_fetched,
+                    records_processed=records_processed,
+                    dataset_id=claim.dataset_id,
+                )
+            )
+            conn.execute(
+                sa.update(datasets)
+                .where(datasets.c.id == claim.dataset_id)
+                .values(
+                    status=READY,
+                    record_count=records_processed,
+                    schema=schema,
+                    completed_at=now,
+                )
+            )
+        return Outcome(row["status"], row["consecutive_failures"], row["next_sync_at"])
+
+    def _next_after_success(self, claim: Claim) -> sa.ColumnElement[dt.datetime]:
+        if self.pg:  # the interval as it is now, in case it changed during the sync
+            return self._now_plus(c.sync_interval)
+        return self._now_plus(claim.sync_interval)
+
+    def fail(
+        self,
+        claim: Claim,
+        *,
+        error: str,
+        error_type: str,
+        duration: float,
+        records_fetched: int,
+        records_processed: int,
+        retry_in: float,
+        attempts: int = 1,
+    ) -> Outcome:
+        """Record failure: sync FAILED, partial dataset deleted, connector backs off.
+
+        The connector stays ACTIVE, due again in `retry_in` seconds, unless this was
+        its max_consecutive_failures-th failure in a row: then it goes to ERROR.
+
+        Raises:
+            LeaseLost: another worker holds the connector; nothing was written.
+        """
+        failures = c.consecutive_failures + 1
+        with self.db.begin() as conn:
+            now = self._select_now(conn)
+            row = self._release(
+                conn,
+                claim,
+                {
+                    "status": sa.case(
+                        (failures >= c.max_consecutive_failures, ERROR), else_=sa.literal(ACTIVE)
+                    ),
+                    "consecutive_failures": failures,
+                    "last_sync_at": now,
+                    "last_sync_status": FAILED,
+                    "last_sync_error": error,
+                    "next_sync_at": self._now_plus(retry_in),
+                },
+            )
+            self._close_sync(
+                conn,
+                claim.sync_id,
+                status=FAILED,
+                completed_at=now,
+                duration=duration,
+                records_fetched=records_fetched,
+                records_processed=records_processed,
+                error=error,
+                error_type=error_type,
+                attempts=attempts,
+            )
+        return Outcome(row["status"], row["consecutive_failures"], row["next_sync_at"])
+
+    def cancel(self, claim: Claim, *, reason: str, duration: float) -> None:
+        """Give the connector back as due now; the sync is CANCELLED, its dataset deleted."""
+        with self.db.begin() as conn:
+            now = self._select_now(conn)
+            self._release(conn, claim, {"status": ACTIVE, "next_sync_at": now})
+            self._close_sync(
+                conn,
+                claim.sync_id,
+                status=CANCELLED,
+                completed_at=now,
+                duration=duration,
+                error=reason,
+                error_type="Cancelled",
+            )
+
+    @staticmethod
+    def _close_sync(conn: sa.Connection, sync_id: int, **values: Any) -> None:
+        """End an unsuccessful sync and delete its partial dataset (records cascade)."""
+        conn.execute(sa.update(connector_syncs).where(s.id == sync_id).values(**values))
+        conn.execute(
+            sa.delete(datasets).where(datasets.c.sync_id == sync_id, datasets.c.status != READY)
+        )
+
+    def recover_expired_leases(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        """Return connectors whose lease expired to ACTIVE and due now.
+
+        Their IN_PROGRESS sync becomes FAILED ("abandoned: lease of <worker> expired
+        at <time>") and its BUILDING dataset is deleted. Returns what was recovered.
+        """
+        now = self._now()
+        expired = (
+            sa.select(c.id, c.name, c.lease_owner, c.lease_token, c.lease_expires_at)
+            .where(c.lease_expires_at < now, c.status == SYNCING)
+            .order_by(c.lease_expires_at)
+        )
+        if tenant is not None:
+            expired = expired.where(c.tenant == tenant)
+        if self.pg:
+            expired = expired.with_for_update(skip_locked=True, of=connectors)
+        recovered: list[dict[str, Any]] = []
+        with self.db.begin() as conn:
+            at = self._select_now(conn)
+            for row in conn.execute(expired).mappings().all():
+                released = conn.execute(
+                    sa.update(connectors)
+                    .where(c.id == row["id"], c.lease_token == row["lease_token"])
+                    .values(
+                        status=ACTIVE,
+                        next_sync_at=now,
+                        lease_owner=None,
+                        lease_token=None,
+                        lease_expires_at=None,
+                        updated_at=now,
+                    )
+                ).rowcount
+                if not released:
+                    continue
+                expired_at = row["lease_expires_at"].strftime("%Y-%m-%dT%H:%M:%SZ")
+                reason = f"abandoned: lease of {row['lease_owner']} expired at {expired_at}"
+                open_syncs = (
+                    conn.execute(
+                        sa.select(s.id).where(s.connector_id == row["id"], s.status == IN_PROGRESS)
+                    )
+                    .scalars()
+                    .all()
+                )
+                for sync_id in open_syncs:
+                    self._close_sync(
+                        conn,
+                        sync_id,
+                        status=FAILED,
+                        completed_at=at,
+                        error=reason,
+                        error_type="LeaseExpired",
+                    )
+                recovered.append(
+                    {
+                        "id": row["id"],
+                        "name": row["name"],
+                        "worker": row["lease_owner"],
+                        "lease_expires_at": row["lease_expires_at"],
+                        "syncs": list(open_syncs),
+                        "reason": reason,
+                    }
+                )
+        return recovered
+
+    # -- history --------------------------------------------------------------------
+
+    def history(
+        self,
+        *,
+        connector_id: int | None = None,
+        status: str | None = None,
+        tenant: str | None = None,
+        limit: int | None = 20,
+    ) -> list[dict[str, Any]]:
+        """Syncs, newest first."""
+        query = (
+            sa.select(*SYNC_COLUMNS)
+            .select_from(connector_syncs.join(connectors, c.id == s.connector_id))
+            .order_by(s.started_at.desc(), s.id.desc())
+            .limit(limit)
+        )
+        if connector_id is not None:
+            query = query.where(s.connector_id == connector_id)
+        if status is not None:
+            query = query.where(s.status == status)
+        if tenant is not None:
+            query = query.where(s.tenant == tenant)
+        with self.db.begin() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def syncs_by_id(self, sync_ids: Sequence[int]) -> list[dict[str, Any]]:
+        if not sync_ids:
+            return []
+        query = (
+            sa.select(*SYNC_COLUMNS)
+            .select_from(connector_syncs.join(connectors, c.id == s.connector_id))
+            .where(s.id.in_(list(sync_ids)))
+        )
+        with self.db.begin() as conn:
+            by_id = {r["id"]: dict(r) for r in conn.execute(query).mappings()}
+        return [by_id[i] for i in sync_ids if i in by_id]
+
+    def datasets_of(self, connector_id: int, limit: int = 10) -> list[dict[str, Any]]:
+        d = datasets.c
+        query = (
+            sa.select(
+                d.id, d.sync_id, d.name, d.status, d.record_count, d.created_at, d.completed_at
+            )
+            .where(d.connector_id == connector_id)
+            .order_by(d.created_at.desc(), d.id.desc())
+            .limit(limit)
+        )
+        with self.db.begin() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]

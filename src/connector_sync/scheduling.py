@@ -1,0 +1,37 @@
+"""Scheduling arithmetic: pure functions, no I/O, no clock of their own."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+#: First retry delay after a failure, in seconds; it doubles with every further failure.
+DEFAULT_BACKOFF_BASE = 60.0
+#: A retry comes up to this fraction earlier than the exponential delay, at random,
+#: so connectors that failed together do not all retry in the same second.
+DEFAULT_JITTER = 0.25
+
+
+def failure_backoff(
+    failures: int,
+    interval: float,
+    *,
+    base: float = DEFAULT_BACKOFF_BASE,
+    jitter: float = DEFAULT_JITTER,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """Seconds until a connector that has failed `failures` times in a row is due again.
+
+    min(interval, base * 2**(failures - 1)), shortened by up to `jitter` of itself.
+    Never more than the interval (a failing connector is retried at least as often
+    as a healthy one is synced) and always more than zero.
+    """
+    if failures < 1:
+        raise ValueError("failures must be at least 1")
+    if interval <= 0 or base <= 0:
+        raise ValueError("interval and base must be positive")
+    if not 0 <= jitter < 1:
+        raise ValueError("jitter must be in [0, 1)")
+    exponent = min(failures - 1, 62)  # 2**62 * base is beyond any interval
+    delay = min(float(interval), base * 2.0**exponent)
+    return delay * (1.0 - jitter * rand())
