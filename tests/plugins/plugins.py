@@ -1,0 +1,81 @@
+"""Connector types for the tests, installed through the entry-point group like any plugin."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+
+from connector_sync.connectors.base import CheckResult, ConfigField, ConnectorPlugin
+from connector_sync.exceptions import TransientError
+
+
+class RecordsConnector(ConnectorPlugin):
+    """Yields the records given in its config, and remembers a cursor in its state."""
+
+    type_name = "records"
+    config_fields = (
+        ConfigField("records", list, required=True),
+        ConfigField("token", str, secret=True),
+        ConfigField("fail_after", int),
+    )
+
+    def check(self) -> CheckResult:
+        return CheckResult(True, f"{len(self.config['records'])} records")
+
+    def read(self) -> Iterator[dict[str, Any]]:
+        for i, record in enumerate(self.config["records"]):
+            if self.config["fail_after"] is not None and i >= self.config["fail_after"]:
+                raise RuntimeError(f"records connector stopped after {i} records")
+            self.state["last_seen"] = i
+            yield record
+
+
+class FlakyConnector(ConnectorPlugin):
+    """Raises a transient error (a stand-in for a 503 from an API)."""
+
+    type_name = "flaky"
+    config_fields = (ConfigField("message", str, default="service unavailable (503)"),)
+
+    def check(self) -> CheckResult:
+        raise TransientError(self.config["message"])
+
+    def read(self) -> Iterator[dict[str, Any]]:
+        yield {"n": 1}
+        raise TransientError(self.config["message"])
+
+
+class StealLeaseConnector(ConnectorPlugin):
+    """Mid-sync, plays another worker taking the connector over, then keeps reading.
+
+    Plugins never touch the database; this one does so only to stage a lost lease.
+    """
+
+    type_name = "steal"
+    config_fields = (
+        ConfigField("database_url", str, required=True),
+        ConfigField("connector_id", int, required=True),
+        ConfigField("wait", float, default=0.5),
+    )
+
+    def check(self) -> CheckResult:
+        return CheckResult(True, "ready to steal")
+
+    def read(self) -> Iterator[dict[str, Any]]:
+        yield {"n": 1}
+        engine = sa.create_engine(
+            self.config["database_url"].replace("postgresql://", "postgresql+psycopg://")
+        )
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "UPDATE connectors SET lease_token = 'thief', lease_owner = 'thief:1' "
+                    "WHERE id = :id"
+                ),
+                {"id": self.config["connector_id"]},
+            )
+        engine.dispose()
+        time.sleep(self.config["wait"])  # long enough for a heartbeat to notice
+        yield {"n": 2}

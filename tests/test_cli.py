@@ -1,0 +1,245 @@
+"""The command line in-process (Typer's CliRunner) against a real SQLite file and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import Cli, count_rows
+
+
+def add_demo(cli: Cli, name: str, *extra: str, config: str = '{"records": 5}') -> int:
+    result = cli("add", name, "--type", "demo", "--config", config, "--json", *extra)
+    assert result.exit_code == 0, result.stderr
+    return int(json.loads(result.stdout)["id"])
+
+
+def test_add_list_show_due_run_history(cli: Cli) -> None:
+    first = add_demo(cli, "alpha")
+    add_demo(cli, "beta", "--interval", "120", config='{"records": 3, "seed": 7}')
+
+    listed = json.loads(cli("list", "--json").stdout)
+    assert [c["name"] for c in listed] == ["alpha", "beta"]
+    keys = {
+        "id",
+        "name",
+        "type",
+        "status",
+        "auto_sync",
+        "sync_interval",
+        "last_sync_at",
+        "next_sync_at",
+    }
+    assert keys <= set(listed[0])
+    assert listed[1]["sync_interval"] == 120
+    assert listed[0]["next_sync_at"].endswith("Z")
+
+    assert [c["name"] for c in json.loads(cli("due", "--json").stdout)] == ["alpha", "beta"]
+
+    result = cli("run", "--json")
+    assert result.exit_code == 0, result.stderr
+    syncs = json.loads(result.stdout)
+    assert [s["status"] for s in syncs] == ["COMPLETED", "COMPLETED"]
+    history_keys = {
+        "id",
+        "connector_id",
+        "connector_name",
+        "status",
+        "started_at",
+        "completed_at",
+        "records_fetched",
+        "records_processed",
+        "dataset_id",
+        "error",
+    }
+    assert history_keys <= set(syncs[0])
+    assert {s["connector_name"]: s["records_processed"] for s in syncs} == {"alpha": 5, "beta": 3}
+    assert count_rows(cli.url, "dataset_records") == 8
+
+    assert json.loads(cli("due", "--json").stdout) == []
+    again = cli("run", "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout) == []
+    assert "Nothing due." in cli("run").stdout
+
+    shown = json.loads(cli("show", str(first), "--json").stdout)
+    assert shown["name"] == "alpha" and shown["config"] == {"records": 5}
+    assert shown["recent_syncs"][0]["status"] == "COMPLETED"
+    assert shown["datasets"][0]["status"] == "READY"
+    assert "alpha" in cli("show", "alpha").stdout
+
+    history = json.loads(cli("history", "--connector", "beta", "--json").stdout)
+    assert [h["connector_name"] for h in history] == ["beta"]
+    table = cli("history").stdout
+    assert "alpha" in table and "COMPLETED" in table
+
+
+def test_run_exit_code_is_1_when_a_sync_fails(cli: Cli) -> None:
+    add_demo(cli, "good")
+    add_demo(cli, "bad", config='{"records": 4, "fail": true}')
+    result = cli("run", "--json")
+    assert result.exit_code == 1
+    by_name = {s["connector_name"]: s for s in json.loads(result.stdout)}
+    assert by_name["good"]["status"] == "COMPLETED"
+    assert by_name["bad"]["status"] == "FAILED"
+    assert "configured to fail" in by_name["bad"]["error"]
+    failed = json.loads(cli("history", "--status", "failed", "--json").stdout)
+    assert [f["connector_name"] for f in failed] == ["bad"]
+
+
+def test_run_connector_syncs_now_even_when_not_due(cli: Cli) -> None:
+    add_demo(cli, "a", "--no-auto-sync")
+    assert json.loads(cli("due", "--json").stdout) == []
+    assert json.loads(cli("run", "--json").stdout) == []
+    result = cli("run", "--connector", "a", "--json")
+    assert result.exit_code == 0
+    [sync] = json.loads(result.stdout)
+    assert (sync["connector_name"], sync["status"]) == ("a", "COMPLETED")
+
+
+def test_enable_and_disable(cli: Cli) -> None:
+    add_demo(cli, "a")
+    assert cli("disable", "a").exit_code == 0
+    [row] = json.loads(cli("list", "--json").stdout)
+    assert row["auto_sync"] is False
+    assert json.loads(cli("due", "--json").stdout) == []
+    assert cli("enable", "a").exit_code == 0
+    [row] = json.loads(cli("due", "--json").stdout)
+    assert (row["auto_sync"], row["status"]) == (True, "ACTIVE")
+
+
+def test_test_command_checks_without_writing(cli: Cli, tmp_path: Path) -> None:
+    csv_path = tmp_path / "people.csv"
+    csv_path.write_text("id,name\n1,Ada\n")
+    assert (
+        cli(
+            "add", "people", "--type", "csv", "--config", json.dumps({"path": str(csv_path)})
+        ).exit_code
+        == 0
+    )
+    result = cli("test", "people", "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["ok"] is True
+    csv_path.unlink()
+    failed = cli("test", "people")
+    assert failed.exit_code == 1
+    assert "not found" in failed.stdout
+    assert count_rows(cli.url, "connector_syncs") == 0
+
+
+def test_types_lists_builtins_and_their_fields(cli: Cli) -> None:
+    described = {t["type"]: t for t in json.loads(cli("types", "--json").stdout)}
+    assert {"demo", "csv"} <= set(described)
+    path = next(f for f in described["csv"]["fields"] if f["name"] == "path")
+    assert path["required"] is True
+    assert "records" in cli("types").stdout
+
+
+def test_secret_config_values_are_masked(cli: Cli) -> None:
+    config = json.dumps({"records": [], "token": "s3cr3t-value"})
+    assert cli("add", "r", "--type", "records", "--config", config).exit_code == 0
+    for args in (("show", "r", "--json"), ("show", "r"), ("list", "--json")):
+        assert "s3cr3t-value" not in cli(*args).stdout
+    assert json.loads(cli("show", "r", "--json").stdout)["config"]["token"] == "***"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("show", "nope"), "no connector 'nope'"),
+        (("run", "--connector", "nope"), "no connector 'nope'"),
+        (("add", "x", "--type", "nope"), "unknown connector type 'nope'"),
+        (("add", "x", "--type", "demo", "--config", "{bad json"), "--config is not valid JSON"),
+        (("add", "x", "--type", "demo", "--config", "[1]"), "must be a JSON object"),
+        (("add", "x", "--type", "csv", "--config", "{}"), "missing required field 'path'"),
+        (("add", "x", "--type", "demo", "--config", '{"rows": 1}'), "unknown field(s) rows"),
+        (("add", "x", "--type", "demo", "--config", '{"records": "5"}'), "must be integer"),
+        (("add", "x", "--type", "demo", "--interval", "0"), "--interval"),
+        (("add", "x", "--type", "demo", "--config-file", "/no/such/file"), "cannot read it"),
+        (("add", "123", "--type", "demo"), "all digits"),
+        (("due", "--limit", "-1"), "--limit"),
+        (("run", "--limit", "0"), "--limit"),
+        (("history", "--status", "DONE"), "--status"),
+        (("history", "--limit", "-5"), "--limit"),
+        (("add", "existing", "--type", "demo"), "already exists"),
+        (("frobnicate",), "No such command"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(
+    cli: Cli, args: tuple[str, ...], message: str
+) -> None:
+    add_demo(cli, "existing")
+    before = cli("list", "--json").stdout
+    result = cli(*args)
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("connector-sync: error: ")
+    assert message in lines[0]
+    assert "Traceback" not in result.output
+    assert cli("list", "--json").stdout == before
+    assert count_rows(cli.url, "connector_syncs") == 0
+
+
+def test_demo_command(cli: Cli) -> None:
+    result = cli("demo")
+    assert result.exit_code == 0, result.stderr
+    assert "demo-customers" in result.stdout and "COMPLETED" in result.stdout
+    assert count_rows(cli.url, "datasets") == 3
+    assert cli("demo").exit_code == 0  # again: reuses the connectors, syncs them again
+    assert count_rows(cli.url, "connectors") == 3
+    assert count_rows(cli.url, "datasets") == 6
+
+
+def test_recover_command(cli: Cli) -> None:
+    result = cli("recover", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout) == []
+
+
+@pytest.mark.postgres
+def test_unmigrated_postgres_exits_3_with_the_fix(empty_pg_url: str) -> None:
+    cli = Cli(empty_pg_url)
+    result = cli("list")
+    assert result.exit_code == 3
+    assert "run 'connector-sync db upgrade'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert cli("db", "upgrade").exit_code == 0
+    current = json.loads(cli("db", "current", "--json").stdout)
+    assert current["current"] is True
+    assert cli("list").exit_code == 0
+
+
+@pytest.mark.postgres
+def test_unreachable_postgres_exits_3() -> None:
+    result = Cli("postgresql://postgres:hunter2@127.0.0.1:1/nowhere")("list")
+    assert result.exit_code == 3
+    assert result.stderr.startswith("connector-sync: error: cannot connect to database")
+    assert "hunter2" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_sqlite_default_file_is_created_and_migrated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from connector_sync.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["list", "--json"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == []
+    assert (tmp_path / "connector-sync.db").exists()
+
+
+def test_database_url_from_environment(sqlite_url: str) -> None:
+    from typer.testing import CliRunner
+
+    from connector_sync.cli import app
+
+    result = CliRunner().invoke(
+        app, ["add", "env", "--type", "demo"], env={"DATABASE_URL": sqlite_url}
+    )
+    assert result.exit_code == 0, result.stderr
+    assert count_rows(sqlite_url, "connectors") == 1

@@ -1,0 +1,134 @@
+"""A whole run through the runner: plugins, datasets and outcomes on both databases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from connector_sync.connectors.demo import demo_record
+from connector_sync.db import Database
+from connector_sync.models import connector_syncs, dataset_records, datasets
+from connector_sync.repository import Repository
+from connector_sync.runner import Runner, RunOptions
+
+
+def add(repo: Repository, name: str, type: str = "demo", **config: Any) -> int:
+    return repo.add_connector(name=name, type=type, config=config, sync_interval=3600)
+
+
+def stored_records(db: Database, dataset_id: int) -> list[dict[str, Any]]:
+    with db.begin() as conn:
+        return list(
+            conn.execute(
+                sa.select(dataset_records.c.data)
+                .where(dataset_records.c.dataset_id == dataset_id)
+                .order_by(dataset_records.c.seq)
+            ).scalars()
+        )
+
+
+def test_run_syncs_due_connectors_and_a_failure_does_not_stop_the_others(
+    repo: Repository,
+) -> None:
+    add(repo, "first", records=7)
+    add(repo, "broken", records=10, fail=True)
+    add(repo, "second", records=12_345)
+    report = Runner(repo.db, RunOptions(batch_size=1000)).run()
+    assert report.failed == 1 and len(report.sync_ids) == 3
+    syncs = {s["connector_name"]: s for s in repo.history()}
+    assert syncs["first"]["status"] == syncs["second"]["status"] == "COMPLETED"
+    assert syncs["second"]["records_fetched"] == syncs["second"]["records_processed"] == 12_345
+    broken = syncs["broken"]
+    assert broken["status"] == "FAILED"
+    assert broken["error_type"] == "DemoFailure"
+    assert "configured to fail" in broken["error"]
+    assert broken["dataset_id"] is None
+    records = stored_records(repo.db, syncs["first"]["dataset_id"])
+    assert records == [demo_record(i) for i in range(7)]
+    assert len(stored_records(repo.db, syncs["second"]["dataset_id"])) == 12_345
+    with repo.db.begin() as conn:
+        statuses = conn.execute(sa.select(datasets.c.status)).scalars().all()
+    assert sorted(statuses) == ["READY", "READY"]  # the failed sync left no dataset
+    assert repo.find_connector("broken")["status"] == "ACTIVE"
+    # Nothing is due any more: a second run does nothing.
+    assert Runner(repo.db).run().sync_ids == []
+
+
+def test_dataset_schema_lists_fields_and_types(repo: Repository) -> None:
+    records = [{"a": 1, "b": "x"}, {"a": 2.5, "b": None, "c": [1]}]
+    add(repo, "r", type="records", records=records)
+    Runner(repo.db).run()
+    [sync] = repo.history()
+    [dataset] = repo.datasets_of(sync["connector_id"])
+    assert dataset["record_count"] == 2
+    with repo.db.begin() as conn:
+        schema = conn.execute(
+            sa.select(datasets.c.schema).where(datasets.c.id == dataset["id"])
+        ).scalar_one()
+    assert schema == {"a": ["integer", "number"], "b": ["null", "string"], "c": ["array"]}
+    assert stored_records(repo.db, dataset["id"]) == records
+
+
+def test_state_is_saved_only_when_the_sync_completes(repo: Repository) -> None:
+    connector_id = add(repo, "r", type="records", records=[{"n": 1}, {"n": 2}], fail_after=1)
+    Runner(repo.db).run()
+    assert repo.find_connector("r")["state"] is None  # failed: old (empty) state kept
+    Runner(repo.db, RunOptions(connector_ids=[connector_id])).run()
+    assert repo.history()[0]["status"] == "FAILED"
+
+
+def test_completed_sync_saves_plugin_state(repo: Repository) -> None:
+    add(repo, "r", type="records", records=[{"n": 1}, {"n": 2}])
+    Runner(repo.db).run()
+    assert repo.find_connector("r")["state"] == {"last_seen": 1}
+
+
+def test_manual_run_syncs_a_connector_that_is_not_due(repo: Repository) -> None:
+    connector_id = add(repo, "a", records=2)
+    Runner(repo.db).run()
+    assert repo.due_connectors() == []
+    report = Runner(repo.db, RunOptions(connector_ids=[connector_id])).run()
+    [sync] = repo.syncs_by_id(report.sync_ids)
+    assert (sync["status"], sync["trigger"]) == ("COMPLETED", "manual")
+
+
+def test_run_limit(repo: Repository) -> None:
+    for name in "abcd":
+        add(repo, name, records=1)
+    assert len(Runner(repo.db, RunOptions(limit=3)).run().sync_ids) == 3
+    assert len(repo.due_connectors()) == 1
+
+
+def test_unknown_type_fails_that_sync_only(repo: Repository) -> None:
+    add(repo, "ok", records=1)
+    add(repo, "gone", type="broken")  # its module does not exist
+    report = Runner(repo.db).run()
+    assert report.failed == 1
+    syncs = {s["connector_name"]: s for s in repo.history()}
+    assert syncs["ok"]["status"] == "COMPLETED"
+    assert syncs["gone"]["status"] == "FAILED"
+    assert "failed to load" in syncs["gone"]["error"]
+
+
+def test_a_worker_that_lost_its_lease_records_nothing(repo: Repository, db_url: str) -> None:
+    connector_id = add(repo, "victim", type="records", records=[])
+    # Reconfigure as the lease thief now that we know the id.
+    with repo.db.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE connectors SET type = 'steal', config = :cfg WHERE id = :id"),
+            {
+                "cfg": f'{{"database_url": "{db_url}", "connector_id": {connector_id}}}',
+                "id": connector_id,
+            },
+        )
+    options = RunOptions(lease_seconds=30, heartbeat_seconds=0.05, batch_size=1)
+    report = Runner(repo.db, options).run()
+    assert report.lost == ["victim"] and report.sync_ids == []
+    with repo.db.begin() as conn:
+        sync_status = conn.execute(sa.select(connector_syncs.c.status)).scalar_one()
+        lease_token = conn.execute(
+            sa.text("SELECT lease_token FROM connectors WHERE id = :id"), {"id": connector_id}
+        ).scalar_one()
+    assert sync_status == "IN_PROGRESS"  # left for the new owner / recovery
+    assert lease_token == "thief"
