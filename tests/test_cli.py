@@ -243,3 +243,35 @@ def test_database_url_from_environment(sqlite_url: str) -> None:
     )
     assert result.exit_code == 0, result.stderr
     assert count_rows(sqlite_url, "connectors") == 1
+
+
+def test_status_and_health(cli: Cli, db_url: str) -> None:
+    add_demo(cli, "good")
+    bad = add_demo(cli, "bad", config='{"fail": true}')
+    assert cli("health").exit_code == 0
+    cli("run")
+    summary = json.loads(cli("status", "--json").stdout)
+    assert summary["connectors"] == {"ACTIVE": 2}
+    assert summary["syncs_last_24h"] == {"COMPLETED": 1, "FAILED": 1}
+    assert summary["records_last_24h"] == 5
+    assert "due now" in cli("status").stdout
+
+    from connector_sync.db import Database
+
+    with Database(db_url) as db, db.begin() as conn:  # park it, and strand a lease
+        conn.exec_driver_sql(
+            f"UPDATE connectors SET status = 'ERROR', consecutive_failures = 5 WHERE id = {bad}"
+        )
+        conn.exec_driver_sql(
+            "UPDATE connectors SET status = 'SYNCING', lease_owner = 'gone:1', "
+            "lease_expires_at = '2020-01-01 00:00:00' WHERE name = 'good'"
+        )
+    result = cli("health", "--json")
+    assert result.exit_code == 1
+    problems = {p["problem"]: p for p in json.loads(result.stdout)}
+    assert set(problems) == {"ERROR", "LEASE_EXPIRED"}
+    assert "connector-sync enable bad" in problems["ERROR"]["detail"]
+    assert "gone:1" in problems["LEASE_EXPIRED"]["detail"]
+    assert cli("recover").exit_code == 0
+    assert cli("enable", "bad").exit_code == 0
+    assert cli("health").exit_code == 0

@@ -234,3 +234,38 @@ def connector_detail(view: Mapping[str, Any]) -> None:
                 _when(d["created_at"]),
             )
         console.print(dtable)
+
+
+def status_summary(summary: Mapping[str, Any]) -> None:
+    table = Table(show_header=False, title="connector-sync status", title_justify="left")
+    table.add_column("What", style="bold")
+    table.add_column("Value")
+    by_status = summary["connectors"]
+    table.add_row(
+        "connectors",
+        f"{summary['connectors_total']} ("
+        + (", ".join(f"{_style(k)} {v}" for k, v in by_status.items()) or "none")
+        + ")",
+    )
+    table.add_row("due now", str(summary["due_now"]))
+    table.add_row("oldest due since (UTC)", _when(summary["oldest_due_since"]))
+    syncs = summary["syncs_last_24h"]
+    table.add_row(
+        "syncs, last 24 h", ", ".join(f"{_style(k)} {v}" for k, v in syncs.items()) or "none"
+    )
+    table.add_row("records stored, last 24 h", f"{summary['records_last_24h']:,}")
+    console.print(table)
+
+
+def health_report(problems: Sequence[Mapping[str, Any]]) -> None:
+    if not problems:
+        console.print("[green]healthy[/]: no connector in ERROR, no expired lease, none overdue")
+        return
+    table = Table(title=f"{len(problems)} problem(s)", title_justify="left")
+    for column in ("Problem", "Connector", "Detail"):
+        table.add_column(column)
+    for p in problems:
+        table.add_row(
+            f"[red]{p['problem']}[/]", f"{p['connector_name']} ({p['connector_id']})", p["detail"]
+        )
+    console.print(table)

@@ -628,6 +628,103 @@ class Repository:
                 )
         return recovered
 
+    # -- status and health ----------------------------------------------------------
+
+    def status_summary(self, tenant: str | None = None) -> dict[str, Any]:
+        """Counts for `status`: connectors by status, due now, syncs in the last 24 hours."""
+        now = self._now()
+        scope = [c.tenant == tenant] if tenant is not None else []
+        sync_scope = [s.tenant == tenant] if tenant is not None else []
+        with self.db.begin() as conn:
+            by_status: dict[str, int] = dict(
+                conn.execute(
+                    sa.select(c.status, sa.func.count()).where(*scope).group_by(c.status)
+                ).all()
+            )
+            due_now, oldest_due = conn.execute(
+                sa.select(sa.func.count(), sa.func.min(c.next_sync_at)).where(
+                    self._due_clause(now), *scope
+                )
+            ).one()
+            since = self._now_plus(-86400)
+            syncs = conn.execute(
+                sa.select(s.status, sa.func.count(), sa.func.coalesce(
+                    sa.func.sum(s.records_processed), 0))
+                .where(s.started_at >= since, *sync_scope)
+                .group_by(s.status)
+            ).all()  # fmt: skip
+            at = self._select_now(conn)
+        return {
+            "connectors": {status: int(n) for status, n in sorted(by_status.items())},
+            "connectors_total": int(sum(by_status.values())),
+            "due_now": int(due_now),
+            "oldest_due_since": oldest_due,
+            "syncs_last_24h": {status: int(n) for status, n, _ in syncs},
+            "records_last_24h": int(sum(int(r) for _, _, r in syncs)),
+            "checked_at": at,
+        }
+
+    def health_problems(
+        self, tenant: str | None = None, overdue_after: float = 3600.0
+    ) -> list[dict[str, Any]]:
+        """What an operator must look at: parked connectors, stuck leases, a stalled scheduler.
+
+        - ERROR: a connector parked after too many consecutive failures;
+        - LEASE_EXPIRED: a worker died mid-sync and no run has recovered it yet;
+        - OVERDUE: due for longer than `overdue_after` seconds (is the scheduler running?).
+        """
+        now = self._now()
+        scope = [c.tenant == tenant] if tenant is not None else []
+        columns = (c.id, c.name, c.tenant, c.status, c.last_sync_error, c.lease_owner,
+                   c.lease_expires_at, c.next_sync_at, c.consecutive_failures)  # fmt: skip
+        with self.db.begin() as conn:
+            errors = (
+                conn.execute(sa.select(*columns).where(c.status == ERROR, *scope).order_by(c.id))
+                .mappings()
+                .all()
+            )
+            stuck = (
+                conn.execute(
+                    sa.select(*columns)
+                    .where(c.status == SYNCING, c.lease_expires_at < now, *scope)
+                    .order_by(c.id)
+                )
+                .mappings()
+                .all()
+            )
+            overdue = (
+                conn.execute(
+                    sa.select(*columns)
+                    .where(self._due_clause(self._now_plus(-overdue_after)), *scope)
+                    .order_by(c.next_sync_at)
+                    .limit(100)
+                )
+                .mappings()
+                .all()
+            )
+        problems: list[dict[str, Any]] = []
+        for r in errors:
+            problems.append({
+                "problem": "ERROR", "connector_id": r["id"], "connector_name": r["name"],
+                "detail": f"parked after {r['consecutive_failures']} consecutive failures; "
+                f"last error: {r['last_sync_error']}; fix it, then 'connector-sync enable "
+                f"{r['name']}'",
+            })  # fmt: skip
+        for r in stuck:
+            problems.append({
+                "problem": "LEASE_EXPIRED", "connector_id": r["id"], "connector_name": r["name"],
+                "detail": f"lease of {r['lease_owner']} expired at "
+                f"{r['lease_expires_at']:%Y-%m-%dT%H:%M:%SZ}; the next run (or "
+                "'connector-sync recover') releases it",
+            })  # fmt: skip
+        for r in overdue:
+            problems.append({
+                "problem": "OVERDUE", "connector_id": r["id"], "connector_name": r["name"],
+                "detail": f"due since {r['next_sync_at']:%Y-%m-%dT%H:%M:%SZ}; is the scheduler "
+                "running 'connector-sync run'?",
+            })  # fmt: skip
+        return problems
+
     # -- history --------------------------------------------------------------------
 
     def history(

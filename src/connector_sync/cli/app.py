@@ -300,6 +300,42 @@ def history(
 
 
 @app.command()
+def status(ctx: typer.Context, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+    """Summarise connectors by status, what is due, and the last 24 hours of syncs.
+
+    Example: connector-sync status
+    """
+    with operations.open_repository(_url(ctx)) as repo:
+        summary = repo.status_summary(tenant)
+    if as_json:
+        render.print_json(summary)
+    else:
+        render.status_summary(summary)
+
+
+@app.command()
+def health(
+    ctx: typer.Context,
+    overdue_after: Annotated[
+        float, typer.Option(min=1, help="Report connectors due for longer than this (seconds).")
+    ] = 3600.0,
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Report connectors in ERROR, expired leases and overdue connectors.  Exit 1 if any.
+
+    Example (alerting): connector-sync health --json || notify-oncall
+    """
+    with operations.open_repository(_url(ctx)) as repo:
+        problems = repo.health_problems(tenant, overdue_after)
+    if as_json:
+        render.print_json(problems)
+    else:
+        render.health_report(problems)
+    raise typer.Exit(EXIT_FAILURE if problems else EXIT_OK)
+
+
+@app.command()
 def test(
     ctx: typer.Context, connector: ConnectorArg, tenant: TenantOpt = None, as_json: JsonOpt = False
 ) -> None:
