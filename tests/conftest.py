@@ -55,6 +55,7 @@ def test_plugins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             """\
             [connector_sync.connectors]
             flaky = cs_test_plugins.plugins:FlakyConnector
+            sleepy = cs_test_plugins.plugins:SleepyConnector
             records = cs_test_plugins.plugins:RecordsConnector
             steal = cs_test_plugins.plugins:StealLeaseConnector
             broken = cs_test_plugins.missing_module:Nothing

@@ -275,3 +275,17 @@ def test_status_and_health(cli: Cli, db_url: str) -> None:
     assert cli("recover").exit_code == 0
     assert cli("enable", "bad").exit_code == 0
     assert cli("health").exit_code == 0
+
+
+def test_add_timeout_and_max_failures_then_run_options(cli: Cli) -> None:
+    result = cli("add", "hung", "--type", "sleepy", "--config", '{"seconds": 30}',
+                 "--timeout", "1", "--max-failures", "1")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    result = cli("run", "--json", "--concurrency", "2", "--attempts", "1")
+    assert result.exit_code == 1
+    [sync] = json.loads(result.stdout)
+    assert sync["error"] == "timed out after 1s"
+    [connector] = json.loads(cli("list", "--json").stdout)
+    assert connector["status"] == "ERROR"  # parked after its single allowed failure
+    bad = cli("run", "--heartbeat-seconds", "30", "--lease-seconds", "10")
+    assert bad.exit_code == 2 and "--heartbeat-seconds" in bad.stderr

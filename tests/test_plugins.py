@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from connector_sync.connectors.csvfile import CsvConnector
 from connector_sync.connectors.demo import DemoConnector, DemoFailure, demo_record
 from connector_sync.connectors.registry import available_types, load_plugin
 from connector_sync.exceptions import BadInput, ConfigError, PermanentError
-from connector_sync.scheduling import failure_backoff
+from connector_sync.scheduling import failure_backoff, next_sync_at
 
 
 def test_demo_records_are_about_300_bytes_with_about_ten_fields() -> None:
@@ -138,3 +139,28 @@ def test_backoff_rejects_nonsense() -> None:
         failure_backoff(0, 60)
     with pytest.raises(ValueError):
         failure_backoff(1, 0)
+
+
+UTC_TIMES = st.datetimes(
+    min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2200, 1, 1), timezones=st.just(dt.UTC)
+)
+
+
+@given(finished=UTC_TIMES, interval=st.integers(1, 10**8))
+def test_next_sync_after_success_is_one_interval_later(
+    finished: dt.datetime, interval: int
+) -> None:
+    assert next_sync_at(finished, interval) - finished == dt.timedelta(seconds=interval)
+
+
+@given(
+    finished=UTC_TIMES,
+    interval=st.integers(1, 10**8),
+    failures=st.integers(1, 1000),
+    rand=st.floats(0, 0.999999),
+)
+def test_next_sync_after_failure_is_soon_but_never_beyond_one_interval(
+    finished: dt.datetime, interval: int, failures: int, rand: float
+) -> None:
+    due = next_sync_at(finished, interval, failures, rand=lambda: rand)
+    assert finished < due <= finished + dt.timedelta(seconds=interval)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -132,3 +134,86 @@ def test_a_worker_that_lost_its_lease_records_nothing(repo: Repository, db_url: 
         ).scalar_one()
     assert sync_status == "IN_PROGRESS"  # left for the new owner / recovery
     assert lease_token == "thief"
+
+
+def test_transient_failure_is_retried_within_the_run(repo: Repository, tmp_path: Any) -> None:
+    counter = tmp_path / "tries"
+    add(repo, "flaky", type="flaky", fail_times=2, counter_file=str(counter), records=4)
+    report = Runner(repo.db, RunOptions(attempts=3, retry_wait=0.01)).run()
+    [sync] = repo.syncs_by_id(report.sync_ids)
+    assert (sync["status"], sync["attempts"]) == ("COMPLETED", 3)
+    # Only the successful try's records are in the dataset: earlier tries were discarded.
+    assert stored_records(repo.db, sync["dataset_id"]) == [{"n": n, "try": 3} for n in range(4)]
+
+
+def test_transient_failure_gives_up_after_the_attempts(repo: Repository, tmp_path: Any) -> None:
+    add(repo, "flaky", type="flaky", counter_file=str(tmp_path / "tries"))
+    report = Runner(repo.db, RunOptions(attempts=2, retry_wait=0.01)).run()
+    [sync] = repo.syncs_by_id(report.sync_ids)
+    assert (sync["status"], sync["attempts"], sync["error_type"]) == ("FAILED", 2, "TransientError")
+    assert "try 2" in sync["error"]
+
+
+def test_permanent_failure_is_not_retried(repo: Repository) -> None:
+    add(repo, "bad", records=4, fail=True)
+    report = Runner(repo.db, RunOptions(attempts=5, retry_wait=0.01)).run()
+    [sync] = repo.syncs_by_id(report.sync_ids)
+    assert (sync["status"], sync["attempts"]) == ("FAILED", 1)
+
+
+def test_a_hung_plugin_times_out_and_the_run_goes_on(repo: Repository) -> None:
+    repo.add_connector(name="hung", type="sleepy", config={"seconds": 30}, sync_interval=60,
+                       sync_timeout=1)  # fmt: skip
+    add(repo, "fine", records=3)
+    started = time.monotonic()
+    report = Runner(repo.db).run()
+    assert time.monotonic() - started < 10
+    syncs = {s["connector_name"]: s for s in repo.syncs_by_id(report.sync_ids)}
+    assert syncs["hung"]["status"] == "FAILED"
+    assert syncs["hung"]["error"] == "timed out after 1s"
+    assert syncs["fine"]["status"] == "COMPLETED"
+    assert repo.find_connector("hung")["status"] == "ACTIVE"
+
+
+def test_run_timeout_option_applies_to_connectors_without_their_own(repo: Repository) -> None:
+    add(repo, "slow", type="sleepy", records=100, seconds=0.05)
+    report = Runner(repo.db, RunOptions(timeout=1, batch_size=1)).run()
+    [sync] = repo.syncs_by_id(report.sync_ids)
+    assert sync["status"] == "FAILED" and sync["error"] == "timed out after 1s"
+    assert 0 < sync["records_fetched"] < 100
+    assert repo.datasets_of(sync["connector_id"]) == []  # the partial dataset is gone
+
+
+def test_concurrency_runs_syncs_in_parallel(repo: Repository) -> None:
+    for n in range(8):
+        add(repo, f"slow{n}", type="sleepy", records=1, seconds=0.5)
+    started = time.monotonic()
+    report = Runner(repo.db, RunOptions(concurrency=4)).run()
+    elapsed = time.monotonic() - started
+    assert len(report.sync_ids) == 8 and report.failed == 0
+    assert len({s["connector_id"] for s in repo.syncs_by_id(report.sync_ids)}) == 8
+    assert elapsed < 3.5  # 8 x 0.5 s one at a time would take 4 s or more
+
+
+def test_stop_cancels_in_flight_syncs_after_the_grace(repo: Repository) -> None:
+    add(repo, "slow", type="sleepy", records=50, seconds=0.1)
+    runner = Runner(repo.db, RunOptions(batch_size=1))
+    threading.Timer(0.5, runner.control.request_stop, (0.3, "cancelled: test stop")).start()
+    report = runner.run()
+    [sync] = repo.syncs_by_id(report.sync_ids)
+    assert (sync["status"], sync["error"]) == ("CANCELLED", "cancelled: test stop")
+    connector = repo.find_connector("slow")
+    assert connector["status"] == "ACTIVE" and [c["name"] for c in repo.due_connectors()] == [
+        "slow"
+    ]
+    assert repo.datasets_of(connector["id"]) == []
+
+
+def test_stop_lets_a_sync_that_finishes_within_the_grace_complete(repo: Repository) -> None:
+    add(repo, "quick", type="sleepy", records=3, seconds=0.2)
+    add(repo, "next", records=1)
+    runner = Runner(repo.db, RunOptions(batch_size=1))
+    threading.Timer(0.2, runner.control.request_stop, (5.0, "stop")).start()
+    report = runner.run()
+    assert [s["status"] for s in repo.syncs_by_id(report.sync_ids)] == ["COMPLETED"]
+    assert [c["name"] for c in repo.due_connectors()] == ["next"]  # never claimed

@@ -20,7 +20,7 @@ DEFAULT_SQLITE_FILE = "connector-sync.db"
 DATABASE_URL_ENVVARS = ("CONNECTOR_SYNC_DATABASE_URL", "DATABASE_URL")
 #: The alembic revision this code expects. tests/test_migrations.py keeps it equal
 #: to the newest file in migrations/versions, so start-up needs no alembic import.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 
@@ -132,9 +132,9 @@ class Database:
         self.close()
 
     def connect_error(self, exc: BaseException) -> DatabaseUnavailable:
-        reason = str(getattr(exc, "orig", exc) or exc).strip().splitlines()
-        detail = reason[0] if reason else type(exc).__name__
-        return DatabaseUnavailable(f"cannot connect to database {self.display_url}: {detail}")
+        return DatabaseUnavailable(
+            f"cannot connect to database {self.display_url}: {_first_line(exc)}", transient=True
+        )
 
     @contextmanager
     def begin(self) -> Iterator[sa.Connection]:
@@ -148,9 +148,9 @@ class Database:
                 with connection.begin():
                     yield connection
             except sa.exc.OperationalError as exc:
-                if connection.invalidated or connection.closed:
+                if connection.invalidated or connection.closed or exc.connection_invalidated:
                     raise self.connect_error(exc) from exc
-                raise DatabaseError(_first_line(exc)) from exc
+                raise DatabaseError(_first_line(exc), transient=_is_transient(exc)) from exc
 
     # -- schema -------------------------------------------------------------------
 
@@ -198,6 +198,21 @@ class Database:
         raise SchemaOutOfDate(
             f"database {self.display_url} {state}: run 'connector-sync db upgrade'"
         )
+
+
+# SQLSTATEs worth retrying: serialization failure, deadlock, the connection classes,
+# and the server shutting down or restarting.
+_TRANSIENT_SQLSTATES = ("40001", "40P01", "08", "57P01", "57P02", "57P03")
+
+
+def _is_transient(exc: sa.exc.OperationalError) -> bool:
+    """Whether running the same transaction again may succeed."""
+    orig = exc.orig
+    if isinstance(orig, sqlite3.OperationalError):
+        text = str(orig).lower()
+        return "locked" in text or "busy" in text
+    sqlstate = getattr(orig, "sqlstate", None) or ""
+    return sqlstate.startswith(_TRANSIENT_SQLSTATES)
 
 
 def _first_line(exc: BaseException) -> str:

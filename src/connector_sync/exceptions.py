@@ -40,6 +40,11 @@ class DatabaseError(ConnectorSyncError):
 
     exit_code = EXIT_DATABASE
 
+    def __init__(self, message: str | None = None, *, transient: bool = False) -> None:
+        super().__init__(message)
+        #: A retry of the same transaction may succeed (lost connection, lock, serialization).
+        self.transient = transient
+
 
 class DatabaseUnavailable(DatabaseError):
     """The database is unreachable."""

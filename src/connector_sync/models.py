@@ -90,6 +90,8 @@ connectors = sa.Table(
         "sync_interval", sa.Integer, nullable=False, server_default=str(DEFAULT_SYNC_INTERVAL)
     ),
     sa.Column("schedule", sa.String(200)),
+    # Seconds a sync may take before it is failed; NULL means the run's default.
+    sa.Column("sync_timeout", sa.Integer),
     sa.Column(
         "max_consecutive_failures",
         sa.Integer,
@@ -110,6 +112,7 @@ connectors = sa.Table(
     sa.UniqueConstraint("tenant", "name"),
     sa.CheckConstraint(f"status IN {CONNECTOR_STATUSES!r}", name="status"),
     sa.CheckConstraint("sync_interval > 0", name="sync_interval_positive"),
+    sa.CheckConstraint("sync_timeout IS NULL OR sync_timeout > 0", name="sync_timeout_positive"),
 )
 
 #: The due predicate's static part. The partial index below is declared with this

@@ -12,7 +12,7 @@ from connector_sync.connectors.base import CheckResult, ConnectorPlugin
 from connector_sync.connectors.registry import available_types, load_plugin
 from connector_sync.db import Database
 from connector_sync.exceptions import BadInput, ConnectorSyncError, PluginError
-from connector_sync.models import DEFAULT_TENANT
+from connector_sync.models import DEFAULT_MAX_CONSECUTIVE_FAILURES, DEFAULT_TENANT
 from connector_sync.render import CONNECTOR_KEYS, SYNC_KEYS, mask_unknown_secrets, pick
 from connector_sync.repository import Repository
 from connector_sync.runner import Runner, RunOptions, RunReport
@@ -67,6 +67,8 @@ def add_connector(
     sync_interval: int,
     auto_sync: bool = True,
     tenant: str = DEFAULT_TENANT,
+    sync_timeout: int | None = None,
+    max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
 ) -> int:
     """Validate the config against the type's fields, then store the connector (due now)."""
     if not name.strip():
@@ -81,6 +83,8 @@ def add_connector(
         sync_interval=sync_interval,
         auto_sync=auto_sync,
         tenant=tenant,
+        sync_timeout=sync_timeout,
+        max_consecutive_failures=max_consecutive_failures,
     )
 
 
@@ -131,7 +135,7 @@ def describe_types() -> list[dict[str, Any]]:
 
 def run(repository: Repository, options: RunOptions) -> tuple[RunReport, list[dict[str, Any]]]:
     """One run; returns the report and the syncs it recorded, as history rows."""
-    report = Runner(repository.db, options).run()
+    report = Runner(repository.db, options).run(handle_signals=True)
     return report, [pick(s, SYNC_KEYS) for s in repository.syncs_by_id(report.sync_ids)]
 
 

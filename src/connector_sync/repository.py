@@ -20,6 +20,7 @@ from connector_sync.models import (
     BUILDING,
     CANCELLED,
     COMPLETED,
+    DEFAULT_MAX_CONSECUTIVE_FAILURES,
     DEFAULT_TENANT,
     ERROR,
     FAILED,
@@ -30,8 +31,10 @@ from connector_sync.models import (
     UTCDateTime,
     connector_syncs,
     connectors,
+    dataset_records,
     datasets,
 )
+from connector_sync.scheduling import next_sync_at
 
 c = connectors.c
 s = connector_syncs.c
@@ -91,6 +94,7 @@ class Claim:
     sync_interval: int
     consecutive_failures: int
     max_consecutive_failures: int
+    sync_timeout: int | None
     lease_token: str
     worker: str
     trigger: str
@@ -166,6 +170,8 @@ class Repository:
         sync_interval: int,
         auto_sync: bool = True,
         tenant: str = DEFAULT_TENANT,
+        sync_timeout: int | None = None,
+        max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
     ) -> int:
         now = self._now()
         stmt = (
@@ -178,6 +184,8 @@ class Repository:
                 status=ACTIVE,
                 auto_sync=auto_sync,
                 sync_interval=sync_interval,
+                sync_timeout=sync_timeout,
+                max_consecutive_failures=max_consecutive_failures,
                 next_sync_at=now,  # a new connector is due at once
                 created_at=now,
                 updated_at=now,
@@ -263,16 +271,17 @@ class Repository:
         worker: str,
         limit: int,
         lease_seconds: float,
-        due_before: dt.datetime,
+        due_before: dt.datetime | None = None,
         tenant: str | None = None,
         connector_ids: Sequence[int] | None = None,
     ) -> list[Claim]:
         """Claim connectors in one short transaction and open a sync for each.
 
         Without `connector_ids`: up to `limit` due connectors whose next_sync_at is at
-        or before `due_before` (a run passes its start time, so a connector it synced
-        is not claimed again by the same run), most overdue first. On PostgreSQL rows
-        other workers hold locked are skipped (FOR UPDATE SKIP LOCKED); on SQLite the
+        or before `due_before` (default: now; a run passes its start time, so a
+        connector it synced is not claimed again by the same run), most overdue
+        first. On PostgreSQL rows other workers hold locked are skipped (FOR UPDATE SKIP
+        LOCKED); on SQLite the
         single UPDATE repeats the eligibility test, since SQLite has no row locks.
 
         With `connector_ids`: a manual sync of those connectors whatever their
@@ -281,7 +290,12 @@ class Repository:
         if limit <= 0:
             return []
         if connector_ids is None:
-            eligible = self._due_clause(sa.bindparam(None, due_before, type_=UTCDateTime()))
+            cutoff = (
+                self._now()
+                if due_before is None
+                else sa.bindparam(None, due_before, type_=UTCDateTime())
+            )
+            eligible = self._due_clause(cutoff)
             trigger = "schedule"
         else:
             eligible = sa.and_(c.id.in_(list(connector_ids)), c.status != SYNCING)
@@ -319,6 +333,7 @@ class Repository:
                 c.max_consecutive_failures,
                 c.lease_token,
                 c.next_sync_at,
+                c.sync_timeout,
             )
         )
         with self.db.begin() as conn:
@@ -375,6 +390,7 @@ class Repository:
                 sync_interval=r["sync_interval"],
                 consecutive_failures=r["consecutive_failures"],
                 max_consecutive_failures=r["max_consecutive_failures"],
+                sync_timeout=r["sync_timeout"],
                 lease_token=r["lease_token"],
                 worker=worker,
                 trigger=trigger,
@@ -440,6 +456,7 @@ class Repository:
         records_processed: int,
         schema: dict[str, list[str]],
         state: dict[str, Any] | None,
+        attempts: int = 1,
     ) -> Outcome:
         """Record success: sync COMPLETED, dataset READY, connector ACTIVE and next due.
 
@@ -471,6 +488,7 @@ class Repository:
                     records_fetched=records_fetched,
                     records_processed=records_processed,
                     dataset_id=claim.dataset_id,
+                    attempts=attempts,
                 )
             )
             conn.execute(
@@ -488,7 +506,9 @@ class Repository:
     def _next_after_success(self, claim: Claim) -> sa.ColumnElement[dt.datetime]:
         if self.pg:  # the interval as it is now, in case it changed during the sync
             return self._now_plus(c.sync_interval)
-        return self._now_plus(claim.sync_interval)
+        return sa.bindparam(
+            None, next_sync_at(dt.datetime.now(UTC), claim.sync_interval), type_=UTCDateTime()
+        )
 
     def fail(
         self,
@@ -540,6 +560,17 @@ class Repository:
                 attempts=attempts,
             )
         return Outcome(row["status"], row["consecutive_failures"], row["next_sync_at"])
+
+    def discard_records(self, claim: Claim) -> None:
+        """Empty the claim's BUILDING dataset before a sync is attempted again."""
+        with self.db.begin() as conn:
+            conn.execute(
+                sa.delete(dataset_records).where(dataset_records.c.dataset_id == claim.dataset_id)
+            )
+
+    def sync_status(self, sync_id: int) -> str | None:
+        with self.db.begin() as conn:
+            return conn.execute(sa.select(s.status).where(s.id == sync_id)).scalar()
 
     def cancel(self, claim: Claim, *, reason: str, duration: float) -> None:
         """Give the connector back as due now; the sync is CANCELLED, its dataset deleted."""

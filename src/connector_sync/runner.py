@@ -1,27 +1,43 @@
-"""One run: recover expired leases, claim due connectors, sync each, record every outcome."""
+"""One run: recover expired leases, claim due connectors, sync each, record every outcome.
+
+Threads: the caller's thread supervises (and receives signals); `concurrency`
+worker threads claim and sync, each sync reading its plugin in a reader thread
+through a bounded queue, so a plugin that hangs can be timed out; one lease-keeper
+thread renews the leases of every sync in flight.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import queue
+import signal
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from types import FrameType
+from typing import Any, TypeVar
 
+import tenacity
+
+from connector_sync.connectors.base import ConnectorPlugin
 from connector_sync.connectors.registry import load_plugin
 from connector_sync.datasets import DatasetWriter
 from connector_sync.db import Database
-from connector_sync.exceptions import DatabaseError, LeaseLost
-from connector_sync.models import COMPLETED
+from connector_sync.exceptions import DatabaseError, LeaseLost, PluginError
+from connector_sync.models import CANCELLED, COMPLETED, FAILED
 from connector_sync.repository import Claim, Repository
 from connector_sync.scheduling import DEFAULT_BACKOFF_BASE, failure_backoff
 
 log = logging.getLogger("connector_sync.runner")
 
 MAX_ERROR_LENGTH = 2000
+DEFAULT_TIMEOUT = 3600.0
+_POLL_SECONDS = 0.2
+T = TypeVar("T")
 
 
 def default_worker_name() -> str:
@@ -36,26 +52,81 @@ class RunOptions:
     tenant: str | None = None
     #: A manual sync of these connectors, due or not (a live lease is still respected).
     connector_ids: Sequence[int] | None = None
+    #: Syncs in parallel in this process (threads).
+    concurrency: int = 1
     lease_seconds: float = 60.0
     heartbeat_seconds: float = 20.0
     batch_size: int = 5000
+    #: Tries per sync within the run when the plugin reports a transient error.
+    attempts: int = 3
+    #: First wait between those tries, in seconds; it doubles, with jitter.
+    retry_wait: float = 1.0
+    #: Seconds a sync may take, for connectors without their own timeout.
+    timeout: float = DEFAULT_TIMEOUT
+    #: After SIGTERM/SIGINT, how long in-flight syncs may go on before they are cancelled.
+    grace: float = 30.0
     backoff_base: float = DEFAULT_BACKOFF_BASE
     worker: str = field(default_factory=default_worker_name)
 
     def __post_init__(self) -> None:
         if self.heartbeat_seconds >= self.lease_seconds:
             raise ValueError("the heartbeat must come more often than the lease expires")
+        if self.concurrency < 1 or self.attempts < 1 or self.batch_size < 1:
+            raise ValueError("concurrency, attempts and batch_size must be at least 1")
 
 
 @dataclass
 class RunReport:
-    """What a run did: recovered leases, the syncs it recorded, connectors it could not claim."""
+    """What a run did."""
 
     recovered: list[dict[str, Any]] = field(default_factory=list)
+    #: The syncs this run recorded (COMPLETED, FAILED or CANCELLED), in finishing order.
     sync_ids: list[int] = field(default_factory=list)
     failed: int = 0
+    cancelled: int = 0
+    #: Connectors named for a manual sync that another worker holds.
     skipped: list[int] = field(default_factory=list)
+    #: Connectors whose lease another worker took over mid-sync (nothing recorded).
     lost: list[str] = field(default_factory=list)
+    #: The signal that stopped the run early, if any.
+    signal: int | None = None
+
+
+class SyncTimeout(Exception):
+    """The sync ran past its timeout."""
+
+
+class SyncCancelled(Exception):
+    """The run is stopping and its grace period is over."""
+
+
+class RunControl:
+    """Stopping a run cooperatively: no new claims, then a deadline for syncs in flight."""
+
+    def __init__(self) -> None:
+        self.stop_claiming = threading.Event()
+        self.deadline: float | None = None
+        self.reason = ""
+        self.signal: int | None = None
+
+    def request_stop(self, grace: float, reason: str, signum: int | None = None) -> None:
+        if self.signal is None:
+            self.signal = signum
+        self.reason = reason
+        self.deadline = time.monotonic() + grace
+        self.stop_claiming.set()
+
+    def check(self) -> None:
+        """Raises SyncCancelled once the grace period is over."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise SyncCancelled(self.reason)
+
+    def wait(self, seconds: float) -> None:
+        """Sleep, cut short (by SyncCancelled) when the grace period ends first."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self.check()
+            time.sleep(min(left, _POLL_SECONDS))
 
 
 class LeaseKeeper:
@@ -113,6 +184,99 @@ class LeaseKeeper:
                     self._lost.update(lost)
 
 
+@dataclass
+class _Progress:
+    """Records read from the plugin and stored, by the latest try of a sync."""
+
+    fetched: int = 0
+    stored: int = 0
+
+
+_DONE = object()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class _Reader:
+    """Runs a plugin's `read` in its own thread, handing batches over a bounded queue.
+
+    The queue holds at most two batches, so memory stays flat however large the
+    source. A reader that is abandoned (timeout, cancel, lost lease) stops at its
+    next record; one blocked inside the plugin is left behind as a daemon thread.
+    """
+
+    def __init__(self, plugin: ConnectorPlugin, batch_size: int, name: str) -> None:
+        self.plugin = plugin
+        self.batch_size = batch_size
+        self.fetched = 0
+        self.batches: queue.Queue[object] = queue.Queue(maxsize=2)
+        self.abandoned = threading.Event()
+        self.thread = threading.Thread(target=self._produce, name=f"read-{name}", daemon=True)
+
+    def __enter__(self) -> _Reader:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abandoned.set()
+
+    def _put(self, item: object) -> bool:
+        while not self.abandoned.is_set():
+            try:
+                self.batches.put(item, timeout=_POLL_SECONDS)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        try:
+            batch: list[Any] = []
+            for record in self.plugin.read():
+                if self.abandoned.is_set():
+                    return
+                self.fetched += 1
+                batch.append(record)
+                if len(batch) >= self.batch_size:
+                    if not self._put(batch):
+                        return
+                    batch = []
+            if batch and not self._put(batch):
+                return
+            self._put(_DONE)
+        except BaseException as exc:  # handed to the sync thread, which classifies it
+            self._put(_Failure(exc))
+
+    def batches_until(self, deadline: float, between: Callable[[], None]) -> Iterator[list[Any]]:
+        """The batches as they come; raises SyncTimeout at the deadline, the plugin's errors."""
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SyncTimeout()
+            between()
+            try:
+                item = self.batches.get(timeout=min(left, _POLL_SECONDS))
+            except queue.Empty:
+                continue
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            assert isinstance(item, list)
+            yield item
+
+
+def _is_transient_plugin_error(exc: BaseException) -> bool:
+    return isinstance(exc, PluginError) and exc.transient
+
+
+def _is_transient_db_error(exc: BaseException) -> bool:
+    return isinstance(exc, DatabaseError) and exc.transient
+
+
 class Runner:
     """Runs syncs for one `connector-sync run`."""
 
@@ -120,68 +284,156 @@ class Runner:
         self.db = database
         self.repository = Repository(database)
         self.options = options or RunOptions()
+        self.control = RunControl()
+        self._lock = threading.Lock()
+        self._reserved = 0
 
-    def run(self) -> RunReport:
-        opts = self.options
+    # -- the run --------------------------------------------------------------------
+
+    def run(self, *, handle_signals: bool = False) -> RunReport:
+        """Run once. With `handle_signals` (the CLI), SIGTERM/SIGINT stop it gracefully."""
         report = RunReport()
-        report.recovered = self.repository.recover_expired_leases(opts.tenant)
-        for item in report.recovered:
-            log.warning("recovered connector %s: %s", item["name"], item["reason"])
-        with LeaseKeeper(self.repository, opts.lease_seconds, opts.heartbeat_seconds) as keeper:
-            if opts.connector_ids is not None:
-                self._run_manual(opts.connector_ids, keeper, report)
-            else:
-                self._run_due(keeper, report)
+        with self._signals_handled(handle_signals):
+            report.recovered = self._bookkeeping(
+                self.repository.recover_expired_leases, self.options.tenant
+            )
+            for item in report.recovered:
+                log.warning("recovered connector %s: %s", item["name"], item["reason"])
+            with LeaseKeeper(
+                self.repository, self.options.lease_seconds, self.options.heartbeat_seconds
+            ) as keeper:
+                self._run_workers(keeper, report)
+        report.signal = self.control.signal
         return report
 
-    def _run_due(self, keeper: LeaseKeeper, report: RunReport) -> None:
+    def _run_workers(self, keeper: LeaseKeeper, report: RunReport) -> None:
         opts = self.options
-        # Only what was due when the run began: a connector this run synced (or
-        # that failed and backs off) is due again later, never within this run.
-        due_before = self.repository.database_now()
-        while opts.limit is None or len(report.sync_ids) < opts.limit:
-            claims = self.repository.claim(
-                worker=opts.worker,
-                limit=1,
-                lease_seconds=opts.lease_seconds,
-                due_before=due_before,
-                tenant=opts.tenant,
-            )
-            if not claims:
-                break
-            for claim in claims:
-                self._sync_and_report(claim, keeper, report)
+        claims: queue.Queue[Claim] | None = None
+        if opts.connector_ids is not None:
+            claims = self._claim_named(opts.connector_ids, keeper, report)
+            due_before = None
+        else:
+            # Only what was due when the run began: a connector this run synced (or
+            # that failed and backs off) is due again later, never within this run.
+            due_before = self._bookkeeping(self.repository.database_now)
+        errors: list[BaseException] = []
 
-    def _run_manual(self, ids: Sequence[int], keeper: LeaseKeeper, report: RunReport) -> None:
-        opts = self.options
-        claims = self.repository.claim(
-            worker=opts.worker,
+        def work() -> None:
+            try:
+                while not self.control.stop_claiming.is_set():
+                    claim = self._next_claim(claims, due_before, keeper)
+                    if claim is None:
+                        return
+                    self._sync_and_report(claim, keeper, report)
+            except BaseException as exc:  # re-raised in the supervising thread
+                errors.append(exc)
+                self.control.request_stop(0, f"cancelled: run aborted ({exc})")
+
+        threads = [
+            threading.Thread(target=work, name=f"sync-{n}", daemon=True)
+            for n in range(opts.concurrency)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                while thread.is_alive():  # join in slices so signals are handled promptly
+                    thread.join(_POLL_SECONDS)
+        except KeyboardInterrupt:  # no handler installed: cancel in-flight syncs at once
+            self.control.request_stop(0, "cancelled: interrupted", signal.SIGINT)
+            for thread in threads:
+                thread.join()
+            raise
+        finally:
+            if claims is not None:  # claimed for a manual run but never started
+                self._cancel_unstarted(claims, keeper, report)
+        if errors:
+            raise errors[0]
+
+    def _next_claim(
+        self, claims: queue.Queue[Claim] | None, due_before: Any, keeper: LeaseKeeper
+    ) -> Claim | None:
+        if claims is not None:
+            try:
+                return claims.get_nowait()
+            except queue.Empty:
+                return None
+        with self._lock:
+            if self.options.limit is not None and self._reserved >= self.options.limit:
+                return None
+            self._reserved += 1
+        found = self._bookkeeping(
+            self.repository.claim,
+            worker=self.options.worker,
+            limit=1,
+            lease_seconds=self.options.lease_seconds,
+            due_before=due_before,
+            tenant=self.options.tenant,
+        )
+        if not found:
+            return None
+        keeper.hold(found[0])
+        return found[0]
+
+    def _claim_named(
+        self, ids: Sequence[int], keeper: LeaseKeeper, report: RunReport
+    ) -> queue.Queue[Claim]:
+        claims = self._bookkeeping(
+            self.repository.claim,
+            worker=self.options.worker,
             limit=len(ids),
-            lease_seconds=opts.lease_seconds,
-            due_before=self.repository.database_now(),
-            tenant=opts.tenant,
+            lease_seconds=self.options.lease_seconds,
+            due_before=None,
+            tenant=self.options.tenant,
             connector_ids=ids,
         )
-        claimed = {claim.connector_id for claim in claims}
-        report.skipped = [i for i in ids if i not in claimed]
-        for connector_id in report.skipped:
-            log.warning("connector %s is being synced by another worker; skipped", connector_id)
-        for claim in claims:
-            self._sync_and_report(claim, keeper, report)
+        pending: queue.Queue[Claim] = queue.Queue()
+        by_id = {claim.connector_id: claim for claim in claims}
+        for connector_id in ids:
+            if connector_id in by_id:
+                keeper.hold(by_id[connector_id])
+                pending.put(by_id[connector_id])
+            else:
+                report.skipped.append(connector_id)
+                log.warning("connector %s is being synced by another worker; skipped", connector_id)
+        return pending
+
+    def _cancel_unstarted(
+        self, claims: queue.Queue[Claim], keeper: LeaseKeeper, report: RunReport
+    ) -> None:
+        while True:
+            try:
+                claim = claims.get_nowait()
+            except queue.Empty:
+                return
+            self._bookkeeping(self.repository.cancel, claim, reason=self.control.reason
+                              or "cancelled: run stopped", duration=0.0)  # fmt: skip
+            keeper.release(claim)
+            self._note(report, claim, CANCELLED)
 
     def _sync_and_report(self, claim: Claim, keeper: LeaseKeeper, report: RunReport) -> None:
         try:
             status = self.sync(claim, keeper)
         except LeaseLost as exc:
             log.error("%s", exc)
-            report.lost.append(claim.name)
+            with self._lock:
+                report.lost.append(claim.name)
             return
-        report.sync_ids.append(claim.sync_id)
-        if status != COMPLETED:
-            report.failed += 1
+        self._note(report, claim, status)
+
+    def _note(self, report: RunReport, claim: Claim, status: str) -> None:
+        with self._lock:
+            report.sync_ids.append(claim.sync_id)
+            report.failed += status == FAILED
+            report.cancelled += status == CANCELLED
+
+    # -- one sync -------------------------------------------------------------------
 
     def sync(self, claim: Claim, keeper: LeaseKeeper) -> str:
         """Read the connector through its plugin into its dataset; record the outcome.
+
+        A transient plugin error is tried again (up to `attempts` tries in all) with
+        exponential backoff and jitter; anything else fails the sync at once.
 
         Returns the sync's final status. Raises LeaseLost when another worker took
         the connector over (nothing is recorded then), DatabaseError when the
@@ -189,71 +441,191 @@ class Runner:
         """
         keeper.hold(claim)
         started = time.monotonic()
-        writer = DatasetWriter(self.db, claim.dataset_id)
-        fetched = 0
+        timeout = float(claim.sync_timeout or self.options.timeout)
+        deadline = started + timeout
+        tries = 0
+        progress = _Progress()
+
+        def wait(seconds: float) -> None:
+            if time.monotonic() + seconds >= deadline:
+                raise SyncTimeout()
+            self.control.wait(seconds)
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.options.attempts),
+            wait=tenacity.wait_exponential_jitter(
+                multiplier=self.options.retry_wait, max=60, jitter=self.options.retry_wait
+            ),
+            retry=tenacity.retry_if_exception(_is_transient_plugin_error),
+            sleep=wait,
+            before_sleep=lambda state: log.warning(
+                "sync of %s failed on try %d, trying again: %s",
+                claim.name,
+                state.attempt_number,
+                state.outcome.exception() if state.outcome else "",
+            ),
+            reraise=True,
+        )
         try:
             try:
-                plugin = load_plugin(claim.type)(claim.config, claim.state)
-                batch: list[dict[str, Any]] = []
-                for record in plugin.read():
-                    fetched += 1
-                    batch.append(record)
-                    if len(batch) >= self.options.batch_size:
-                        keeper.ensure_held(claim)
-                        writer.append(batch)
-                        batch = []
-                keeper.ensure_held(claim)
-                writer.append(batch)
+                for attempt in retrying:
+                    with attempt:
+                        tries += 1
+                        if tries > 1:
+                            self._bookkeeping(self.repository.discard_records, claim)
+                        writer, plugin = self._read_once(claim, keeper, deadline, progress)
             except (LeaseLost, DatabaseError):
                 raise
-            except KeyboardInterrupt:
-                self.repository.cancel(
-                    claim, reason="cancelled: interrupted", duration=time.monotonic() - started
-                )
-                raise
+            except SyncCancelled as exc:
+                self._bookkeeping(self.repository.cancel, claim, reason=str(exc)
+                                  or "cancelled", duration=time.monotonic() - started)  # fmt: skip
+                log.warning("sync of %s cancelled: %s", claim.name, exc)
+                return CANCELLED
+            except SyncTimeout:
+                error = f"timed out after {_seconds(timeout)}"
+                return self._record_failure(claim, error, "Timeout", started, progress, tries)
             except Exception as exc:
                 return self._record_failure(
-                    claim, exc, time.monotonic() - started, fetched, writer.count
+                    claim, describe_error(exc), type(exc).__name__, started, progress, tries
                 )
-            new_state = plugin.state or claim.state
             duration = time.monotonic() - started
-            self.repository.complete(
+            self._finish(
                 claim,
+                self.repository.complete,
                 duration=duration,
-                records_fetched=fetched,
-                records_processed=writer.count,
+                records_fetched=progress.fetched,
+                records_processed=progress.stored,
                 schema=writer.schema(),
-                state=new_state,
+                state=plugin.state or claim.state,
+                attempts=tries,
             )
-            log.info("synced %s: %d records in %.2fs", claim.name, writer.count, duration)
+            log.info("synced %s: %d records in %.2fs", claim.name, progress.stored, duration)
             return COMPLETED
         finally:
             keeper.release(claim)
 
+    def _read_once(
+        self, claim: Claim, keeper: LeaseKeeper, deadline: float, progress: _Progress
+    ) -> tuple[DatasetWriter, ConnectorPlugin]:
+        plugin = load_plugin(claim.type)(claim.config, claim.state)
+        writer = DatasetWriter(self.db, claim.dataset_id)
+
+        def between_batches() -> None:
+            keeper.ensure_held(claim)
+            self.control.check()
+
+        with _Reader(plugin, self.options.batch_size, claim.name) as reader:
+            try:
+                for batch in reader.batches_until(deadline, between_batches):
+                    between_batches()
+                    self._bookkeeping(writer.append, batch)
+            finally:
+                progress.fetched, progress.stored = reader.fetched, writer.count
+        return writer, plugin
+
     def _record_failure(
-        self, claim: Claim, exc: BaseException, duration: float, fetched: int, stored: int
+        self,
+        claim: Claim,
+        error: str,
+        error_type: str,
+        started: float,
+        progress: _Progress,
+        tries: int,
     ) -> str:
-        error = describe_error(exc)
         retry_in = failure_backoff(
             claim.consecutive_failures + 1, claim.sync_interval, base=self.options.backoff_base
         )
-        outcome = self.repository.fail(
+        outcome = self._finish(
             claim,
+            self.repository.fail,
             error=error,
-            error_type=type(exc).__name__,
-            duration=duration,
-            records_fetched=fetched,
-            records_processed=stored,
+            error_type=error_type,
+            duration=time.monotonic() - started,
+            records_fetched=progress.fetched,
+            records_processed=progress.stored,
             retry_in=retry_in,
+            attempts=max(tries, 1),
         )
-        log.error(
-            "sync of %s failed (%d in a row, connector %s): %s",
-            claim.name,
-            outcome.consecutive_failures,
-            outcome.connector_status,
-            error,
+        if outcome is not None:
+            log.error(
+                "sync of %s failed (%d in a row, connector %s): %s",
+                claim.name,
+                outcome.consecutive_failures,
+                outcome.connector_status,
+                error,
+            )
+        return FAILED
+
+    def _finish(self, claim: Claim, record: Callable[..., T], **values: Any) -> T | None:
+        """Record an outcome, retrying a transient database error.
+
+        A retry after a commit whose acknowledgement was lost finds the lease already
+        released; the sync row then shows the outcome was recorded, so that is success.
+        """
+        tries = 0
+
+        def once() -> T:
+            nonlocal tries
+            tries += 1
+            return record(claim, **values)
+
+        try:
+            return self._bookkeeping(once)
+        except LeaseLost:
+            if tries > 1 and self.repository.sync_status(claim.sync_id) in (COMPLETED, FAILED):
+                return None
+            raise
+
+    @staticmethod
+    def _bookkeeping(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A database call, tried again on a transient error (lost connection, busy, deadlock)."""
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(4),
+            wait=tenacity.wait_exponential_jitter(multiplier=0.2, max=2.0, jitter=0.2),
+            retry=tenacity.retry_if_exception(_is_transient_db_error),
+            before_sleep=lambda state: log.warning(
+                "database error, trying again: %s",
+                state.outcome.exception() if state.outcome else "",
+            ),
+            reraise=True,
         )
-        return "FAILED"
+        return retrying(fn, *args, **kwargs)
+
+    # -- signals --------------------------------------------------------------------
+
+    @contextmanager
+    def _signals_handled(self, enabled: bool) -> Iterator[None]:
+        if not enabled or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        grace = self.options.grace
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            name = signal.Signals(signum).name
+            if self.control.stop_claiming.is_set():
+                log.error("second %s: exiting now; unfinished leases expire and are recovered",
+                          name)  # fmt: skip
+                os._exit(128 + signum)
+            log.warning(
+                "%s received: no new syncs; in-flight syncs get %s to finish, then are "
+                "cancelled (send it again to exit at once)",
+                name,
+                _seconds(grace),
+            )
+            self.control.request_stop(
+                grace, f"cancelled: worker received {name}, grace of {_seconds(grace)} over", signum
+            )
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
 
 
 def describe_error(exc: BaseException) -> str:

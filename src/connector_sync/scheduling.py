@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 from collections.abc import Callable
 
@@ -35,3 +36,25 @@ def failure_backoff(
     exponent = min(failures - 1, 62)  # 2**62 * base is beyond any interval
     delay = min(float(interval), base * 2.0**exponent)
     return delay * (1.0 - jitter * rand())
+
+
+def next_sync_at(
+    finished_at: dt.datetime,
+    interval: float,
+    failures: int = 0,
+    *,
+    base: float = DEFAULT_BACKOFF_BASE,
+    jitter: float = DEFAULT_JITTER,
+    rand: Callable[[], float] = random.random,
+) -> dt.datetime:
+    """When a connector whose sync ended at `finished_at` is due again.
+
+    After a success (`failures` == 0) one interval later; after the n-th failure in a
+    row, the failure backoff later (never later than one interval).
+    """
+    if failures == 0:
+        if interval <= 0:
+            raise ValueError("interval must be positive")
+        return finished_at + dt.timedelta(seconds=interval)
+    delay = failure_backoff(failures, interval, base=base, jitter=jitter, rand=rand)
+    return finished_at + dt.timedelta(seconds=delay)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -34,17 +35,56 @@ class RecordsConnector(ConnectorPlugin):
 
 
 class FlakyConnector(ConnectorPlugin):
-    """Raises a transient error (a stand-in for a 503 from an API)."""
+    """Fails transiently (a stand-in for a 503) the first `fail_times` reads, then works.
+
+    Tries are counted in a file, since each try builds a new plugin object.
+    """
 
     type_name = "flaky"
-    config_fields = (ConfigField("message", str, default="service unavailable (503)"),)
+    config_fields = (
+        ConfigField("message", str, default="service unavailable (503)"),
+        ConfigField("fail_times", int, default=1_000_000),
+        ConfigField("counter_file", str),
+        ConfigField("records", int, default=3),
+    )
+
+    def _tries(self) -> int:
+        path = self.config["counter_file"]
+        if path is None:
+            return 1
+        counter = Path(path)
+        tries = int(counter.read_text()) + 1 if counter.exists() else 1
+        counter.write_text(str(tries))
+        return tries
 
     def check(self) -> CheckResult:
         raise TransientError(self.config["message"])
 
     def read(self) -> Iterator[dict[str, Any]]:
-        yield {"n": 1}
-        raise TransientError(self.config["message"])
+        tries = self._tries()
+        yield {"n": 0, "try": tries}
+        if tries <= self.config["fail_times"]:
+            raise TransientError(f"{self.config['message']} (try {tries})")
+        for n in range(1, self.config["records"]):
+            yield {"n": n, "try": tries}
+
+
+class SleepyConnector(ConnectorPlugin):
+    """Sleeps before each record: a slow source, or with a long sleep, a hung one."""
+
+    type_name = "sleepy"
+    config_fields = (
+        ConfigField("records", int, default=1),
+        ConfigField("seconds", float, default=60.0),
+    )
+
+    def check(self) -> CheckResult:
+        return CheckResult(True, "sleepy")
+
+    def read(self) -> Iterator[dict[str, Any]]:
+        for n in range(self.config["records"]):
+            time.sleep(self.config["seconds"])
+            yield {"n": n}
 
 
 class StealLeaseConnector(ConnectorPlugin):

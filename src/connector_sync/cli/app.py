@@ -13,8 +13,13 @@ from connector_sync.cli.errors import CommandLine, Flags
 from connector_sync.db import Database, resolve_database_url
 from connector_sync.exceptions import EXIT_FAILURE, EXIT_OK
 from connector_sync.logs import configure_logging
-from connector_sync.models import DEFAULT_SYNC_INTERVAL, DEFAULT_TENANT, SYNC_STATUSES
-from connector_sync.runner import RunOptions
+from connector_sync.models import (
+    DEFAULT_MAX_CONSECUTIVE_FAILURES,
+    DEFAULT_SYNC_INTERVAL,
+    DEFAULT_TENANT,
+    SYNC_STATUSES,
+)
+from connector_sync.runner import RunOptions, RunReport
 
 ENV = "CONNECTOR_SYNC_"
 
@@ -133,6 +138,21 @@ def add(
         bool, typer.Option("--no-auto-sync", help="Only sync when asked (run --connector).")
     ] = False,
     tenant: Annotated[str, typer.Option("--tenant", "-t", help="Tenant.")] = DEFAULT_TENANT,
+    timeout: Annotated[
+        int | None,
+        typer.Option(
+            "--timeout",
+            min=1,
+            show_default=False,
+            help="Seconds a sync may take [default: the run's --timeout, 3600].",
+        ),
+    ] = None,
+    max_failures: Annotated[
+        int,
+        typer.Option(
+            "--max-failures", min=1, help="Failures in a row before the connector goes to ERROR."
+        ),
+    ] = DEFAULT_MAX_CONSECUTIVE_FAILURES,
     as_json: JsonOpt = False,
 ) -> None:
     """Add a connector; it is due at once.
@@ -149,6 +169,8 @@ def add(
             sync_interval=interval,
             auto_sync=not no_auto_sync,
             tenant=tenant,
+            sync_timeout=timeout,
+            max_consecutive_failures=max_failures,
         )
     if as_json:
         render.print_json({"id": connector_id})
@@ -231,11 +253,48 @@ def run(
         typer.Option("--connector", "-c", help="Sync this connector now, due or not (repeat)."),
     ] = None,
     tenant: TenantOpt = None,
+    concurrency: Annotated[
+        int,
+        typer.Option(
+            "--concurrency",
+            "-j",
+            min=1,
+            max=64,
+            envvar=f"{ENV}CONCURRENCY",
+            help="Syncs in parallel in this process.",
+        ),
+    ] = 1,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            envvar=f"{ENV}TIMEOUT",
+            help="Seconds a sync may take (for connectors added without --timeout).",
+        ),
+    ] = 3600.0,
+    attempts: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=20,
+            envvar=f"{ENV}ATTEMPTS",
+            help="Tries per sync when the source fails transiently.",
+        ),
+    ] = 3,
+    grace: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            envvar=f"{ENV}GRACE",
+            help="After SIGTERM/SIGINT, seconds before in-flight syncs are cancelled.",
+        ),
+    ] = 30.0,
     lease_seconds: Annotated[
         float, typer.Option(min=5, envvar=f"{ENV}LEASE_SECONDS", help="Lease length.")
     ] = 60.0,
     heartbeat_seconds: Annotated[
-        float, typer.Option(min=1, envvar=f"{ENV}HEARTBEAT_SECONDS", help="Lease renewal period.")
+        float,
+        typer.Option(min=0.1, envvar=f"{ENV}HEARTBEAT_SECONDS", help="Lease renewal period."),
     ] = 20.0,
     batch_size: Annotated[
         int, typer.Option(min=1, envvar=f"{ENV}BATCH_SIZE", help="Records per write.")
@@ -253,13 +312,10 @@ def run(
     with operations.open_repository(_url(ctx)) as repo:
         ids = operations.resolve_connector_ids(repo, connector, tenant) if connector else None
         options = RunOptions(
-            limit=limit,
-            tenant=tenant,
-            connector_ids=ids,
-            lease_seconds=lease_seconds,
-            heartbeat_seconds=heartbeat_seconds,
-            batch_size=batch_size,
-        )
+            limit=limit, tenant=tenant, connector_ids=ids, concurrency=concurrency,
+            timeout=timeout, attempts=attempts, grace=grace, lease_seconds=lease_seconds,
+            heartbeat_seconds=heartbeat_seconds, batch_size=batch_size,
+        )  # fmt: skip
         report, syncs = operations.run(repo, options)
     if as_json:
         render.print_json(syncs)
@@ -267,7 +323,13 @@ def run(
         render.syncs_table(syncs, "Syncs in this run")
     else:
         render.console.print("Nothing due.")
-    raise typer.Exit(EXIT_FAILURE if report.failed or report.lost else EXIT_OK)
+    raise typer.Exit(_run_exit_code(report))
+
+
+def _run_exit_code(report: RunReport) -> int:
+    if report.signal is not None:
+        return 128 + report.signal
+    return EXIT_FAILURE if report.failed or report.lost else EXIT_OK
 
 
 @app.command()
@@ -408,7 +470,7 @@ def demo(ctx: typer.Context) -> None:
     render.console.print(
         "Next: `connector-sync list`, `connector-sync history`, `connector-sync show demo-orders`."
     )
-    raise typer.Exit(EXIT_FAILURE if report.failed or report.lost else EXIT_OK)
+    raise typer.Exit(_run_exit_code(report))
 
 
 def main() -> None:
