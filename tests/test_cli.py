@@ -160,7 +160,8 @@ def test_secret_config_values_are_masked(cli: Cli) -> None:
         (("add", "123", "--type", "demo"), "all digits"),
         (("due", "--limit", "-1"), "--limit"),
         (("run", "--limit", "0"), "--limit"),
-        (("history", "--status", "DONE"), "--status"),
+        (("history", "--status", "DONE"), "not a sync status; use one of IN_PROGRESS"),
+        (("run", "--connector", "existing", "--limit", "1"), "--limit"),
         (("history", "--limit", "-5"), "--limit"),
         (("add", "existing", "--type", "demo"), "already exists"),
         (("frobnicate",), "No such command"),
@@ -289,3 +290,11 @@ def test_add_timeout_and_max_failures_then_run_options(cli: Cli) -> None:
     assert connector["status"] == "ERROR"  # parked after its single allowed failure
     bad = cli("run", "--heartbeat-seconds", "30", "--lease-seconds", "10")
     assert bad.exit_code == 2 and "--heartbeat-seconds" in bad.stderr
+
+
+@pytest.mark.parametrize("url", ["mysql://root@localhost/db", "not a url"])
+def test_unsupported_database_url_is_bad_input(url: str) -> None:
+    result = Cli(url)("list")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("connector-sync: error: --database-url")
+    assert len(result.stderr.strip().splitlines()) == 1

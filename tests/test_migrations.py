@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -33,6 +34,16 @@ def index_sql(database: Database) -> dict[str, str]:
     return {name: sql for name, sql in rows}
 
 
+def check_constraint_names(url: str) -> set[str]:
+    with Database(url) as database, database.engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        return {
+            str(check["name"])
+            for table in inspector.get_table_names()
+            for check in inspector.get_check_constraints(table)
+        }
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
@@ -49,6 +60,14 @@ def test_upgrade_gives_the_models_schema(empty_url: str) -> None:
         indexes = index_sql(database)
     due = indexes["ix_connectors_due"]
     assert "auto_sync" in due and "'ACTIVE'" in due  # partial, as the models declare
+    assert check_constraint_names(empty_url) == {
+        "ck_connectors_status",
+        "ck_connectors_sync_interval_positive",
+        "ck_connectors_sync_timeout_positive",
+        "ck_connector_syncs_status",
+        "ck_connector_syncs_trigger",
+        "ck_datasets_status",
+    }
     one_open = indexes["uq_connector_syncs_one_in_progress"]
     assert "UNIQUE" in one_open.upper() and "IN_PROGRESS" in one_open
 

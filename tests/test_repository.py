@@ -279,6 +279,19 @@ def test_recover_expired_lease(repo: Repository) -> None:
         assert conn.execute(sa.select(sa.func.count()).select_from(dataset_records)).scalar() == 0
     assert repo.find_connector("b")["status"] == "SYNCING"  # its lease is live
     assert repo.recover_expired_leases() == []
+    assert connector["consecutive_failures"] == 1
+    assert connector["last_sync_error"] == sync["error"]
+
+
+def test_a_source_that_keeps_killing_its_worker_ends_in_error(repo: Repository) -> None:
+    connector_id = add(repo, "crashy")
+    set_columns(repo.db, connector_id, max_consecutive_failures=2)
+    for expected in ("ACTIVE", "ERROR"):
+        claim_one(repo)
+        expired = repo.database_now() - dt.timedelta(seconds=1)
+        set_columns(repo.db, connector_id, lease_expires_at=expired)
+        assert len(repo.recover_expired_leases()) == 1
+        assert repo.find_connector("crashy")["status"] == expected
 
 
 def test_history_newest_first_with_filters(repo: Repository) -> None:

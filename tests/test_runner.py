@@ -217,3 +217,16 @@ def test_stop_lets_a_sync_that_finishes_within_the_grace_complete(repo: Reposito
     report = runner.run()
     assert [s["status"] for s in repo.syncs_by_id(report.sync_ids)] == ["COMPLETED"]
     assert [c["name"] for c in repo.due_connectors()] == ["next"]  # never claimed
+
+
+def test_queued_manual_syncs_keep_their_leases_alive(repo: Repository) -> None:
+    """Connectors claimed together for a manual run are heartbeated while they wait."""
+    first = add(repo, "first", type="sleepy", records=1, seconds=1.5)
+    second = add(repo, "second", records=1)
+    options = RunOptions(connector_ids=[first, second], lease_seconds=0.6, heartbeat_seconds=0.1)
+    stolen: list[Any] = []
+    threading.Timer(1.0, lambda: stolen.extend(repo.recover_expired_leases())).start()
+    report = Runner(repo.db, options).run()
+    time.sleep(0.1)
+    assert stolen == []
+    assert [s["status"] for s in repo.syncs_by_id(report.sync_ids)] == ["COMPLETED", "COMPLETED"]

@@ -50,9 +50,11 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_connectors"),
         sa.UniqueConstraint("tenant", "name", name="uq_connectors_tenant_name"),
         sa.CheckConstraint(
-            "status IN ('ACTIVE', 'SYNCING', 'ERROR', 'INACTIVE')", name="ck_connectors_status"
+            "status IN ('ACTIVE', 'SYNCING', 'ERROR', 'INACTIVE')", name=op.f("ck_connectors_status")
         ),
-        sa.CheckConstraint("sync_interval > 0", name="ck_connectors_sync_interval_positive"),
+        sa.CheckConstraint("sync_interval > 0", name=op.f("ck_connectors_sync_interval_positive")),
+        # Ids are never reused on SQLite either (a deleted dataset's id stays unique).
+        sqlite_autoincrement=True,
     )
     op.create_index(
         "ix_connectors_due",
@@ -96,11 +98,13 @@ def upgrade() -> None:
         ),
         sa.CheckConstraint(
             "status IN ('IN_PROGRESS', 'COMPLETED', 'FAILED', 'CANCELLED')",
-            name="ck_connector_syncs_status",
+            name=op.f("ck_connector_syncs_status"),
         ),
         sa.CheckConstraint(
-            "trigger IN ('schedule', 'manual', 'api')", name="ck_connector_syncs_trigger"
+            "trigger IN ('schedule', 'manual', 'api')", name=op.f("ck_connector_syncs_trigger")
         ),
+        # Ids are never reused on SQLite either (a deleted dataset's id stays unique).
+        sqlite_autoincrement=True,
     )
     op.create_index(
         "uq_connector_syncs_one_in_progress",
@@ -142,7 +146,9 @@ def upgrade() -> None:
             name="fk_datasets_sync_id_connector_syncs",
             ondelete="SET NULL",
         ),
-        sa.CheckConstraint("status IN ('BUILDING', 'READY', 'FAILED')", name="ck_datasets_status"),
+        sa.CheckConstraint("status IN ('BUILDING', 'READY', 'FAILED')", name=op.f("ck_datasets_status")),
+        # Ids are never reused on SQLite either (a deleted dataset's id stays unique).
+        sqlite_autoincrement=True,
     )
     op.create_index(
         "ix_datasets_connector_id_created_at", "datasets", ["connector_id", "created_at"]

@@ -22,11 +22,11 @@ def upgrade() -> None:
     with op.batch_alter_table("connectors") as batch:
         batch.add_column(sa.Column("sync_timeout", sa.Integer))
         batch.create_check_constraint(
-            "ck_connectors_sync_timeout_positive", "sync_timeout IS NULL OR sync_timeout > 0"
+            op.f("ck_connectors_sync_timeout_positive"), "sync_timeout IS NULL OR sync_timeout > 0"
         )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("connectors") as batch:
-        batch.drop_constraint("ck_connectors_sync_timeout_positive", type_="check")
+        batch.drop_constraint(op.f("ck_connectors_sync_timeout_positive"), type_="check")
         batch.drop_column("sync_timeout")

@@ -12,7 +12,12 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from connector_sync.exceptions import DatabaseError, DatabaseUnavailable, SchemaOutOfDate
+from connector_sync.exceptions import (
+    BadInput,
+    DatabaseError,
+    DatabaseUnavailable,
+    SchemaOutOfDate,
+)
 
 #: The SQLite file used when no database URL is given.
 DEFAULT_SQLITE_FILE = "connector-sync.db"
@@ -41,12 +46,16 @@ def make_url(url: str | sa.URL) -> sa.URL:
     try:
         parsed = sa.make_url(url)
     except sa.exc.ArgumentError as exc:
-        raise DatabaseError(f"database URL is not valid: {exc}") from None
+        raise BadInput(
+            f"--database-url is not a valid URL ({exc}): use postgresql://user@host/db "
+            "or sqlite:///path.db"
+        ) from None
     if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.get_backend_name() not in ("postgresql", "sqlite"):
-        raise DatabaseError(
-            f"database URL {safe_url(parsed)} is not supported: use postgresql://… or sqlite:///…"
+        raise BadInput(
+            f"--database-url {safe_url(parsed)} is not supported: use postgresql://user@host/db "
+            "or sqlite:///path.db"
         )
     return parsed
 

@@ -113,6 +113,7 @@ connectors = sa.Table(
     sa.CheckConstraint(f"status IN {CONNECTOR_STATUSES!r}", name="status"),
     sa.CheckConstraint("sync_interval > 0", name="sync_interval_positive"),
     sa.CheckConstraint("sync_timeout IS NULL OR sync_timeout > 0", name="sync_timeout_positive"),
+    sqlite_autoincrement=True,
 )
 
 #: The due predicate's static part. The partial index below is declared with this
@@ -160,6 +161,7 @@ connector_syncs = sa.Table(
     sa.Column("error_type", sa.String(200)),
     sa.CheckConstraint(f"status IN {SYNC_STATUSES!r}", name="status"),
     sa.CheckConstraint(f"trigger IN {TRIGGERS!r}", name="trigger"),
+    sqlite_autoincrement=True,
 )
 
 # At most one open sync per connector, enforced by the database itself.
@@ -200,6 +202,7 @@ datasets = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False, default=_now_default),
     sa.Column("completed_at", UTCDateTime),
     sa.CheckConstraint(f"status IN {DATASET_STATUSES!r}", name="status"),
+    sqlite_autoincrement=True,
 )
 sa.Index("ix_datasets_connector_id_created_at", datasets.c.connector_id, datasets.c.created_at)
 

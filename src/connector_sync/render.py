@@ -113,6 +113,17 @@ def _when(value: dt.datetime | None) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _next_sync(row: Mapping[str, Any]) -> str:
+    """The next scheduled sync, or why there is none."""
+    if not row["auto_sync"]:
+        return "- (auto-sync off)"
+    if row["status"] == "ERROR":
+        return "- (ERROR: enable)"
+    if row["status"] == "SYNCING":
+        return "- (syncing)"
+    return _when(row["next_sync_at"])
+
+
 def _short(text: str | None, width: int = 60) -> str:
     if not text:
         return ""
@@ -147,7 +158,7 @@ def connectors_table(rows: Sequence[Mapping[str, Any]], title: str) -> None:
             "on" if r["auto_sync"] else "off",
             f"{r['sync_interval']}s",
             f"{_when(r['last_sync_at'])} {_style(r['last_sync_status'])}".strip(),
-            _when(r["next_sync_at"]),
+            _next_sync(r),
             str(r["consecutive_failures"]),
         )
     console.print(table)
@@ -192,11 +203,11 @@ def types_table(types: Sequence[Mapping[str, Any]]) -> None:
     table = Table(title="Connector types", title_justify="left")
     table.add_column("Type")
     table.add_column("Description")
-    table.add_column("Config fields (* required, 🔒 secret)")
+    table.add_column("Config fields (* required)")
     for t in types:
         fields = []
         for f in t["fields"]:
-            text = f"{f['name']}{'*' if f['required'] else ''}{' 🔒' if f['secret'] else ''}"
+            text = f"{f['name']}{'*' if f['required'] else ''}{' (secret)' if f['secret'] else ''}"
             text += f": {f['type']}"
             if f["default"] not in (None, ""):
                 text += f" = {json.dumps(f['default'])}"

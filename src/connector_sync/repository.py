@@ -599,7 +599,10 @@ class Repository:
         """Return connectors whose lease expired to ACTIVE and due now.
 
         Their IN_PROGRESS sync becomes FAILED ("abandoned: lease of <worker> expired
-        at <time>") and its BUILDING dataset is deleted. Returns what was recovered.
+        at <time>") and its BUILDING dataset is deleted. The abandonment counts as a
+        failure in a row, so a source that crashes its worker every time ends in
+        ERROR after max_consecutive_failures instead of being retried for ever.
+        Returns what was recovered.
         """
         now = self._now()
         expired = (
@@ -615,11 +618,21 @@ class Repository:
         with self.db.begin() as conn:
             at = self._select_now(conn)
             for row in conn.execute(expired).mappings().all():
+                expired_at = row["lease_expires_at"].strftime("%Y-%m-%dT%H:%M:%SZ")
+                reason = f"abandoned: lease of {row['lease_owner']} expired at {expired_at}"
+                failures = c.consecutive_failures + 1
                 released = conn.execute(
                     sa.update(connectors)
                     .where(c.id == row["id"], c.lease_token == row["lease_token"])
                     .values(
-                        status=ACTIVE,
+                        status=sa.case(
+                            (failures >= c.max_consecutive_failures, ERROR),
+                            else_=sa.literal(ACTIVE),
+                        ),
+                        consecutive_failures=failures,
+                        last_sync_at=at,
+                        last_sync_status=FAILED,
+                        last_sync_error=reason,
                         next_sync_at=now,
                         lease_owner=None,
                         lease_token=None,
@@ -629,8 +642,6 @@ class Repository:
                 ).rowcount
                 if not released:
                     continue
-                expired_at = row["lease_expires_at"].strftime("%Y-%m-%dT%H:%M:%SZ")
-                reason = f"abandoned: lease of {row['lease_owner']} expired at {expired_at}"
                 open_syncs = (
                     conn.execute(
                         sa.select(s.id).where(s.connector_id == row["id"], s.status == IN_PROGRESS)

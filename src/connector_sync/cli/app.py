@@ -47,8 +47,6 @@ class LogLevel(StrEnum):
     error = "error"
 
 
-SyncStatus = StrEnum("SyncStatus", {s: s for s in SYNC_STATUSES})  # type: ignore[misc]
-
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON document instead of a table.")]
 TenantOpt = Annotated[
     str | None, typer.Option("--tenant", "-t", help="Only this tenant.", envvar=f"{ENV}TENANT")
@@ -175,7 +173,8 @@ def add(
     if as_json:
         render.print_json({"id": connector_id})
     else:
-        render.console.print(f"added connector {name} (id {connector_id}), due now")
+        when = "due now" if not no_auto_sync else "auto-sync off: sync it with run --connector"
+        render.console.print(f"added connector {name} (id {connector_id}), {when}")
 
 
 @app.command("list")
@@ -309,6 +308,11 @@ def run(
         raise typer.BadParameter(
             "must be shorter than --lease-seconds", param_hint="'--heartbeat-seconds'"
         )
+    if connector and limit is not None:
+        raise typer.BadParameter(
+            "--limit applies to due connectors; with --connector, name fewer connectors",
+            param_hint="'--limit'",
+        )
     with operations.open_repository(_url(ctx)) as repo:
         ids = operations.resolve_connector_ids(repo, connector, tenant) if connector else None
         options = RunOptions(
@@ -339,21 +343,30 @@ def history(
         str | None, typer.Option("--connector", "-c", help="Only this connector.")
     ] = None,
     status: Annotated[
-        SyncStatus | None,
-        typer.Option("--status", "-s", case_sensitive=False, help="Only syncs in this status."),
+        str | None,
+        typer.Option(
+            "--status", "-s", help=f"Only syncs in this status: {', '.join(SYNC_STATUSES)}."
+        ),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most N.")] = 20,
     tenant: TenantOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show recent syncs, newest first.  Example: connector-sync history --status FAILED"""
+    if status is not None:
+        status = status.upper()
+        if status not in SYNC_STATUSES:
+            raise typer.BadParameter(
+                f"'{status}' is not a sync status; use one of {', '.join(SYNC_STATUSES)}",
+                param_hint="'--status'",
+            )
     with operations.open_repository(_url(ctx)) as repo:
         connector_id = repo.find_connector(connector, tenant)["id"] if connector else None
         rows = repo.history(
             connector_id=connector_id,
             tenant=tenant,
             limit=limit,
-            status=status.value if status else None,
+            status=status,
         )
     if as_json:
         render.print_json([render.pick(r, render.SYNC_KEYS) for r in rows])
