@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,26 +18,11 @@ from connector_sync.exceptions import (
     SchemaOutOfDate,
 )
 
-#: The SQLite file used when no database URL is given.
-DEFAULT_SQLITE_FILE = "connector-sync.db"
-#: Environment variables that name the database, first match wins.
-DATABASE_URL_ENVVARS = ("CONNECTOR_SYNC_DATABASE_URL", "DATABASE_URL")
 #: The alembic revision this code expects. tests/test_migrations.py keeps it equal
 #: to the newest file in migrations/versions, so start-up needs no alembic import.
 SCHEMA_REVISION = "0002"
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
-
-
-def resolve_database_url(explicit: str | None = None) -> str:
-    """The URL from the option, else the environment, else the SQLite default file."""
-    if explicit:
-        return explicit
-    for name in DATABASE_URL_ENVVARS:
-        value = os.environ.get(name)
-        if value:
-            return value
-    return f"sqlite:///{DEFAULT_SQLITE_FILE}"
 
 
 def make_url(url: str | sa.URL) -> sa.URL:

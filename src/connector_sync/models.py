@@ -10,18 +10,32 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 UTC = dt.UTC
 
-# Status values, as stored.
-ACTIVE, SYNCING, ERROR, INACTIVE = "ACTIVE", "SYNCING", "ERROR", "INACTIVE"
-CONNECTOR_STATUSES = (ACTIVE, SYNCING, ERROR, INACTIVE)
-IN_PROGRESS, COMPLETED, FAILED, CANCELLED = "IN_PROGRESS", "COMPLETED", "FAILED", "CANCELLED"
-SYNC_STATUSES = (IN_PROGRESS, COMPLETED, FAILED, CANCELLED)
-BUILDING, READY = "BUILDING", "READY"
-DATASET_STATUSES = (BUILDING, READY, FAILED)
-TRIGGERS = ("schedule", "manual", "api")
+from connector_sync.constants import (  # noqa: E402 - re-exported for the schema's users
+    ACTIVE,
+    BUILDING,
+    CANCELLED,
+    COMPLETED,
+    CONNECTOR_STATUSES,
+    DATASET_STATUSES,
+    DEFAULT_MAX_CONSECUTIVE_FAILURES,
+    DEFAULT_SYNC_INTERVAL,
+    DEFAULT_TENANT,
+    ERROR,
+    FAILED,
+    IN_PROGRESS,
+    INACTIVE,
+    READY,
+    SYNC_STATUSES,
+    SYNCING,
+    TRIGGERS,
+)
 
-DEFAULT_TENANT = "default"
-DEFAULT_SYNC_INTERVAL = 3600
-DEFAULT_MAX_CONSECUTIVE_FAILURES = 5
+__all__ = [
+    "ACTIVE", "BUILDING", "CANCELLED", "COMPLETED", "CONNECTOR_STATUSES", "DATASET_STATUSES",
+    "DEFAULT_MAX_CONSECUTIVE_FAILURES", "DEFAULT_SYNC_INTERVAL", "DEFAULT_TENANT", "ERROR",
+    "FAILED", "INACTIVE", "IN_PROGRESS", "READY", "SYNCING", "SYNC_STATUSES", "TRIGGERS",
+    "UTCDateTime", "connector_syncs", "connectors", "dataset_records", "datasets", "metadata",
+]  # fmt: skip
 
 
 class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from connector_sync import operations, render
 from connector_sync.cli.errors import CommandLine, Flags
-from connector_sync.db import Database, resolve_database_url
-from connector_sync.exceptions import EXIT_FAILURE, EXIT_OK
-from connector_sync.logs import configure_logging
-from connector_sync.models import (
+from connector_sync.constants import (
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
     DEFAULT_SYNC_INTERVAL,
     DEFAULT_TENANT,
     SYNC_STATUSES,
 )
-from connector_sync.runner import RunOptions, RunReport
+from connector_sync.exceptions import EXIT_FAILURE, EXIT_OK
+from connector_sync.logs import configure_logging
+from connector_sync.settings import resolve_database_url
+
+# The modules below pull in SQLAlchemy, alembic and rich; each command imports
+# what it needs when it runs, so `--help` and argument errors stay fast.
+if TYPE_CHECKING:
+    from connector_sync.runner import RunReport
 
 ENV = "CONNECTOR_SYNC_"
 
@@ -30,8 +33,10 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help: Typer's rich help imports rich.markdown and friends, tripling start-up.
+    rich_markup_mode=None,
 )
-db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True)
+db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(db_app, name="db")
 
 
@@ -95,6 +100,9 @@ def _url(ctx: typer.Context) -> str:
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Apply the schema migrations.  Example: connector-sync db upgrade"""
+    from connector_sync import render
+    from connector_sync.db import Database
+
     with Database(_url(ctx)) as database:
         database.upgrade()
         render.err_console.print(f"database {database.display_url} is at the latest schema")
@@ -103,7 +111,8 @@ def db_upgrade(ctx: typer.Context) -> None:
 @db_app.command("current")
 def db_current(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Show the schema revision.  Example: connector-sync db current"""
-    from connector_sync.db import SCHEMA_REVISION
+    from connector_sync import render
+    from connector_sync.db import SCHEMA_REVISION, Database
 
     with Database(_url(ctx)) as database:
         revision = database.current_revision()
@@ -157,6 +166,8 @@ def add(
 
     Example: connector-sync add customers --type csv --config '{"path": "customers.csv"}'
     """
+    from connector_sync import operations, render
+
     parsed = operations.parse_config(config, config_file)
     with operations.open_repository(_url(ctx)) as repo:
         connector_id = operations.add_connector(
@@ -180,6 +191,8 @@ def add(
 @app.command("list")
 def list_(ctx: typer.Context, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
     """List connectors.  Example: connector-sync list --json"""
+    from connector_sync import operations, render
+
     with operations.open_repository(_url(ctx)) as repo:
         rows = repo.list_connectors(tenant)
     if as_json:
@@ -196,6 +209,8 @@ def show(
 
     Example: connector-sync show customers
     """
+    from connector_sync import operations, render
+
     with operations.open_repository(_url(ctx)) as repo:
         view = operations.connector_detail(repo, repo.find_connector(connector, tenant))
     if as_json:
@@ -205,6 +220,8 @@ def show(
 
 
 def _set_auto_sync(ctx: typer.Context, connector: str, tenant: str | None, on: bool) -> None:
+    from connector_sync import operations, render
+
     with operations.open_repository(_url(ctx)) as repo:
         row = repo.find_connector(connector, tenant)
         repo.set_auto_sync(row["id"], on)
@@ -235,6 +252,8 @@ def due(
     ctx: typer.Context, limit: LimitOpt = None, tenant: TenantOpt = None, as_json: JsonOpt = False
 ) -> None:
     """List the connectors due now, most overdue first.  Example: connector-sync due -n 10"""
+    from connector_sync import operations, render
+
     with operations.open_repository(_url(ctx)) as repo:
         rows = repo.due_connectors(limit, tenant)
     if as_json:
@@ -304,6 +323,9 @@ def run(
 
     Example (crontab): */5 * * * * cd /srv/sync && connector-sync run
     """
+    from connector_sync import operations, render
+    from connector_sync.runner import RunOptions
+
     if heartbeat_seconds >= lease_seconds:
         raise typer.BadParameter(
             "must be shorter than --lease-seconds", param_hint="'--heartbeat-seconds'"
@@ -353,6 +375,8 @@ def history(
     as_json: JsonOpt = False,
 ) -> None:
     """Show recent syncs, newest first.  Example: connector-sync history --status FAILED"""
+    from connector_sync import operations, render
+
     if status is not None:
         status = status.upper()
         if status not in SYNC_STATUSES:
@@ -380,6 +404,8 @@ def status(ctx: typer.Context, tenant: TenantOpt = None, as_json: JsonOpt = Fals
 
     Example: connector-sync status
     """
+    from connector_sync import operations, render
+
     with operations.open_repository(_url(ctx)) as repo:
         summary = repo.status_summary(tenant)
     if as_json:
@@ -401,6 +427,8 @@ def health(
 
     Example (alerting): connector-sync health --json || notify-oncall
     """
+    from connector_sync import operations, render
+
     with operations.open_repository(_url(ctx)) as repo:
         problems = repo.health_problems(tenant, overdue_after)
     if as_json:
@@ -418,6 +446,8 @@ def test(
 
     Example: connector-sync test customers
     """
+    from connector_sync import operations, render
+
     with operations.open_repository(_url(ctx)) as repo:
         row = repo.find_connector(connector, tenant)
     result = operations.check_connector(row)
@@ -444,6 +474,8 @@ def types(as_json: JsonOpt = False) -> None:
 
     Example: connector-sync types --json
     """
+    from connector_sync import operations, render
+
     described = operations.describe_types()
     if as_json:
         render.print_json(described)
@@ -457,6 +489,8 @@ def recover(ctx: typer.Context, tenant: TenantOpt = None, as_json: JsonOpt = Fal
 
     Example: connector-sync recover
     """
+    from connector_sync import operations, render
+
     with operations.open_repository(_url(ctx)) as repo:
         recovered = repo.recover_expired_leases(tenant)
     if as_json:
@@ -473,6 +507,9 @@ def demo(ctx: typer.Context) -> None:
 
     Example: connector-sync demo
     """
+    from connector_sync import operations, render
+    from connector_sync.runner import RunOptions
+
     with operations.open_repository(_url(ctx)) as repo:
         ids = operations.ensure_demo_connectors(repo)
         report, syncs = operations.run(repo, RunOptions(connector_ids=ids))

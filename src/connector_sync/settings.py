@@ -1,0 +1,18 @@
+"""Where settings come from when not given as options (kept free of heavy imports)."""
+
+from __future__ import annotations
+
+import os
+
+from connector_sync.constants import DATABASE_URL_ENVVARS, DEFAULT_SQLITE_FILE
+
+
+def resolve_database_url(explicit: str | None = None) -> str:
+    """The URL from the option, else the environment, else the SQLite default file."""
+    if explicit:
+        return explicit
+    for name in DATABASE_URL_ENVVARS:
+        value = os.environ.get(name)
+        if value:
+            return value
+    return f"sqlite:///{DEFAULT_SQLITE_FILE}"
