@@ -92,7 +92,9 @@ def create_engine(url: str | sa.URL) -> sa.Engine:
         return engine
     return sa.create_engine(
         parsed,
-        pool_pre_ping=True,
+        # No pre-ping round trip per checkout: the runner retries a statement that
+        # meets a dropped connection (a transient DatabaseError), and every other
+        # command is a fresh process with a fresh pool.
         connect_args={"connect_timeout": 10, "application_name": "connector-sync"},
     )
 

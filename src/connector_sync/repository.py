@@ -7,6 +7,7 @@ machines with skewed clocks agree; on SQLite (one host) Python's UTC clock.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -78,6 +79,105 @@ SYNC_COLUMNS = (
     s.dataset_id,
     s.error,
     s.error_type,
+)
+
+
+# -- PostgreSQL hot path -------------------------------------------------------------
+# Claim and finish run once per sync. On PostgreSQL each is a single statement of
+# data-modifying CTEs, compiled once: one round trip plus the commit, where the
+# portable Core version below needs five (it still serves SQLite, where a statement
+# costs no round trip). tests/test_repository.py runs the same contract on both.
+
+_PG_CLAIM_COLUMNS = (
+    "c.id, c.tenant, c.name, c.type, c.config, c.state, c.sync_interval, "
+    "c.consecutive_failures, c.max_consecutive_failures, c.sync_timeout, c.lease_token, "
+    "c.next_sync_at"
+)
+_PG_CLAIM = """
+WITH picked AS MATERIALIZED (
+    SELECT id FROM connectors
+    WHERE {eligible} AND (CAST(:tenant AS text) IS NULL OR tenant = :tenant)
+    ORDER BY next_sync_at, id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE connectors AS c
+    SET status = 'SYNCING', lease_owner = :worker, lease_token = gen_random_uuid()::text,
+        lease_expires_at = now() + make_interval(secs => :lease_seconds), updated_at = now()
+    FROM picked WHERE c.id = picked.id
+    RETURNING {columns}
+), opened AS (
+    INSERT INTO connector_syncs (connector_id, tenant, status, trigger, worker, lease_token,
+                                 attempts, started_at)
+    SELECT id, tenant, 'IN_PROGRESS', :trigger, :worker, lease_token, 1, now() FROM claimed
+    RETURNING id, connector_id, started_at
+), building AS (
+    INSERT INTO datasets (connector_id, sync_id, tenant, name, status, created_at)
+    SELECT o.connector_id, o.id, cl.tenant, cl.name || '#' || o.id, 'BUILDING', now()
+    FROM opened AS o JOIN claimed AS cl ON cl.id = o.connector_id
+    RETURNING id, sync_id
+)
+SELECT cl.*, o.id AS sync_id, o.started_at, b.id AS dataset_id
+FROM claimed AS cl
+JOIN opened AS o ON o.connector_id = cl.id
+JOIN building AS b ON b.sync_id = o.id
+ORDER BY cl.next_sync_at, cl.id
+"""
+_PG_CLAIM_DUE = sa.text(
+    _PG_CLAIM.format(
+        # Literals, not parameters, so the planner matches the partial index.
+        eligible="auto_sync AND status = 'ACTIVE' "
+        "AND next_sync_at <= COALESCE(CAST(:due_before AS timestamptz), now())",
+        columns=_PG_CLAIM_COLUMNS,
+    )
+)
+_PG_CLAIM_NAMED = sa.text(
+    _PG_CLAIM.format(
+        eligible="id = ANY(CAST(:ids AS integer[])) AND status <> 'SYNCING'",
+        columns=_PG_CLAIM_COLUMNS,
+    )
+)
+# Finishing: the connector row is written only under this worker's lease token; the
+# sync and dataset are written only if that succeeded (EXISTS on the first CTE).
+_PG_RELEASE = """
+WITH released AS (
+    UPDATE connectors
+    SET {connector}, lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+        updated_at = now(), last_sync_at = now()
+    WHERE id = :connector_id AND lease_token = :lease_token
+    RETURNING status, consecutive_failures, next_sync_at
+), closed AS (
+    UPDATE connector_syncs
+    SET completed_at = now(), duration = :duration, records_fetched = :records_fetched,
+        records_processed = :records_processed, attempts = :attempts, {sync}
+    WHERE id = :sync_id AND EXISTS (SELECT 1 FROM released)
+    RETURNING id
+), dataset AS (
+    {dataset}
+)
+SELECT status, consecutive_failures, next_sync_at FROM released
+"""
+_PG_COMPLETE = sa.text(
+    _PG_RELEASE.format(
+        connector="status = 'ACTIVE', last_sync_status = 'COMPLETED', last_sync_error = NULL, "
+        "consecutive_failures = 0, state = CAST(:state AS jsonb), "
+        "next_sync_at = now() + make_interval(secs => sync_interval)",
+        sync="status = 'COMPLETED', dataset_id = :dataset_id",
+        dataset="UPDATE datasets SET status = 'READY', record_count = :records_processed, "
+        "schema = CAST(:schema AS jsonb), completed_at = now() "
+        "WHERE id = :dataset_id AND EXISTS (SELECT 1 FROM released) RETURNING id",
+    )
+)
+_PG_FAIL = sa.text(
+    _PG_RELEASE.format(
+        connector="status = CASE WHEN consecutive_failures + 1 >= max_consecutive_failures "
+        "THEN 'ERROR' ELSE 'ACTIVE' END, last_sync_status = 'FAILED', "
+        "last_sync_error = :error, consecutive_failures = consecutive_failures + 1, "
+        "next_sync_at = now() + make_interval(secs => :retry_in)",
+        sync="status = 'FAILED', error = :error, error_type = :error_type",
+        dataset="DELETE FROM datasets WHERE sync_id = :sync_id AND status <> 'READY' "
+        "AND EXISTS (SELECT 1 FROM released) RETURNING id",
+    )
 )
 
 
@@ -289,6 +389,8 @@ class Repository:
         """
         if limit <= 0:
             return []
+        if self.pg:
+            return self._pg_claim(worker, limit, lease_seconds, due_before, tenant, connector_ids)
         if connector_ids is None:
             cutoff = (
                 self._now()
@@ -401,6 +503,66 @@ class Repository:
             for r, sync_id, dataset_id in zip(rows, sync_ids, dataset_ids, strict=True)
         ]
 
+    def _pg_claim(
+        self,
+        worker: str,
+        limit: int,
+        lease_seconds: float,
+        due_before: dt.datetime | None,
+        tenant: str | None,
+        connector_ids: Sequence[int] | None,
+    ) -> list[Claim]:
+        params: dict[str, Any] = {
+            "worker": worker, "limit": limit, "lease_seconds": lease_seconds, "tenant": tenant,
+        }  # fmt: skip
+        if connector_ids is None:
+            statement, trigger = _PG_CLAIM_DUE, "schedule"
+            params["due_before"] = due_before
+        else:
+            statement, trigger = _PG_CLAIM_NAMED, "manual"
+            params["ids"] = list(connector_ids)
+        params["trigger"] = trigger
+        with self.db.begin() as conn:
+            rows = conn.execute(statement, params).mappings().all()
+        return [
+            Claim(
+                connector_id=r["id"],
+                tenant=r["tenant"],
+                name=r["name"],
+                type=r["type"],
+                config=r["config"],
+                state=r["state"],
+                sync_interval=r["sync_interval"],
+                consecutive_failures=r["consecutive_failures"],
+                max_consecutive_failures=r["max_consecutive_failures"],
+                sync_timeout=r["sync_timeout"],
+                lease_token=r["lease_token"],
+                worker=worker,
+                trigger=trigger,
+                sync_id=r["sync_id"],
+                dataset_id=r["dataset_id"],
+                started_at=r["started_at"],
+            )
+            for r in rows
+        ]
+
+    def _pg_release(
+        self, statement: sa.TextClause, claim: Claim, params: dict[str, Any]
+    ) -> Outcome:
+        params.update(
+            connector_id=claim.connector_id,
+            lease_token=claim.lease_token,
+            sync_id=claim.sync_id,
+            dataset_id=claim.dataset_id,
+        )
+        with self.db.begin() as conn:
+            row = conn.execute(statement, params).first()
+        if row is None:
+            raise LeaseLost(
+                f"lease on connector '{claim.name}' was lost; another worker owns it now"
+            )
+        return Outcome(row.status, row.consecutive_failures, row.next_sync_at)
+
     def _select_now(self, conn: sa.Connection) -> dt.datetime:
         if self.pg:
             return conn.execute(sa.select(self._now())).scalar_one()
@@ -463,6 +625,19 @@ class Repository:
         Raises:
             LeaseLost: another worker holds the connector; nothing was written.
         """
+        if self.pg:
+            return self._pg_release(
+                _PG_COMPLETE,
+                claim,
+                {
+                    "duration": duration,
+                    "records_fetched": records_fetched,
+                    "records_processed": records_processed,
+                    "attempts": attempts,
+                    "state": None if state is None else json.dumps(state),
+                    "schema": json.dumps(schema),
+                },
+            )
         with self.db.begin() as conn:
             now = self._select_now(conn)
             row = self._release(
@@ -503,9 +678,8 @@ class Repository:
             )
         return Outcome(row["status"], row["consecutive_failures"], row["next_sync_at"])
 
-    def _next_after_success(self, claim: Claim) -> sa.ColumnElement[dt.datetime]:
-        if self.pg:  # the interval as it is now, in case it changed during the sync
-            return self._now_plus(c.sync_interval)
+    @staticmethod
+    def _next_after_success(claim: Claim) -> sa.ColumnElement[dt.datetime]:
         return sa.bindparam(
             None, next_sync_at(dt.datetime.now(UTC), claim.sync_interval), type_=UTCDateTime()
         )
@@ -530,6 +704,20 @@ class Repository:
         Raises:
             LeaseLost: another worker holds the connector; nothing was written.
         """
+        if self.pg:
+            return self._pg_release(
+                _PG_FAIL,
+                claim,
+                {
+                    "duration": duration,
+                    "records_fetched": records_fetched,
+                    "records_processed": records_processed,
+                    "attempts": attempts,
+                    "error": error,
+                    "error_type": error_type,
+                    "retry_in": retry_in,
+                },
+            )
         failures = c.consecutive_failures + 1
         with self.db.begin() as conn:
             now = self._select_now(conn)
