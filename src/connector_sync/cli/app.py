@@ -36,7 +36,9 @@ app = typer.Typer(
     # Plain help: Typer's rich help imports rich.markdown and friends, tripling start-up.
     rich_markup_mode=None,
 )
-db_app = typer.Typer(help="Manage the database schema.", no_args_is_help=True, rich_markup_mode=None)
+db_app = typer.Typer(
+    help="Manage the database schema.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(db_app, name="db")
 
 
