@@ -50,7 +50,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_connectors"),
         sa.UniqueConstraint("tenant", "name", name="uq_connectors_tenant_name"),
         sa.CheckConstraint(
-            "status IN ('ACTIVE', 'SYNCING', 'ERROR', 'INACTIVE')", name=op.f("ck_connectors_status")
+            "status IN ('ACTIVE', 'SYNCING', 'ERROR', 'INACTIVE')",
+            name=op.f("ck_connectors_status"),
         ),
         sa.CheckConstraint("sync_interval > 0", name=op.f("ck_connectors_sync_interval_positive")),
         # Ids are never reused on SQLite either (a deleted dataset's id stays unique).
@@ -146,7 +147,9 @@ def upgrade() -> None:
             name="fk_datasets_sync_id_connector_syncs",
             ondelete="SET NULL",
         ),
-        sa.CheckConstraint("status IN ('BUILDING', 'READY', 'FAILED')", name=op.f("ck_datasets_status")),
+        sa.CheckConstraint(
+            "status IN ('BUILDING', 'READY', 'FAILED')", name=op.f("ck_datasets_status")
+        ),
         # Ids are never reused on SQLite either (a deleted dataset's id stays unique).
         sqlite_autoincrement=True,
     )

@@ -8,12 +8,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from connector_sync import secrets
 from connector_sync.connectors.base import CheckResult, ConnectorPlugin
 from connector_sync.connectors.registry import available_types, load_plugin
 from connector_sync.db import Database
 from connector_sync.exceptions import BadInput, ConnectorSyncError, PluginError
 from connector_sync.models import DEFAULT_MAX_CONSECUTIVE_FAILURES, DEFAULT_TENANT
-from connector_sync.render import CONNECTOR_KEYS, SYNC_KEYS, mask_unknown_secrets, pick
+from connector_sync.render import CONNECTOR_KEYS, SYNC_KEYS, pick
 from connector_sync.repository import Repository
 from connector_sync.runner import Runner, RunOptions, RunReport
 
@@ -90,9 +91,10 @@ def add_connector(
 
 def masked_config(type_name: str, config: dict[str, Any]) -> dict[str, Any]:
     try:
-        return load_plugin(type_name).mask_config(config)
-    except ConnectorSyncError:
-        return mask_unknown_secrets(config)
+        plugin_cls: type[ConnectorPlugin] | None = load_plugin(type_name)
+    except ConnectorSyncError:  # not installed: mask by key names and URLs alone
+        plugin_cls = None
+    return secrets.mask_config(plugin_cls, config)
 
 
 def connector_summary(row: dict[str, Any]) -> dict[str, Any]:
@@ -111,16 +113,31 @@ def connector_detail(repository: Repository, row: dict[str, Any]) -> dict[str, A
 
 
 def check_connector(row: dict[str, Any]) -> CheckResult:
-    """Run the plugin's check; a plugin error becomes a failed result, nothing is written."""
+    """Run the plugin's check; a plugin error becomes a failed result, nothing is written.
+
+    `env:NAME` references are resolved as a sync would; secrets never reach the result.
+    """
     try:
-        plugin: ConnectorPlugin = load_plugin(row["type"])(row["config"], row["state"])
-        return plugin.check()
-    except PluginError as exc:
-        return CheckResult(False, exc.message, {"error_type": type(exc).__name__})
-    except BadInput as exc:
-        return CheckResult(False, exc.message, {"error_type": type(exc).__name__})
+        plugin_cls = load_plugin(row["type"])
+        result = plugin_cls(secrets.resolve_env_refs(row["config"]), row["state"]).check()
+    except (PluginError, BadInput) as exc:
+        result = CheckResult(False, exc.message, {"error_type": type(exc).__name__})
     except Exception as exc:  # a plugin bug must still be reported as a failed check
-        return CheckResult(False, f"{type(exc).__name__}: {exc}", {"error_type": "PluginBug"})
+        result = CheckResult(False, f"{type(exc).__name__}: {exc}", {"error_type": "PluginBug"})
+    hidden = secrets.connector_secrets(row["type"], row["config"])
+    return CheckResult(
+        result.ok, secrets.redact(result.message, hidden), _redact_all(result.details, hidden)
+    )
+
+
+def _redact_all(value: Any, hidden: set[str]) -> Any:
+    if isinstance(value, str):
+        return secrets.redact(value, hidden)
+    if isinstance(value, dict):
+        return {k: _redact_all(v, hidden) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact_all(v, hidden) for v in value]
+    return value
 
 
 def describe_types() -> list[dict[str, Any]]:

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-
-from connector_sync.connectors.base import SECRET_MASK
 
 console = Console()
 err_console = Console(stderr=True)
@@ -67,9 +64,6 @@ _STATUS_STYLE = {
     "CANCELLED": "yellow",
     "INACTIVE": "dim",
 }
-# Keys whose values are masked when a connector's type is not installed and so
-# cannot say which of its fields are secret.
-_SECRET_KEY = re.compile(r"pass|secret|token|api[_-]?key|auth|credential", re.IGNORECASE)
 
 
 def iso(value: dt.datetime | None) -> str | None:
@@ -93,12 +87,12 @@ def print_json(document: Any) -> None:
     sys.stdout.write(json.dumps(jsonable(document), indent=2, ensure_ascii=False) + "\n")
 
 
+def json_line(document: Any) -> str:
+    return json.dumps(jsonable(document), ensure_ascii=False)
+
+
 def pick(row: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
     return {k: row.get(k) for k in keys}
-
-
-def mask_unknown_secrets(config: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: (SECRET_MASK if v and _SECRET_KEY.search(k) else v) for k, v in config.items()}
 
 
 def _style(status: str | None) -> str:

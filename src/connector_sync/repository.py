@@ -363,6 +363,15 @@ class Repository:
         with self.db.begin() as conn:
             conn.execute(sa.update(connectors).where(c.id == connector_id).values(**values))
 
+    def reset_state(self, connector_id: int) -> None:
+        """Forget the incremental state: the next sync reads the whole source."""
+        with self.db.begin() as conn:
+            conn.execute(
+                sa.update(connectors)
+                .where(c.id == connector_id)
+                .values(state=None, updated_at=self._now())
+            )
+
     # -- claim, heartbeat, finish ---------------------------------------------------
 
     def claim(

@@ -31,6 +31,7 @@ from connector_sync.exceptions import DatabaseError, LeaseLost, PluginError
 from connector_sync.models import CANCELLED, COMPLETED, FAILED
 from connector_sync.repository import Claim, Repository
 from connector_sync.scheduling import DEFAULT_BACKOFF_BASE, failure_backoff
+from connector_sync.secrets import connector_secrets, redact, resolve_env_refs
 
 log = logging.getLogger("connector_sync.runner")
 
@@ -462,7 +463,7 @@ class Runner:
                 "sync of %s failed on try %d, trying again: %s",
                 claim.name,
                 state.attempt_number,
-                state.outcome.exception() if state.outcome else "",
+                self._describe(claim, state.outcome.exception() if state.outcome else None),
             ),
             reraise=True,
         )
@@ -486,7 +487,7 @@ class Runner:
                 return self._record_failure(claim, error, "Timeout", started, progress, tries)
             except Exception as exc:
                 return self._record_failure(
-                    claim, describe_error(exc), type(exc).__name__, started, progress, tries
+                    claim, self._describe(claim, exc), type(exc).__name__, started, progress, tries
                 )
             duration = time.monotonic() - started
             self._finish(
@@ -507,7 +508,7 @@ class Runner:
     def _read_once(
         self, claim: Claim, keeper: LeaseKeeper, deadline: float, progress: _Progress
     ) -> tuple[DatasetWriter, ConnectorPlugin]:
-        plugin = load_plugin(claim.type)(claim.config, claim.state)
+        plugin = load_plugin(claim.type)(resolve_env_refs(claim.config), claim.state)
         writer = DatasetWriter(self.db, claim.dataset_id)
 
         def between_batches() -> None:
@@ -522,6 +523,13 @@ class Runner:
             finally:
                 progress.fetched, progress.stored = reader.fetched, writer.count
         return writer, plugin
+
+    @staticmethod
+    def _describe(claim: Claim, exc: BaseException | None) -> str:
+        """The error as one line for the sync row and the log, every secret masked."""
+        if exc is None:
+            return ""
+        return redact(describe_error(exc), connector_secrets(claim.type, claim.config))
 
     def _record_failure(
         self,

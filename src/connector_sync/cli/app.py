@@ -249,6 +249,24 @@ def disable(ctx: typer.Context, connector: ConnectorArg, tenant: TenantOpt = Non
     _set_auto_sync(ctx, connector, tenant, False)
 
 
+@app.command("reset-state")
+def reset_state(ctx: typer.Context, connector: ConnectorArg, tenant: TenantOpt = None) -> None:
+    """Forget an incremental connector's cursor: its next sync reads everything.
+
+    Example: connector-sync reset-state orders-api
+    """
+    from connector_sync import operations, render
+
+    with operations.open_repository(_url(ctx)) as repo:
+        row = repo.find_connector(connector, tenant)
+        repo.reset_state(row["id"])
+    previous = "none" if row["state"] is None else render.json_line(row["state"])
+    render.console.print(
+        f"connector {row['name']} (id {row['id']}): state cleared (was {previous}); "
+        "the next sync is a full one"
+    )
+
+
 @app.command()
 def due(
     ctx: typer.Context, limit: LimitOpt = None, tenant: TenantOpt = None, as_json: JsonOpt = False

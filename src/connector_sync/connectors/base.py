@@ -14,13 +14,13 @@ exception counts as permanent.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from connector_sync import secrets
 from connector_sync.exceptions import ConfigError
-
-SECRET_MASK = "***"
+from connector_sync.secrets import SECRET_MASK as SECRET_MASK
 
 _JSON_TYPE_NAMES: dict[type, str] = {
     str: "string",
@@ -53,16 +53,22 @@ class ConfigField:
     def type_name(self) -> str:
         return _JSON_TYPE_NAMES[self.type]
 
-    def coerce(self, type_name: str, value: Any) -> Any:
-        """The value checked against the field's type (ints are accepted as numbers)."""
+    def coerce(self, type_name: str, value: Any, *, within: str = "") -> Any:
+        """The value checked against the field's type (ints are accepted as numbers).
+
+        `within` names the object field this one sits in (`pagination`), for messages.
+        """
         expected = self.type
         ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
         if not ok:
+            got = type(value).__name__
+            if not (self.secret or isinstance(value, dict | list)):  # never echo a secret
+                got += f" {value!r}"
             raise ConfigError(
-                f"{type_name} config field '{self.name}' must be {self.type_name}, "
-                f"got {type(value).__name__} {value!r}"
+                f"{type_name} config field '{_dotted(within, self.name)}' must be "
+                f"{self.type_name}, got {got}"
             )
         return value
 
@@ -75,6 +81,49 @@ class ConfigField:
             "secret": self.secret,
             "help": self.help,
         }
+
+
+def validate_fields(
+    type_name: str,
+    fields: Sequence[ConfigField],
+    config: Mapping[str, Any],
+    *,
+    within: str = "",
+) -> dict[str, Any]:
+    """`config` checked against `fields`, defaults filled in.
+
+    `within` is empty for a plugin's whole config, or the name of the object field
+    (`pagination`, `incremental`) whose keys `fields` describe.
+
+    Raises:
+        ConfigError: naming the field that is missing, unknown or of the wrong type.
+    """
+    where = f"{type_name} config field '{within}'" if within else f"{type_name} config"
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"{where} must be a JSON object")
+    known = {f.name: f for f in fields}
+    unknown = sorted(set(config) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"{where} has unknown field(s) {', '.join(map(str, unknown))}; "
+            f"known fields: {', '.join(known) or 'none'}"
+        )
+    result: dict[str, Any] = {}
+    for spec in fields:
+        if spec.name in config and config[spec.name] is not None:
+            result[spec.name] = spec.coerce(type_name, config[spec.name], within=within)
+        elif spec.required:
+            raise ConfigError(
+                f"{type_name} config is missing required field '{_dotted(within, spec.name)}'"
+                + (f" ({spec.help})" if spec.help else "")
+            )
+        else:
+            result[spec.name] = spec.default
+    return result
+
+
+def _dotted(within: str, name: str) -> str:
+    return f"{within}.{name}" if within else name
 
 
 @dataclass(frozen=True)
@@ -107,33 +156,12 @@ class ConnectorPlugin(abc.ABC):
         Raises:
             ConfigError: a required field is missing, a field is unknown or has the wrong type.
         """
-        if not isinstance(config, Mapping):
-            raise ConfigError(f"{cls.type_name} config must be a JSON object")
-        known = {f.name: f for f in cls.config_fields}
-        unknown = sorted(set(config) - set(known))
-        if unknown:
-            raise ConfigError(
-                f"{cls.type_name} config has unknown field(s) {', '.join(unknown)}; "
-                f"known fields: {', '.join(known) or 'none'}"
-            )
-        result: dict[str, Any] = {}
-        for spec in cls.config_fields:
-            if spec.name in config and config[spec.name] is not None:
-                result[spec.name] = spec.coerce(cls.type_name, config[spec.name])
-            elif spec.required:
-                raise ConfigError(
-                    f"{cls.type_name} config is missing required field '{spec.name}'"
-                    + (f" ({spec.help})" if spec.help else "")
-                )
-            else:
-                result[spec.name] = spec.default
-        return result
+        return validate_fields(cls.type_name, cls.config_fields, config)
 
     @classmethod
     def mask_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
-        """The config as it may be shown: values of secret fields replaced by ***."""
-        secret = {f.name for f in cls.config_fields if f.secret}
-        return {k: (SECRET_MASK if k in secret and v else v) for k, v in config.items()}
+        """The config as it may be shown: secret fields, secret headers and URL passwords ***."""
+        return secrets.mask_config(cls, config)
 
     @classmethod
     def describe(cls) -> dict[str, Any]:

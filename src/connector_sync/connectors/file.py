@@ -1,0 +1,466 @@
+"""`file`: records of a CSV, JSON Lines or JSON array file, local or over http(s), streamed.
+
+Nothing here holds the whole file: CSV and JSON Lines are read row by row, and a JSON
+array is parsed record by record from a bounded buffer (`iter_json_array`).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+from typing import IO, Any, ClassVar
+
+import httpx
+
+from connector_sync.connectors.base import CheckResult, ConfigField, ConnectorPlugin
+from connector_sync.connectors.http import HttpSession, RetryPolicy
+from connector_sync.connectors.incremental import Cursor, Incremental, incremental_field
+from connector_sync.exceptions import ConfigError, PermanentError, TransientError
+from connector_sync.secrets import is_env_ref, redact, secret_values
+
+FORMATS = ("csv", "jsonl", "json")
+_EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
+#: The longest record (a JSON Lines line, a JSON array element) read, in characters.
+MAX_RECORD_CHARS = 64 * 1024 * 1024
+_CHUNK_CHARS = 64 * 1024
+_DOWNLOAD_CHUNK_BYTES = 64 * 1024
+_NOT_WHITESPACE = re.compile(r"[^ \t\r\n]")
+# How close to the end of the buffer a JSON error may be a record cut in two by the
+# buffer's edge (`1.` of `1.5`, `tru` of `true`, `"\u12` of `"\u1234"`), not a mistake.
+_EDGE_CHARS = 8
+
+
+class FileConnector(ConnectorPlugin):
+    type_name = "file"
+    description = "Records of a CSV, JSON Lines or JSON array file (local or http), streamed."
+    config_fields: ClassVar[tuple[ConfigField, ...]] = (
+        ConfigField("path", str, help="local file path (give path or url)"),
+        ConfigField("url", str, help="http(s) URL of the file (give path or url)"),
+        ConfigField("format", str, help="csv | jsonl | json; guessed from the extension"),
+        ConfigField("delimiter", str, help="csv field separator; ',' (tab for .tsv)"),
+        ConfigField("encoding", str, default="utf-8-sig", help="text encoding; a BOM is skipped"),
+        ConfigField("has_header", bool, default=True, help="csv: the first row names columns"),
+        ConfigField("headers", dict, help="url: request headers; Authorization-like are secret"),
+        ConfigField("timeout", float, default=30.0, help="url: seconds to wait for data"),
+        ConfigField("max_retries", int, default=4, help="url: tries again to start the download"),
+        ConfigField("retry_backoff", float, default=1.0, help="url: first retry wait, seconds"),
+        incremental_field("{cursor_field, initial_value}: skip records not past the cursor"),
+    )
+    #: A subclass fixed to one format (the `csv` alias) sets this.
+    fixed_format: ClassVar[str | None] = None
+
+    @classmethod
+    def validate_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        result = super().validate_config(config)
+        name = cls.type_name
+        path, url = result.get("path"), result.get("url")
+        if (path is None) == (url is None):
+            raise ConfigError(f"{name} config needs exactly one of 'path' and 'url'")
+        if url is not None and not is_env_ref(url) and not url.startswith(("http://", "https://")):
+            raise ConfigError(f"{name} config field 'url' must start with http:// or https://")
+        fmt = result.get("format")
+        if fmt is not None and not is_env_ref(fmt) and fmt not in FORMATS:
+            raise ConfigError(
+                f"{name} config field 'format' must be one of {', '.join(FORMATS)}, got {fmt!r}"
+            )
+        location = str(path if path is not None else url)
+        if fmt is None and cls.fixed_format is None and not is_env_ref(location):
+            cls._guess_format(location)
+        delimiter = result.get("delimiter")
+        if delimiter is not None and len(delimiter) != 1:
+            raise ConfigError(f"{name} config field 'delimiter' must be exactly one character")
+        encoding = result["encoding"]
+        if not is_env_ref(encoding):
+            try:
+                codecs.lookup(encoding)
+            except LookupError:
+                raise ConfigError(
+                    f"{name} config field 'encoding': unknown encoding {encoding!r}"
+                ) from None
+        for key, value in (result.get("headers") or {}).items():
+            if not isinstance(value, str):
+                raise ConfigError(f"{name} config field 'headers.{key}' must be a string")
+        if result.get("timeout") is not None and result["timeout"] <= 0:
+            raise ConfigError(f"{name} config field 'timeout' must be more than 0")
+        for key in ("max_retries", "retry_backoff"):
+            if result.get(key) is not None and result[key] < 0:
+                raise ConfigError(f"{name} config field '{key}' must be 0 or more")
+        Incremental.from_config(name, result.get("incremental"))
+        return result
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        config = self.config
+        self.url: str | None = config.get("url")
+        self.path = Path(config["path"]).expanduser() if config.get("path") else None
+        location = config.get("path") or self.url or ""
+        self.format = self.fixed_format or config.get("format") or self._guess_format(location)
+        delimiter = config.get("delimiter")
+        self.delimiter: str = delimiter or ("\t" if _extension(location) == ".tsv" else ",")
+        self.encoding: str = config["encoding"]
+        self.has_header: bool = config.get("has_header", True)
+        self.incremental = Incremental.from_config(self.type_name, config.get("incremental"))
+        self.cursor = Cursor(self.incremental, self.state) if self.incremental else None
+        self.secrets = secret_values(type(self), config, config)
+        self.label = str(self.path) if self.path else redact(self.url or "", self.secrets)
+
+    @classmethod
+    def _guess_format(cls, location: str) -> str:
+        """The format a path's or URL's extension names.
+
+        Raises:
+            ConfigError: no extension we know.
+        """
+        guessed = _EXTENSIONS.get(_extension(location))
+        if guessed is None:
+            name = PurePosixPath(_location_path(location)).name or location
+            raise ConfigError(
+                f"{cls.type_name} config: cannot guess the format of {name} "
+                f"from its extension; set 'format' to one of {', '.join(FORMATS)}"
+            )
+        return guessed
+
+    # -- the plugin contract -------------------------------------------------------
+
+    def check(self) -> CheckResult:
+        with self._open() as handle:
+            if self.format == "csv":
+                columns, _ = self._csv_header(self._csv_reader(handle))
+                return CheckResult(
+                    True,
+                    f"{self.label}: readable csv, {len(columns)} columns",
+                    {"columns": columns},
+                )
+            first = next(self._records(handle), None)
+        if first is None:
+            return CheckResult(True, f"{self.label}: readable {self.format}, no records")
+        fields = list(first[1])
+        return CheckResult(
+            True,
+            f"{self.label}: readable {self.format}, the first record has {len(fields)} fields",
+            {"fields": fields},
+        )
+
+    def read(self) -> Iterator[dict[str, Any]]:
+        cursor = self.cursor
+        with self._open() as handle:
+            for line, record in self._records(handle):
+                if cursor is not None:
+                    value = cursor.value_of(record, f"{self.label}: line {line}")
+                    if not cursor.is_new(value):
+                        continue
+                    cursor.advance(value)
+                yield record
+
+    # -- opening -------------------------------------------------------------------
+
+    @contextmanager
+    def _open(self) -> Iterator[IO[str]]:
+        """The file as text (newlines kept as they are, as csv wants)."""
+        if self.path is not None:
+            try:
+                handle = self.path.open(newline="", encoding=self.encoding)
+            except FileNotFoundError:
+                raise PermanentError(f"{self.format} file not found: {self.path}") from None
+            except IsADirectoryError:
+                raise PermanentError(f"{self.path} is a directory, not a file") from None
+            except LookupError:
+                raise PermanentError(
+                    f"{self.type_name} config field 'encoding': unknown encoding {self.encoding!r}"
+                ) from None
+            except OSError as exc:
+                raise PermanentError(f"cannot open {self.path}: {exc.strerror}") from None
+            with handle:
+                yield handle
+            return
+        assert self.url is not None
+        config = self.config
+        session = HttpSession(
+            timeout=config["timeout"],
+            headers=config["headers"],
+            retry=RetryPolicy(max_retries=config["max_retries"], backoff=config["retry_backoff"]),
+            secrets=self.secrets,
+        )
+        with session, session.stream(self.url) as response:
+            raw = _ResponseReader(response, session, self.url)
+            with io.TextIOWrapper(
+                io.BufferedReader(raw, _DOWNLOAD_CHUNK_BYTES), encoding=self.encoding, newline=""
+            ) as handle:
+                yield handle
+
+    # -- formats -------------------------------------------------------------------
+
+    def _records(self, handle: IO[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(line number, record) pairs; the line is where the record starts."""
+        try:
+            if self.format == "csv":
+                yield from self._csv_records(handle)
+            elif self.format == "jsonl":
+                yield from self._jsonl_records(handle)
+            else:
+                for line, value in iter_json_array(handle, self.label):
+                    yield line, _expect_object(value, self.label, line)
+        except UnicodeDecodeError as exc:  # csv and jsonl name the line themselves
+            raise PermanentError(
+                f"{self.label}: not valid {self.encoding}: {exc.reason}; set 'encoding'"
+            ) from None
+
+    def _csv_reader(self, handle: IO[str]) -> Any:
+        return csv.reader(handle, delimiter=self.delimiter, strict=True)
+
+    def _csv_header(self, reader: Any) -> tuple[list[str], list[str] | None]:
+        """The column names, and the first row when it is a record (no header line)."""
+        try:
+            first: list[str] | None = next(reader, None)
+        except csv.Error as exc:
+            raise PermanentError(f"{self.label}: line 1: {exc}") from exc
+        if not first:
+            raise PermanentError(f"{self.label}: empty file, expected a header line")
+        if not self.has_header:
+            return [f"column_{n}" for n in range(1, len(first) + 1)], first
+        if len(set(first)) != len(first):
+            raise PermanentError(f"{self.label}: line 1: duplicate column names in header")
+        return first, None
+
+    def _csv_records(self, handle: IO[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+        reader = self._csv_reader(handle)
+        columns, first_record = self._csv_header(reader)
+        if first_record is not None:
+            yield 1, dict(zip(columns, first_record, strict=True))
+        width = "the header has" if self.has_header else "the first row has"
+        start = reader.line_num + 1
+        try:
+            for row in reader:
+                if row:
+                    if len(row) != len(columns):
+                        raise PermanentError(
+                            f"{self.label}: line {reader.line_num}: {len(row)} fields, "
+                            f"{width} {len(columns)}"
+                        )
+                    yield start, dict(zip(columns, row, strict=True))
+                start = reader.line_num + 1
+        except csv.Error as exc:
+            raise PermanentError(f"{self.label}: line {reader.line_num}: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise PermanentError(
+                f"{self.label}: near line {reader.line_num + 1}: not valid {self.encoding}: "
+                f"{exc.reason}"
+            ) from None
+
+    def _jsonl_records(self, handle: IO[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+        decoder = json.JSONDecoder()
+        number = 0
+        while True:
+            try:
+                line = handle.readline(MAX_RECORD_CHARS + 1)
+            except UnicodeDecodeError as exc:
+                raise PermanentError(
+                    f"{self.label}: near line {number + 1}: not valid {self.encoding}: {exc.reason}"
+                ) from None
+            if not line:
+                return
+            number += 1
+            if len(line) > MAX_RECORD_CHARS:
+                raise PermanentError(
+                    f"{self.label}: line {number} is longer than {MAX_RECORD_CHARS} characters"
+                )
+            start = len(line) - len(line.lstrip())
+            if start == len(line):
+                continue  # a blank line
+            try:
+                value, end = decoder.raw_decode(line, start)
+            except json.JSONDecodeError as exc:
+                raise PermanentError(
+                    f"{self.label}: line {number}: not valid JSON ({exc.msg} at column {exc.colno})"
+                ) from None
+            rest = line[end:].lstrip()
+            if rest:
+                raise PermanentError(
+                    f"{self.label}: line {number}: not valid JSON (extra data at column "
+                    f"{len(line) - len(rest) + 1}); JSON Lines holds one value per line"
+                )
+            yield number, _expect_object(value, self.label, number)
+
+
+def _location_path(location: str) -> str:
+    """The path part of a file path or of an http(s) URL (no query string)."""
+    if location.startswith(("http://", "https://")):
+        try:
+            return httpx.URL(location).path
+        except httpx.InvalidURL:
+            return ""
+    return location
+
+
+def _extension(location: str) -> str:
+    return PurePosixPath(_location_path(location)).suffix.lower()
+
+
+def _expect_object(value: Any, label: str, line: int) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise PermanentError(
+            f"{label}: line {line}: a record must be a JSON object, got {type(value).__name__}"
+        )
+    return value
+
+
+class _ResponseReader(io.RawIOBase):
+    """A streamed HTTP response body as a raw binary file, read chunk by chunk."""
+
+    def __init__(self, response: httpx.Response, session: HttpSession, url: str) -> None:
+        self._chunks = response.iter_bytes(_DOWNLOAD_CHUNK_BYTES)
+        self._session = session
+        self._url = url
+        self._pending = b""
+        self._received = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._pending:
+            try:
+                self._pending = next(self._chunks, b"")
+            except httpx.HTTPError as exc:
+                try:
+                    self._session.raise_transport_error(exc, "GET", self._url)
+                except TransientError as error:
+                    raise TransientError(
+                        f"{error.message} after {self._received} bytes of the body"
+                    ) from exc
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        self._received += size
+        return size
+
+
+def iter_json_array(handle: IO[str], label: str) -> Iterator[tuple[int, Any]]:
+    """(line number, element) for each element of the JSON array in `handle`, streamed.
+
+    Reads `handle` in chunks and decodes one element at a time with
+    `json.JSONDecoder.raw_decode`, so memory holds one chunk and one element, never
+    the array.
+
+    Raises:
+        PermanentError: the text is not one JSON array; names the line.
+    """
+    return _JsonArrayReader(handle, label).elements()
+
+
+class _JsonArrayReader:
+    def __init__(self, handle: IO[str], label: str) -> None:
+        self.handle = handle
+        self.label = label
+        self.decoder = json.JSONDecoder()
+        self.buffer = ""
+        self.pos = 0
+        self.eof = False
+        # Line numbers are counted incrementally: `counted_line` is the line at
+        # buffer position `counted_pos`.
+        self.counted_line = 1
+        self.counted_pos = 0
+
+    def elements(self) -> Iterator[tuple[int, Any]]:
+        char = self._next_char()
+        if char == "":
+            raise PermanentError(f"{self.label}: empty file, expected a JSON array")
+        if char != "[":
+            raise self._error(f"expected a JSON array ('['), found {char!r}")
+        self.pos += 1
+        if self._next_char() == "]":
+            self.pos += 1
+            self._expect_end()
+            return
+        while True:
+            yield self._element()
+            char = self._next_char()
+            if char == ",":
+                self.pos += 1
+                if self._next_char() == "]":
+                    raise self._error("not valid JSON (a trailing comma before ']')")
+            elif char == "]":
+                self.pos += 1
+                self._expect_end()
+                return
+            elif char == "":
+                raise self._error("unexpected end of file: the JSON array is not closed")
+            else:
+                raise self._error(f"not valid JSON (expected ',' or ']', found {char!r})")
+
+    def _element(self) -> tuple[int, Any]:
+        while True:
+            try:
+                value, end = self.decoder.raw_decode(self.buffer, self.pos)
+            except json.JSONDecodeError as exc:
+                cut = exc.pos + _EDGE_CHARS >= len(self.buffer) or exc.msg.startswith(
+                    "Unterminated string"
+                )
+                if cut and not self.eof:
+                    self._fill(len(self.buffer))  # then decode again from the start
+                    continue
+                raise self._error(f"not valid JSON ({exc.msg})", exc.pos) from None
+            if end + _EDGE_CHARS >= len(self.buffer) and not self.eof:
+                self._fill(len(self.buffer))  # a number or literal at the edge may go on
+                continue
+            line = self._line(self.pos)
+            self.pos = end
+            return line, value
+
+    def _next_char(self) -> str:
+        """The next character that is not whitespace (not consumed); '' at the end."""
+        while True:
+            match = _NOT_WHITESPACE.search(self.buffer, self.pos)
+            if match is not None:
+                self.pos = match.start()
+                return match[0]
+            self.pos = len(self.buffer)
+            if not self._fill():
+                return ""
+
+    def _expect_end(self) -> None:
+        char = self._next_char()
+        if char:
+            raise self._error(f"unexpected {char!r} after the end of the JSON array")
+
+    def _fill(self, at_least: int = _CHUNK_CHARS) -> bool:
+        """Read more text into the buffer, dropping what is consumed; False at the end.
+
+        Positions into the buffer from before the call are void afterwards.
+        """
+        if self.eof:
+            return False
+        self._line(self.pos)
+        self.buffer = self.buffer[self.pos :]
+        self.counted_pos -= self.pos
+        self.pos = 0
+        if len(self.buffer) > MAX_RECORD_CHARS:
+            raise self._error(
+                f"a record is longer than {MAX_RECORD_CHARS} characters, or the JSON is broken"
+            )
+        try:
+            chunk = self.handle.read(max(at_least, _CHUNK_CHARS))
+        except UnicodeDecodeError as exc:
+            raise self._error(f"not valid text in the file's encoding: {exc.reason}") from None
+        if not chunk:
+            self.eof = True
+            return False
+        self.buffer += chunk
+        return True
+
+    def _line(self, pos: int) -> int:
+        if pos >= self.counted_pos:
+            self.counted_line += self.buffer.count("\n", self.counted_pos, pos)
+            self.counted_pos = pos
+            return self.counted_line
+        return self.counted_line - self.buffer.count("\n", pos, self.counted_pos)
+
+    def _error(self, message: str, pos: int | None = None) -> PermanentError:
+        line = self._line(self.pos if pos is None else pos)
+        return PermanentError(f"{self.label}: line {line}: {message}")

@@ -1,0 +1,627 @@
+"""`http`: records from a JSON REST API, page by page, through httpx.
+
+Also home of `HttpSession`, the one HTTP client every connector uses (the `file`
+connector downloads through it): a per-connector rate limit, retries of transient
+failures with tenacity, errors classified as transient or permanent, and URLs shown
+without their secrets.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import time
+from collections.abc import Callable, Generator, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, NoReturn
+
+import httpx
+import tenacity
+
+from connector_sync.connectors.base import (
+    CheckResult,
+    ConfigField,
+    ConnectorPlugin,
+    validate_fields,
+)
+from connector_sync.connectors.incremental import Cursor, Incremental, incremental_field
+from connector_sync.exceptions import ConfigError, PermanentError, TransientError
+from connector_sync.secrets import is_env_ref, is_secret_name, redact, secret_values
+
+PAGINATION_TYPES = ("none", "page", "offset", "cursor", "link", "next_url")
+DEFAULT_MAX_PAGES = 10_000
+_EXCERPT_CHARS = 200
+# 408 Request Timeout and 429 Too Many Requests are worth a retry; so is every 5xx.
+_TRANSIENT_STATUS = frozenset({408, 429})
+
+_PAGINATION_FIELDS = (
+    ConfigField("type", str, default="none", help=" | ".join(PAGINATION_TYPES)),
+    ConfigField("page_param", str, default="page", help="page: the page number parameter"),
+    ConfigField("start_page", int, default=1, help="page: the first page's number"),
+    ConfigField("offset_param", str, default="offset", help="offset: the offset parameter"),
+    ConfigField("limit_param", str, default="limit", help="offset: the page size parameter"),
+    ConfigField("size_param", str, help="page: the page size parameter, if any"),
+    ConfigField("page_size", int, help="page/offset: records per page"),
+    ConfigField("cursor_param", str, help="cursor: the parameter that sends the cursor"),
+    ConfigField("cursor_path", str, help="cursor: dot path of the next cursor in a response"),
+    ConfigField("next_url_path", str, help="next_url: dot path of the next page's URL"),
+    ConfigField("max_pages", int, default=DEFAULT_MAX_PAGES, help="stop with an error beyond"),
+)
+# The keys each pagination type uses (besides `type` and `max_pages`), and which it needs.
+_PAGINATION_KEYS: dict[str, tuple[set[str], set[str]]] = {
+    "none": (set(), set()),
+    "page": ({"page_param", "start_page", "size_param", "page_size"}, set()),
+    "offset": ({"offset_param", "limit_param", "page_size"}, set()),
+    "cursor": ({"cursor_param", "cursor_path"}, {"cursor_param", "cursor_path"}),
+    "link": (set(), set()),
+    "next_url": ({"next_url_path"}, {"next_url_path"}),
+}
+_DEFAULT_OFFSET_PAGE_SIZE = 100
+# Pagination types that page through query parameters; the others follow a URL.
+_QUERY_PAGED = frozenset({"none", "page", "offset", "cursor"})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently one request is tried again."""
+
+    #: Tries after the first; 0 means no retry.
+    max_retries: int = 4
+    #: The first wait, in seconds; it doubles each time (plus up to as much jitter).
+    backoff: float = 1.0
+    #: The longest wait, in seconds; a Retry-After asking for more gives up at once.
+    max_wait: float = 60.0
+
+
+class RetryableError(TransientError):
+    """A request failed in a way that may pass; carries the server's Retry-After, if any."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class HttpSession:
+    """One connector's HTTP client: rate limit, retries, classified errors, safe URLs."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        headers: Mapping[str, str] | None = None,
+        max_requests_per_second: float | None = None,
+        retry: RetryPolicy | None = None,
+        secrets: set[str] | frozenset[str] = frozenset(),
+    ) -> None:
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.secrets = set(secrets)
+        self._interval = 1.0 / max_requests_per_second if max_requests_per_second else 0.0
+        self._next_request_at = 0.0
+        self._backoff = tenacity.wait_exponential(
+            multiplier=self.retry.backoff, max=self.retry.max_wait
+        ) + tenacity.wait_random(0, self.retry.backoff)
+        self._home: tuple[str, str, int | None] | None = None
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(timeout),
+            headers=dict(headers or {}),
+            follow_redirects=True,
+            event_hooks={"request": [self._keep_secrets_home]},
+        )
+
+    def __enter__(self) -> HttpSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._client.close()
+
+    def shown(self, url: httpx.URL | str) -> str:
+        """The URL as it may appear in a message: no fragment, no secrets."""
+        return redact(str(httpx.URL(str(url)).copy_with(fragment=None)), self.secrets)
+
+    def request_json(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+    ) -> tuple[httpx.Response, Any]:
+        """The response and its parsed JSON body, after retries of transient failures.
+
+        Raises:
+            TransientError: retries did not help (timeouts, 429, 5xx, connection errors).
+            PermanentError: 4xx, a body that is not JSON, a URL httpx cannot use.
+        """
+
+        def attempt() -> httpx.Response:
+            response = self._send(self._build(method, url, params, body))  # body read
+            self._raise_for_status(response)
+            return response
+
+        response = self._retrying(attempt)
+        try:
+            data = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            kind = response.headers.get("content-type", "no content type")
+            raise PermanentError(
+                f"{response.request.method} {self.shown(response.url)}: the response is not "
+                f"JSON ({kind}): {getattr(exc, 'msg', exc)}"
+            ) from None
+        return response, data
+
+    @contextmanager
+    def stream(self, url: str) -> Iterator[httpx.Response]:
+        """A GET whose body is still to be read (`iter_bytes`), closed when the block ends."""
+
+        def attempt() -> httpx.Response:
+            response = self._send(self._build("GET", url, None, None), stream=True)
+            try:
+                self._raise_for_status(response)
+            except BaseException:
+                response.close()
+                raise
+            return response
+
+        response = self._retrying(attempt)
+        try:
+            yield response
+        finally:
+            response.close()
+
+    def raise_transport_error(self, exc: httpx.HTTPError, method: str, url: str) -> NoReturn:
+        """Raises the project's error for an httpx failure while sending or reading."""
+        shown = self.shown(url)
+        if isinstance(exc, httpx.TimeoutException):
+            raise RetryableError(f"{method} {shown}: timed out after {self.timeout:g}s") from exc
+        detail = redact(" ".join(str(exc).split()) or type(exc).__name__, self.secrets)
+        if isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError | httpx.ProxyError):
+            raise RetryableError(f"{method} {shown}: {detail}") from exc
+        raise PermanentError(f"{method} {shown}: {detail}") from exc
+
+    # -- one request ---------------------------------------------------------------
+
+    def _build(
+        self, method: str, url: str, params: Mapping[str, Any] | None, body: Any
+    ) -> httpx.Request:
+        try:
+            return self._client.build_request(
+                method, url, params=dict(params) if params else None, json=body
+            )
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            raise ConfigError(f"{method} {redact(url, self.secrets)}: not a usable URL") from exc
+
+    def _keep_secrets_home(self, request: httpx.Request) -> None:
+        """Drop secret headers from a request to another origin than the first request's.
+
+        httpx drops Authorization on a redirect to another origin, but not X-Api-Key,
+        Cookie and the like; a download redirected to a storage bucket must not carry them.
+        """
+        origin = _origin(request.url)
+        if self._home is None:
+            self._home = origin
+        elif origin != self._home:
+            for name in [n for n in request.headers if is_secret_name(n)]:
+                del request.headers[name]
+
+    def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        self._throttle()
+        try:
+            return self._client.send(request, stream=stream)
+        except httpx.HTTPError as exc:
+            self.raise_transport_error(exc, request.method, str(request.url))
+
+    def _throttle(self) -> None:
+        """Wait until the rate limit allows the next request (every try counts)."""
+        if not self._interval:
+            return
+        now = time.monotonic()
+        if now < self._next_request_at:
+            time.sleep(self._next_request_at - now)
+            now = self._next_request_at
+        self._next_request_at = now + self._interval
+
+    def _raise_for_status(self, response: httpx.Response) -> None:
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        message = (
+            f"{response.request.method} {self.shown(response.url)}: "
+            f"HTTP {status} {response.reason_phrase}".rstrip()
+        )
+        if status in _TRANSIENT_STATUS or status >= 500:
+            raise RetryableError(message, retry_after_seconds(response.headers))
+        excerpt = self._excerpt(response)
+        raise PermanentError(f"{message}: {excerpt}" if excerpt else message)
+
+    def _excerpt(self, response: httpx.Response) -> str:
+        """The start of an error response's body, on one line, without secrets."""
+        try:
+            content = response.content
+        except httpx.ResponseNotRead:  # a stream: read no more than the excerpt needs
+            content = b""
+            try:
+                for chunk in response.iter_bytes():
+                    content += chunk
+                    if len(content) >= _EXCERPT_CHARS * 4:
+                        break
+            except httpx.HTTPError:
+                pass
+        text = " ".join(content[: _EXCERPT_CHARS * 4].decode("utf-8", "replace").split())
+        if len(text) > _EXCERPT_CHARS:
+            text = text[: _EXCERPT_CHARS - 1] + "…"
+        return redact(text, self.secrets)
+
+    # -- retries -------------------------------------------------------------------
+
+    def _retrying(self, attempt: Callable[[], httpx.Response]) -> httpx.Response:
+        policy = self.retry
+        tries = 0
+
+        def counted() -> httpx.Response:
+            nonlocal tries
+            tries += 1
+            return attempt()
+
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(self._worth_retrying),
+            stop=tenacity.stop_after_attempt(policy.max_retries + 1),
+            wait=self._wait,
+            reraise=True,
+        )
+        try:
+            response: httpx.Response = retrying(counted)
+        except RetryableError as exc:
+            if exc.retry_after is not None and exc.retry_after > policy.max_wait:
+                raise TransientError(
+                    f"{exc.message}; the server asks to retry after {exc.retry_after:g}s, "
+                    f"longer than max_retry_wait ({policy.max_wait:g}s)"
+                ) from exc
+            attempts = f"{tries} attempt" + ("s" if tries != 1 else "")
+            raise TransientError(f"{exc.message} (gave up after {attempts})") from exc
+        return response
+
+    def _worth_retrying(self, exc: BaseException) -> bool:
+        if not isinstance(exc, RetryableError):
+            return False
+        return exc.retry_after is None or exc.retry_after <= self.retry.max_wait
+
+    def _wait(self, retry_state: tenacity.RetryCallState) -> float:
+        """Seconds before the next try: the server's Retry-After, else backoff with jitter."""
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        if isinstance(exc, RetryableError) and exc.retry_after is not None:
+            return exc.retry_after
+        return min(float(self._backoff(retry_state)), self.retry.max_wait)
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
+    """The Retry-After header in seconds from now (it may be seconds or an HTTP date).
+
+    `headers` is an httpx.Headers, or a mapping with lower-case names.
+    """
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def dot_get(data: Any, path: str) -> tuple[bool, Any]:
+    """(found, value) at a dot path such as `data.items` or `pages.0.next`; '' is `data`."""
+    if not path:
+        return True, data
+    for part in path.split("."):
+        if isinstance(data, Mapping) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and part.isdigit() and int(part) < len(data):
+            data = data[int(part)]
+        else:
+            return False, None
+    return True, data
+
+
+@dataclass(frozen=True)
+class _Page:
+    number: int
+    response: httpx.Response
+    records: list[dict[str, Any]]
+
+
+class HttpConnector(ConnectorPlugin):
+    type_name = "http"
+    description = "Records from a JSON REST API, page by page (httpx), with retries."
+    config_fields = (
+        ConfigField("url", str, required=True, help="the first page's URL (http or https)"),
+        ConfigField("method", str, default="GET", help="GET or POST"),
+        ConfigField("headers", dict, help="request headers; Authorization-like ones are secret"),
+        ConfigField("params", dict, help="query-string parameters"),
+        ConfigField("body", dict, help="JSON body of a POST"),
+        ConfigField("token", str, secret=True, help="sent as 'Authorization: Bearer <token>'"),
+        ConfigField(
+            "records_path", str, default="", help="dot path of the record list; '' = the body"
+        ),
+        ConfigField("timeout", float, default=30.0, help="seconds per request"),
+        ConfigField("max_requests_per_second", float, help="rate limit for this connector"),
+        ConfigField(
+            "pagination",
+            dict,
+            help="{type: none|page|offset|cursor|link|next_url, page_param, start_page, "
+            "size_param, page_size, offset_param, limit_param, cursor_param, cursor_path, "
+            "next_url_path, max_pages}",
+        ),
+        incremental_field("{cursor_field, initial_value, cursor_param}: send the saved cursor"),
+        ConfigField("max_retries", int, default=4, help="tries again per request"),
+        ConfigField("retry_backoff", float, default=1.0, help="first retry wait, seconds"),
+        ConfigField("max_retry_wait", float, default=60.0, help="longest retry wait, seconds"),
+    )
+
+    @classmethod
+    def validate_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        result = super().validate_config(config)
+        name = cls.type_name
+        if not is_env_ref(result["url"]) and not result["url"].startswith(("http://", "https://")):
+            raise ConfigError(f"{name} config field 'url' must start with http:// or https://")
+        if not is_env_ref(result["method"]):
+            result["method"] = result["method"].upper()
+            if result["method"] not in ("GET", "POST"):
+                raise ConfigError(f"{name} config field 'method' must be GET or POST")
+            if result["body"] is not None and result["method"] != "POST":
+                raise ConfigError(f"{name} config field 'body' is sent only with method POST")
+        for key, value in (result["headers"] or {}).items():
+            if not isinstance(value, str):
+                raise ConfigError(f"{name} config field 'headers.{key}' must be a string")
+        if result["token"] is not None and any(
+            key.lower() == "authorization" for key in result["headers"] or {}
+        ):
+            raise ConfigError(f"{name} config: give 'token' or an Authorization header, not both")
+        for key, value in (result["params"] or {}).items():
+            items = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, str | int | float) for v in items):
+                raise ConfigError(
+                    f"{name} config field 'params.{key}' must be a string, number, "
+                    "boolean or a list of them"
+                )
+        if result["timeout"] <= 0:
+            raise ConfigError(f"{name} config field 'timeout' must be more than 0")
+        for key in ("max_retries", "retry_backoff", "max_retry_wait"):
+            if result[key] < 0:
+                raise ConfigError(f"{name} config field '{key}' must be 0 or more")
+        rate = result["max_requests_per_second"]
+        if rate is not None and rate <= 0:
+            raise ConfigError(f"{name} config field 'max_requests_per_second' must be more than 0")
+        result["pagination"] = _validate_pagination(name, result["pagination"])
+        Incremental.from_config(name, result["incremental"], param=True)
+        return result
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        config = self.config
+        self.pagination: dict[str, Any] = config["pagination"]
+        self.incremental = Incremental.from_config(
+            self.type_name, config["incremental"], param=True
+        )
+        self.cursor = Cursor(self.incremental, self.state) if self.incremental else None
+        self.secrets = secret_values(type(self), config, config)
+
+    def _session(self) -> HttpSession:
+        config = self.config
+        headers = dict(config["headers"] or {})
+        if config["token"]:
+            headers["Authorization"] = f"Bearer {config['token']}"
+        return HttpSession(
+            timeout=config["timeout"],
+            headers=headers,
+            max_requests_per_second=config["max_requests_per_second"],
+            retry=RetryPolicy(
+                config["max_retries"], config["retry_backoff"], config["max_retry_wait"]
+            ),
+            secrets=self.secrets,
+        )
+
+    def check(self) -> CheckResult:
+        with self._session() as session:
+            pages = self._pages(session)
+            try:
+                page = next(pages)
+            finally:
+                pages.close()
+        response = page.response
+        return CheckResult(
+            True,
+            f"{response.request.method} {session.shown(response.url)}: HTTP "
+            f"{response.status_code}, {len(page.records)} records on the first page",
+            {"status": response.status_code, "records": len(page.records)},
+        )
+
+    def read(self) -> Iterator[dict[str, Any]]:
+        cursor = self.cursor
+        with self._session() as session:
+            for page in self._pages(session):
+                shown = session.shown(page.response.url) if cursor is not None else ""
+                for index, record in enumerate(page.records):
+                    if cursor is not None:
+                        cursor.advance(cursor.value_of(record, f"{shown}: record {index + 1}"))
+                    yield record
+
+    def _pages(self, session: HttpSession) -> Generator[_Page, None, None]:
+        """The pages in order; stops at the pagination's end, fails past max_pages."""
+        config, pagination = self.config, self.pagination
+        kind: str = pagination["type"]
+        method: str = config["method"]
+        url: str = config["url"]
+        params: dict[str, Any] = dict(config["params"] or {})
+        if self.cursor is not None and self.cursor.start is not None:
+            assert self.incremental is not None and self.incremental.cursor_param
+            params[self.incremental.cursor_param] = self.cursor.start
+        page_size = pagination["page_size"]
+        offset = 0
+        seen: set[str] = set()
+        for number in range(1, pagination["max_pages"] + 1):
+            if kind == "page":
+                params[pagination["page_param"]] = pagination["start_page"] + number - 1
+                if pagination["size_param"] and page_size is not None:
+                    params[pagination["size_param"]] = page_size
+            elif kind == "offset":
+                params[pagination["offset_param"]] = offset
+                params[pagination["limit_param"]] = page_size or _DEFAULT_OFFSET_PAGE_SIZE
+            response, data = session.request_json(
+                method,
+                url,
+                params=params if number == 1 or kind in _QUERY_PAGED else None,
+                body=config["body"],
+            )
+            page = _Page(number, response, self._records(session, response, data))
+            yield page
+            if kind == "none":
+                return
+            if kind in ("page", "offset"):
+                if not page.records:
+                    return
+                offset += len(page.records)
+                continue
+            if kind == "cursor":
+                found, next_cursor = dot_get(data, pagination["cursor_path"])
+                if not found or next_cursor in (None, ""):
+                    return
+                if isinstance(next_cursor, bool) or not isinstance(next_cursor, str | int | float):
+                    raise PermanentError(
+                        f"{session.shown(response.url)}: '{pagination['cursor_path']}' is "
+                        f"{_json_type(next_cursor)}, expected a string or a number"
+                    )
+                next_key = json.dumps(next_cursor)
+                if next_key in seen:
+                    raise PermanentError(
+                        f"{session.shown(response.url)}: pagination cursor "
+                        f"'{pagination['cursor_path']}' repeats a cursor already followed; "
+                        "stopping an endless loop"
+                    )
+                seen.add(next_key)
+                params[pagination["cursor_param"]] = next_cursor
+                continue
+            next_url = self._next_url(session, response, data, kind)
+            if next_url is None:
+                return
+            if next_url in seen:
+                raise PermanentError(
+                    f"{session.shown(response.url)}: the next page is "
+                    f"{session.shown(next_url)} again; stopping an endless loop"
+                )
+            seen.add(next_url)
+            # The next page's URL carries its own query string, cursor included.
+            url = next_url
+        raise PermanentError(
+            f"{session.shown(config['url'])}: pagination did not end after "
+            f"{pagination['max_pages']} pages (pagination.max_pages); raise it if the API "
+            "really has more, or check the pagination settings"
+        )
+
+    def _next_url(
+        self, session: HttpSession, response: httpx.Response, data: Any, kind: str
+    ) -> str | None:
+        """The next page's absolute URL (from the Link header or the body), on the same host."""
+        if kind == "link":
+            target = response.links.get("next", {}).get("url")
+        else:
+            found, target = dot_get(data, self.pagination["next_url_path"])
+            if found and target is not None and not isinstance(target, str):
+                raise PermanentError(
+                    f"{session.shown(response.url)}: "
+                    f"'{self.pagination['next_url_path']}' is {type(target).__name__}, "
+                    "expected a URL"
+                )
+        if not target:
+            return None
+        absolute = response.url.join(target)
+        first = httpx.URL(self.config["url"])
+        if _origin(absolute) != _origin(first):
+            # Following it would hand this connector's headers (its token) to another host.
+            raise PermanentError(
+                f"{session.shown(response.url)}: the next page {session.shown(absolute)} is on "
+                f"another origin than {session.shown(first)}; not following it"
+            )
+        return str(absolute)
+
+    def _records(
+        self, session: HttpSession, response: httpx.Response, data: Any
+    ) -> list[dict[str, Any]]:
+        path: str = self.config["records_path"]
+        shown = session.shown(response.url)
+        found, records = dot_get(data, path)
+        if not found:
+            raise PermanentError(f"{shown}: the response has no '{path}' (records_path)")
+        if records is None:
+            return []
+        if not isinstance(records, list):
+            where = f"'{path}'" if path else "the response body"
+            hint = "" if path else "; set records_path to the record list, e.g. data.items"
+            raise PermanentError(
+                f"{shown}: {where} is {_json_type(records)}, expected a list of records{hint}"
+            )
+        for index, record in enumerate(records):
+            if not isinstance(record, dict):
+                raise PermanentError(
+                    f"{shown}: record {index + 1} is {_json_type(record)}, expected an object"
+                )
+        return records
+
+
+def _validate_pagination(type_name: str, value: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The `pagination` object with defaults; rejects keys its type does not use."""
+    result = validate_fields(type_name, _PAGINATION_FIELDS, value or {}, within="pagination")
+    kind = result["type"]
+    if kind not in _PAGINATION_KEYS:
+        raise ConfigError(
+            f"{type_name} config field 'pagination.type' must be one of "
+            f"{', '.join(PAGINATION_TYPES)}, got {kind!r}"
+        )
+    allowed, required = _PAGINATION_KEYS[kind]
+    given = {k for k, v in (value or {}).items() if v is not None} - {"type", "max_pages"}
+    stray = sorted(given - allowed)
+    if stray:
+        raise ConfigError(
+            f"{type_name} config field 'pagination' has {', '.join(stray)}, which "
+            f"pagination type '{kind}' does not use"
+        )
+    missing = sorted(required - given)
+    if missing:
+        raise ConfigError(
+            f"{type_name} config is missing required field 'pagination.{missing[0]}' "
+            f"(pagination type '{kind}' needs it)"
+        )
+    if result["max_pages"] < 1:
+        raise ConfigError(f"{type_name} config field 'pagination.max_pages' must be 1 or more")
+    if result["page_size"] is not None and result["page_size"] < 1:
+        raise ConfigError(f"{type_name} config field 'pagination.page_size' must be 1 or more")
+    if kind == "page" and result["size_param"] and result["page_size"] is None:
+        raise ConfigError(
+            f"{type_name} config is missing required field 'pagination.page_size' "
+            "(pagination.size_param is set)"
+        )
+    return result
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "a number")

@@ -1,0 +1,247 @@
+"""A real HTTP server on 127.0.0.1 for the http and file connector tests: a fake, not a mock.
+
+It serves 23 items ({"id", "name", "updated"}) in every pagination style, failures on
+demand (a status, a count of failures before success, a Retry-After), slow answers,
+and registered files; and it records every request it receives.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+ITEM_COUNT = 23
+PAGE = 5
+
+
+def item(n: int) -> dict[str, Any]:
+    return {"id": n, "name": f"item {n}", "updated": n * 10}
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any
+    at: float
+
+
+@dataclass
+class FakeApi:
+    """What the server knows: its address, the requests so far, files and counters."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    items: list[dict[str, Any]] = field(default_factory=lambda: [item(n) for n in range(1, 24)])
+    files: dict[str, bytes] = field(default_factory=dict)
+    requests: list[Request] = field(default_factory=list)
+    counters: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def requests_to(self, path: str) -> list[Request]:
+        return [r for r in self.requests if r.path == path]
+
+    @classmethod
+    @contextmanager
+    def serve(cls) -> Iterator[FakeApi]:
+        api = cls()
+        server = _Server((api.host, 0), _handler_for(api))
+        api.port = server.server_address[1]
+        thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+        thread.start()
+        try:
+            yield api
+        finally:
+            server.shutdown()
+            server.server_close()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that timed out and hung up is expected here
+
+
+def _handler_for(api: FakeApi) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self._handle()
+
+        def do_POST(self) -> None:
+            self._handle()
+
+        def _handle(self) -> None:
+            parts = urlsplit(self.path)
+            query = dict(parse_qsl(parts.query))
+            length = int(self.headers.get("content-length") or 0)
+            body = json.loads(self.rfile.read(length)) if length else None
+            with api.lock:
+                api.requests.append(
+                    Request(
+                        self.command,
+                        parts.path,
+                        query,
+                        {k.lower(): v for k, v in self.headers.items()},
+                        body,
+                        time.monotonic(),
+                    )
+                )
+            route = parts.path.strip("/").split("/")[0].replace("-", "_")
+            getattr(self, f"route_{route}", self.route_missing)(parts.path, query, body)
+
+        # -- helpers ---------------------------------------------------------------
+
+        def send(
+            self, status: int, payload: Any = None, headers: dict[str, str] | None = None
+        ) -> None:
+            data = b"" if payload is None else json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def items(self, query: dict[str, str]) -> list[dict[str, Any]]:
+            since = query.get("updated_since")
+            if since is None:
+                return api.items
+            return [i for i in api.items if i["updated"] > int(since)]
+
+        def count(self, key: str) -> int:
+            with api.lock:
+                api.counters[key] = api.counters.get(key, 0) + 1
+                return api.counters[key]
+
+        # -- routes ----------------------------------------------------------------
+
+        def route_missing(self, path: str, query: dict[str, str], body: Any) -> None:
+            self.send(404, {"error": f"no route {path}"})
+
+        def route_items(self, path: str, query: dict[str, str], body: Any) -> None:
+            self.send(200, self.items(query))
+
+        def route_page(self, path: str, query: dict[str, str], body: Any) -> None:
+            number, size = int(query.get("page", 1)), int(query.get("per_page", PAGE))
+            chunk = self.items(query)[(number - 1) * size : number * size]
+            self.send(200, {"data": {"items": chunk, "page": number}})
+
+        def route_offset(self, path: str, query: dict[str, str], body: Any) -> None:
+            offset, limit = int(query["offset"]), int(query["limit"])
+            self.send(200, {"results": self.items(query)[offset : offset + limit]})
+
+        def route_cursor(self, path: str, query: dict[str, str], body: Any) -> None:
+            start = int(query.get("cursor", "c0")[1:])
+            items = self.items(query)
+            end = start + PAGE
+            following = f"c{end}" if end < len(items) else None
+            self.send(200, {"items": items[start:end], "meta": {"next": following}})
+
+        def route_link(self, path: str, query: dict[str, str], body: Any) -> None:
+            number = int(query.get("page", 1))
+            items = self.items(query)
+            headers = {}
+            if number * PAGE < len(items):
+                following = dict(query, page=str(number + 1))
+                link = f"{api.url}/link?" + "&".join(f"{k}={v}" for k, v in following.items())
+                headers["Link"] = f'<{link}>; rel="next", <{api.url}/link?page=1>; rel="first"'
+            self.send(200, items[(number - 1) * PAGE : number * PAGE], headers)
+
+        def route_next(self, path: str, query: dict[str, str], body: Any) -> None:
+            number = int(query.get("page", 1))
+            items = self.items(query)
+            following = f"/next?page={number + 1}" if number * PAGE < len(items) else None
+            self.send(
+                200, {"records": items[(number - 1) * PAGE : number * PAGE], "next": following}
+            )
+
+        def route_elsewhere(self, path: str, query: dict[str, str], body: Any) -> None:
+            other = f"http://localhost:{api.port}/next?page=2"
+            self.send(200, {"records": [item(1)], "next": other})
+
+        def route_same_cursor(self, path: str, query: dict[str, str], body: Any) -> None:
+            self.send(200, {"items": [item(1)], "meta": {"next": "again"}})
+
+        def route_endless(self, path: str, query: dict[str, str], body: Any) -> None:
+            self.send(200, [item(int(query.get("page", 1)))])
+
+        def route_flaky(self, path: str, query: dict[str, str], body: Any) -> None:
+            """Fails `fail` times per `run` with `status` (and `retry_after`), then succeeds."""
+            seen = self.count(query["run"])
+            if seen <= int(query.get("fail", 1)):
+                headers = {}
+                if query.get("retry_after") == "date":
+                    when = datetime.now(UTC) + timedelta(seconds=2)
+                    headers["Retry-After"] = email.utils.format_datetime(when, usegmt=True)
+                elif "retry_after" in query:
+                    headers["Retry-After"] = query["retry_after"]
+                self.send(int(query.get("status", 500)), {"error": "try again"}, headers)
+                return
+            self.send(200, api.items[:3])
+
+        def route_status(self, path: str, query: dict[str, str], body: Any) -> None:
+            # Echoes the credentials it got, as careless APIs do.
+            echo = self.headers.get("Authorization", "") + " " + query.get("api_key", "")
+            self.send(int(path.split("/")[2]), {"message": f"bad credentials: {echo}"})
+
+        def route_slow(self, path: str, query: dict[str, str], body: Any) -> None:
+            time.sleep(float(query["delay"]))
+            self.send(200, api.items[:1])
+
+        def route_search(self, path: str, query: dict[str, str], body: Any) -> None:
+            self.send(200, {"hits": [dict(i, q=body["q"]) for i in api.items[: body["size"]]]})
+
+        def route_scalars(self, path: str, query: dict[str, str], body: Any) -> None:
+            self.send(200, [{"id": 1}, "two"])
+
+        def route_redirect(self, path: str, query: dict[str, str], body: Any) -> None:
+            self.send_response(302)
+            self.send_header("Location", query["to"])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def route_not_json(self, path: str, query: dict[str, str], body: Any) -> None:
+            data = b"<html>maintenance</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def route_files(self, path: str, query: dict[str, str], body: Any) -> None:
+            name = path.split("/", 2)[2]
+            data = api.files.get(name)
+            if data is None:
+                self.send(404, {"error": f"no file {name}"})
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            for start in range(0, len(data), 4096):  # in pieces, as a big download comes
+                self.wfile.write(data[start : start + 4096])
+
+    return Handler

@@ -1,0 +1,165 @@
+"""Secrets: env references, what counts as secret, redaction and masking (pure functions)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from connector_sync.connectors.demo import DemoConnector
+from connector_sync.connectors.http import HttpConnector
+from connector_sync.connectors.registry import load_plugin
+from connector_sync.connectors.sql import SqlConnector
+from connector_sync.exceptions import ConfigError
+from connector_sync.secrets import (
+    is_env_ref,
+    is_secret_name,
+    mask_config,
+    redact,
+    resolve_env_refs,
+    secret_values,
+)
+
+ENV = {"API_TOKEN": "tok-Zq81", "DATA_DIR": "/srv/data", "DB_PASSWORD": "pw-77", "EMPTY": ""}
+
+
+def test_resolve_env_refs_at_any_depth_without_touching_the_original() -> None:
+    config = {
+        "url": "env:DATA_DIR",
+        "headers": {"Authorization": "env:API_TOKEN"},
+        "list": ["env:DB_PASSWORD", 3, {"x": "env:EMPTY"}],
+        "plain": "environment: env:API_TOKEN is not a reference inside text",
+        "n": 5,
+        "none": None,
+    }
+    original = copy.deepcopy(config)
+    assert resolve_env_refs(config, ENV) == {
+        "url": "/srv/data",
+        "headers": {"Authorization": "tok-Zq81"},
+        "list": ["pw-77", 3, {"x": ""}],
+        "plain": "environment: env:API_TOKEN is not a reference inside text",
+        "n": 5,
+        "none": None,
+    }
+    assert config == original
+
+
+def test_a_missing_variable_is_a_config_error_naming_it_and_the_field() -> None:
+    with pytest.raises(ConfigError) as raised:
+        resolve_env_refs({"headers": {"X-Api-Key": "env:NOT_SET_ANYWHERE"}}, ENV)
+    assert raised.value.message == (
+        "config field 'headers.X-Api-Key' refers to environment variable NOT_SET_ANYWHERE "
+        "(env:NOT_SET_ANYWHERE), which is not set"
+    )
+    assert raised.value.transient is False
+
+
+def test_resolve_reads_os_environ_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CS_TEST_SECRET", "from-the-environment")
+    assert resolve_env_refs({"token": "env:CS_TEST_SECRET"}) == {"token": "from-the-environment"}
+
+
+def test_what_is_an_env_ref_and_a_secret_name() -> None:
+    assert is_env_ref("env:GITHUB_TOKEN") and is_env_ref("env:_x1")
+    assert not any(map(is_env_ref, ["env:", "env:1X", "env:A B", "ENV:X", " env:X", 5, None]))
+    secret = ["token", "Authorization", "X-Api-Key", "api_key", "apikey", "Cookie", "password"]
+    secret += ["client_secret", "access_key", "key", "sig", "DB_PASSWORD", "x-auth-token"]
+    plain = [
+        "author",
+        "author_id",
+        "keyword",
+        "monkey",
+        "url",
+        "page",
+        "cursor_param",
+        "passenger",
+        "lang",
+    ]
+    assert all(map(is_secret_name, secret))
+    assert not any(map(is_secret_name, plain))
+
+
+HTTP_RAW: dict[str, Any] = {
+    "url": "https://bob:url-pass@api.example.com/v1/items?access_token=qs-tok&lang=en",
+    "token": "env:API_TOKEN",
+    "headers": {"Authorization": "Basic dXNlcjpwYXNz", "Cookie": "sid=c00k", "Accept": "json"},
+    "params": {"api_key": "prm-key", "q": "env:DB_PASSWORD", "dir": "env:DATA_DIR"},
+}
+
+
+def test_secret_values_finds_every_secret_in_use_and_nothing_else() -> None:
+    resolved = resolve_env_refs(HTTP_RAW, ENV)
+    found = secret_values(HttpConnector, HTTP_RAW, resolved)
+    assert found == {
+        "url-pass",  # the URL's password
+        "qs-tok",  # a secret-looking query-string parameter
+        "tok-Zq81",  # the declared secret field
+        "Basic dXNlcjpwYXNz",  # a secret header, whole
+        "dXNlcjpwYXNz",  # and its credential
+        "sid=c00k",
+        "prm-key",  # a secret-looking parameter
+        "pw-77",  # read from a variable named like a secret
+    }
+    assert "/srv/data" not in found and "json" not in found and "en" not in found
+
+
+def test_secret_values_of_sql_urls() -> None:
+    raw = {"url": "postgresql://app:p%40ss@db/shop", "query": "SELECT 1"}
+    assert secret_values(SqlConnector, raw, raw) == {"p%40ss", "p@ss"}
+
+
+def test_redact_replaces_secrets_url_passwords_and_secret_query_values() -> None:
+    text = (
+        "GET https://api.example.com/x?page=2&api_key=abc123&token=t1 failed: "
+        "Bearer tok-Zq81 rejected; retry postgresql://app:pw-77@db/shop later"
+    )
+    assert redact(text, {"tok-Zq81", "Bearer tok-Zq81"}) == (
+        "GET https://api.example.com/x?page=2&api_key=***&token=*** failed: "
+        "*** rejected; retry postgresql://app:***@db/shop later"
+    )
+    assert redact("nothing to hide", set()) == "nothing to hide"
+    assert redact("mysql://u:p@ss@host/db", set()) == "mysql://u:***@host/db"
+    assert redact("http://host:8080/path?author=ann", set()) == "http://host:8080/path?author=ann"
+
+
+@given(
+    secret=st.text(min_size=1).filter(lambda s: "*" not in s),
+    before=st.text(),
+    after=st.text(),
+)
+def test_redact_never_leaves_a_known_secret(secret: str, before: str, after: str) -> None:
+    assert secret not in redact(before + secret + after, {secret})
+
+
+@given(
+    password=st.text(st.characters(exclude_characters="/?#@\x00", exclude_categories=["Z", "C"]))
+)
+def test_redact_hides_any_url_password(password: str) -> None:
+    assert redact(f"see postgresql://app:{password}@db/x", set()) == "see postgresql://app:***@db/x"
+
+
+def test_mask_config_masks_for_display_and_shows_env_refs() -> None:
+    original = copy.deepcopy(HTTP_RAW)
+    assert mask_config(HttpConnector, HTTP_RAW) == {
+        "url": "https://bob:***@api.example.com/v1/items?access_token=***&lang=en",
+        "token": "env:API_TOKEN",  # a reference is not the secret
+        "headers": {"Authorization": "***", "Cookie": "***", "Accept": "json"},
+        "params": {"api_key": "***", "q": "env:DB_PASSWORD", "dir": "env:DATA_DIR"},
+    }
+    assert original == HTTP_RAW
+    literal = mask_config(HttpConnector, {"token": "tok-Zq81", "body": {"password": "x", "n": 1}})
+    assert literal == {"token": "***", "body": {"password": "***", "n": 1}}
+
+
+def test_plugins_mask_through_secrets() -> None:
+    assert HttpConnector.mask_config({"token": "t"}) == {"token": "***"}
+    assert DemoConnector.mask_config({"records": 5, "fail": False}) == {"records": 5, "fail": False}
+    records = load_plugin("records")  # a third-party plugin declaring a secret field
+    assert records.mask_config({"records": [], "token": "s3cr3t", "fail_after": None}) == {
+        "records": [],
+        "token": "***",
+        "fail_after": None,
+    }
