@@ -408,3 +408,10 @@ def test_csv_alias_end_to_end(repo: Repository, tmp_path: Path) -> None:
     [sync] = repo.history()
     assert sync["status"] == "COMPLETED", sync["error"]
     assert stored_records(repo.db, sync["dataset_id"]) == [{"name": "Doe, J.", "city": "Paris"}]
+
+
+def test_check_names_an_encoding_error_in_the_header(tmp_path: Path) -> None:
+    path = tmp_path / "latin.csv"
+    path.write_bytes("nombre,año\nJosé,1\n".encode("latin-1"))
+    with pytest.raises(PermanentError, match=r"not valid utf-8-sig.*set 'encoding'"):
+        FileConnector({"path": str(path)}).check()

@@ -349,3 +349,17 @@ def test_end_to_end_through_the_runner(repo: Repository, api: FakeApi) -> None:
     assert stored_records(repo.db, latest["dataset_id"]) == [item(24)]
     assert repo.find_connector("api")["state"] == {"cursor": 240}
     assert api.requests[-2].query["updated_since"] == "230"
+
+
+def test_a_query_string_in_the_url_is_kept_next_to_params(api: FakeApi) -> None:
+    plugin = connector(
+        api,
+        "/page?per_page=3",
+        records_path="data.items",
+        params={"lang": "en"},
+        pagination={"type": "page"},
+    )
+    records = list(plugin.read())
+    assert records == ALL_ITEMS
+    first = api.requests_to("/page")[0]
+    assert first.query == {"per_page": "3", "lang": "en", "page": "1"}

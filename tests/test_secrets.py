@@ -163,3 +163,9 @@ def test_plugins_mask_through_secrets() -> None:
         "token": "***",
         "fail_after": None,
     }
+
+
+def test_redact_keeps_the_punctuation_after_a_secret_query_value() -> None:
+    text = "GET http://h/status/401?api_key=abc123: HTTP 401 at 10:15:00"
+    assert redact(text, set()) == "GET http://h/status/401?api_key=***: HTTP 401 at 10:15:00"
+    assert redact("http://h/?token=a:b:c&x=1", set()) == "http://h/?token=***&x=1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 
@@ -116,3 +117,28 @@ def test_incremental_sync_fetches_only_new_records_until_reset(cli: Cli, api: Fa
     assert json.loads(cli("show", "api", "--json").stdout)["state"] is None
     [third] = json.loads(cli("run", "--connector", "api", "--json").stdout)
     assert third["records_processed"] == 24
+
+
+def test_a_missing_secret_variable_is_named_with_its_reference(
+    cli: Cli, api: FakeApi, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CS_TEST_NOT_SET", raising=False)
+    config = {"url": f"{api.url}/items", "token": "env:CS_TEST_NOT_SET"}
+    cli("add", "api", "--type", "http", "--config", json.dumps(config))
+    [sync] = json.loads(cli("run", "--json").stdout)
+    assert "(env:CS_TEST_NOT_SET)" in sync["error"]
+
+
+def test_a_long_retry_after_fails_now_and_backs_off_that_long(cli: Cli, api: FakeApi) -> None:
+    url = f"{api.url}/flaky?run=long&fail=100&status=429&retry_after=900"
+    config = {"url": url, "max_retry_wait": 30, "retry_backoff": 0.01}
+    cli("add", "api", "--type", "http", "--config", json.dumps(config))
+    [sync] = json.loads(cli("run", "--json").stdout)
+    assert (sync["status"], sync["attempts"]) == ("FAILED", 1)
+    assert "retry after 900s" in sync["error"]
+    assert len(api.requests_to("/flaky")) == 1
+    [connector] = json.loads(cli("list", "--json").stdout)
+    wait = dt.datetime.fromisoformat(connector["next_sync_at"]) - dt.datetime.fromisoformat(
+        connector["last_sync_at"]
+    )
+    assert dt.timedelta(seconds=899) <= wait <= dt.timedelta(seconds=901)

@@ -70,6 +70,11 @@ class TransientError(PluginError):
 
     transient = True
 
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        #: Seconds the source asked us to wait (e.g. HTTP Retry-After), if it said.
+        self.retry_after = retry_after
+
 
 class PermanentError(PluginError):
     """A failure that retrying cannot fix (bad config, authentication, missing source)."""

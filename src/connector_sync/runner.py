@@ -37,6 +37,8 @@ log = logging.getLogger("connector_sync.runner")
 
 MAX_ERROR_LENGTH = 2000
 DEFAULT_TIMEOUT = 3600.0
+#: The longest pause between tries of a sync within one run, in seconds.
+MAX_RETRY_WAIT_IN_RUN = 60.0
 _POLL_SECONDS = 0.2
 T = TypeVar("T")
 
@@ -270,8 +272,19 @@ class _Reader:
             yield item
 
 
-def _is_transient_plugin_error(exc: BaseException) -> bool:
-    return isinstance(exc, PluginError) and exc.transient
+def _retry_after(exc: BaseException | None) -> float:
+    """How long the source asked us to wait before trying again (0 if it did not say)."""
+    return float(getattr(exc, "retry_after", None) or 0.0)
+
+
+def _worth_retrying_now(exc: BaseException) -> bool:
+    """A transient plugin error, unless the source asked for a longer pause than a run
+    should sit through: then the sync fails now and the connector backs off that long."""
+    return (
+        isinstance(exc, PluginError)
+        and exc.transient
+        and _retry_after(exc) <= MAX_RETRY_WAIT_IN_RUN
+    )
 
 
 def _is_transient_db_error(exc: BaseException) -> bool:
@@ -452,12 +465,21 @@ class Runner:
                 raise SyncTimeout()
             self.control.wait(seconds)
 
+        backoff = tenacity.wait_exponential_jitter(
+            multiplier=self.options.retry_wait,
+            max=MAX_RETRY_WAIT_IN_RUN,
+            jitter=self.options.retry_wait,
+        )
+
+        def pause(state: tenacity.RetryCallState) -> float:
+            # Our backoff, or longer if the source asked for longer (Retry-After).
+            failure = state.outcome.exception() if state.outcome else None
+            return max(backoff(state), _retry_after(failure))
+
         retrying = tenacity.Retrying(
             stop=tenacity.stop_after_attempt(self.options.attempts),
-            wait=tenacity.wait_exponential_jitter(
-                multiplier=self.options.retry_wait, max=60, jitter=self.options.retry_wait
-            ),
-            retry=tenacity.retry_if_exception(_is_transient_plugin_error),
+            wait=pause,
+            retry=tenacity.retry_if_exception(_worth_retrying_now),
             sleep=wait,
             before_sleep=lambda state: log.warning(
                 "sync of %s failed on try %d, trying again: %s",
@@ -487,8 +509,9 @@ class Runner:
                 return self._record_failure(claim, error, "Timeout", started, progress, tries)
             except Exception as exc:
                 return self._record_failure(
-                    claim, self._describe(claim, exc), type(exc).__name__, started, progress, tries
-                )
+                    claim, self._describe(claim, exc), type(exc).__name__, started, progress, tries,
+                    retry_after=_retry_after(exc),
+                )  # fmt: skip
             duration = time.monotonic() - started
             self._finish(
                 claim,
@@ -529,7 +552,11 @@ class Runner:
         """The error as one line for the sync row and the log, every secret masked."""
         if exc is None:
             return ""
-        return redact(describe_error(exc), connector_secrets(claim.type, claim.config))
+        try:
+            hidden = connector_secrets(claim.type, claim.config)
+        except Exception:  # describing a failure must not fail: mask what redact finds alone
+            hidden = set()
+        return redact(describe_error(exc), hidden)
 
     def _record_failure(
         self,
@@ -539,9 +566,13 @@ class Runner:
         started: float,
         progress: _Progress,
         tries: int,
+        retry_after: float = 0.0,
     ) -> str:
-        retry_in = failure_backoff(
-            claim.consecutive_failures + 1, claim.sync_interval, base=self.options.backoff_base
+        retry_in = max(
+            failure_backoff(
+                claim.consecutive_failures + 1, claim.sync_interval, base=self.options.backoff_base
+            ),
+            retry_after,  # the source knows best when it will take requests again
         )
         outcome = self._finish(
             claim,

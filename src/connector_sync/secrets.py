@@ -36,7 +36,11 @@ _SECRET_NAME = re.compile(
 _URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s\"'<>]+")
 # The password between `scheme://user:` and the last `@` of the authority.
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s/?#@:]*:)[^\s/?#]*(?=@)")
-_QUERY_PARAM = re.compile(r"(?P<head>[?&;](?P<name>[^=&;#\s?]+)=)(?P<value>[^&;#\s\"'<>]*)")
+# A value ends at the next separator; a `:` right before white space or the end is
+# punctuation of the surrounding message ("GET https://…?key=abc: HTTP 401"), not the value.
+_QUERY_PARAM = re.compile(
+    r"(?P<head>[?&;](?P<name>[^=&;#\s?]+)=)(?P<value>[^&;#\s\"'<>]*?)(?=[&;#\s\"'<>]|:(?:\s|$)|$)"
+)
 
 
 def is_env_ref(value: object) -> bool:
@@ -116,11 +120,21 @@ def connector_secrets(type_name: str, config: Mapping[str, Any]) -> set[str]:
         plugin_cls = load_plugin(type_name)
     except ConnectorSyncError:
         return set()
-    try:
-        resolved = resolve_env_refs(config)
-    except ConfigError:
-        resolved = dict(config)
-    return secret_values(plugin_cls, config, resolved)
+    # A variable that is not set resolves to "" here: the reference `env:NAME` itself
+    # is not a secret and must stay readable in the error that names it.
+    environ = {name: "" for name in _referenced_names(config)} | dict(os.environ)
+    return secret_values(plugin_cls, config, resolve_env_refs(config, environ))
+
+
+def _referenced_names(value: Any) -> set[str]:
+    if isinstance(value, str):
+        match = _ENV_REF.fullmatch(value)
+        return {match[1]} if match else set()
+    if isinstance(value, Mapping):
+        return set().union(*(_referenced_names(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_referenced_names(v) for v in value))
+    return set()
 
 
 def _collect(raw: Any, value: Any, secret: bool, found: set[str]) -> None:

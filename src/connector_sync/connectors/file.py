@@ -131,7 +131,12 @@ class FileConnector(ConnectorPlugin):
     def check(self) -> CheckResult:
         with self._open() as handle:
             if self.format == "csv":
-                columns, _ = self._csv_header(self._csv_reader(handle))
+                try:
+                    columns, _ = self._csv_header(self._csv_reader(handle))
+                except UnicodeDecodeError as exc:
+                    raise PermanentError(
+                        f"{self.label}: not valid {self.encoding}: {exc.reason}; set 'encoding'"
+                    ) from None
                 return CheckResult(
                     True,
                     f"{self.label}: readable csv, {len(columns)} columns",

@@ -188,9 +188,9 @@ class HttpSession:
         self, method: str, url: str, params: Mapping[str, Any] | None, body: Any
     ) -> httpx.Request:
         try:
-            return self._client.build_request(
-                method, url, params=dict(params) if params else None, json=body
-            )
+            # Merge, not replace: a query string written in `url` stays.
+            target = httpx.URL(url).copy_merge_params(dict(params)) if params else url
+            return self._client.build_request(method, target, json=body)
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             raise ConfigError(f"{method} {redact(url, self.secrets)}: not a usable URL") from exc
 
@@ -278,7 +278,8 @@ class HttpSession:
             if exc.retry_after is not None and exc.retry_after > policy.max_wait:
                 raise TransientError(
                     f"{exc.message}; the server asks to retry after {exc.retry_after:g}s, "
-                    f"longer than max_retry_wait ({policy.max_wait:g}s)"
+                    f"longer than max_retry_wait ({policy.max_wait:g}s)",
+                    retry_after=exc.retry_after,
                 ) from exc
             attempts = f"{tries} attempt" + ("s" if tries != 1 else "")
             raise TransientError(f"{exc.message} (gave up after {attempts})") from exc
