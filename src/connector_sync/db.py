@@ -95,7 +95,12 @@ def create_engine(url: str | sa.URL) -> sa.Engine:
         # No pre-ping round trip per checkout: the runner retries a statement that
         # meets a dropped connection (a transient DatabaseError), and every other
         # command is a fresh process with a fresh pool.
-        connect_args={"connect_timeout": 10, "application_name": "connector-sync"},
+        connect_args={
+            "connect_timeout": 10,
+            "application_name": "connector-sync",
+            # Times come back as UTC whatever the server's default time zone.
+            "options": "-c timezone=UTC",
+        },
     )
 
 

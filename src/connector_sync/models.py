@@ -59,6 +59,13 @@ class UTCDateTime(sa.types.TypeDecorator[dt.datetime]):
             return value.replace(tzinfo=None)
         return value
 
+    def result_processor(self, dialect: sa.Dialect, coltype: object) -> Any:
+        # PostgreSQL sessions run in UTC (db.create_engine), so psycopg already returns
+        # aware UTC datetimes: no per-value Python call on the hot read paths.
+        if dialect.name == "postgresql":
+            return None
+        return super().result_processor(dialect, coltype)
+
     def process_result_value(self, value: Any, dialect: sa.Dialect) -> dt.datetime | None:
         if value is None:
             return None

@@ -291,6 +291,19 @@ def _is_transient_db_error(exc: BaseException) -> bool:
     return isinstance(exc, DatabaseError) and exc.transient
 
 
+# One policy object for every bookkeeping call (tenacity keeps per-call state in
+# thread-locals, so threads may share it).
+_DATABASE_RETRY = tenacity.Retrying(
+    stop=tenacity.stop_after_attempt(4),
+    wait=tenacity.wait_exponential_jitter(multiplier=0.2, max=2.0, jitter=0.2),
+    retry=tenacity.retry_if_exception(_is_transient_db_error),
+    before_sleep=lambda state: log.warning(
+        "database error, trying again: %s", state.outcome.exception() if state.outcome else ""
+    ),
+    reraise=True,
+)
+
+
 class Runner:
     """Runs syncs for one `connector-sync run`."""
 
@@ -618,17 +631,7 @@ class Runner:
     @staticmethod
     def _bookkeeping(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A database call, tried again on a transient error (lost connection, busy, deadlock)."""
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(4),
-            wait=tenacity.wait_exponential_jitter(multiplier=0.2, max=2.0, jitter=0.2),
-            retry=tenacity.retry_if_exception(_is_transient_db_error),
-            before_sleep=lambda state: log.warning(
-                "database error, trying again: %s",
-                state.outcome.exception() if state.outcome else "",
-            ),
-            reraise=True,
-        )
-        return retrying(fn, *args, **kwargs)
+        return _DATABASE_RETRY(fn, *args, **kwargs)
 
     # -- signals --------------------------------------------------------------------
 
