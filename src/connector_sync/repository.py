@@ -10,9 +10,10 @@ import datetime as dt
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from psycopg.rows import dict_row
 
 from connector_sync.db import Database
 from connector_sync.exceptions import AlreadyExists, BadInput, LeaseLost, NotFound
@@ -36,6 +37,9 @@ from connector_sync.models import (
     datasets,
 )
 from connector_sync.scheduling import next_sync_at
+
+if TYPE_CHECKING:
+    import psycopg
 
 c = connectors.c
 s = connector_syncs.c
@@ -183,6 +187,27 @@ _PG_FAIL = sa.text(
         "AND EXISTS (SELECT 1 FROM released) RETURNING id",
     )
 )
+
+
+_PG_DRIVER_SQL: dict[int, str] = {}
+
+
+def _pg_rows(
+    conn: sa.Connection, statement: sa.TextClause, params: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """Run a hot-path statement on the psycopg connection under `conn`'s transaction.
+
+    Compiled to the driver's SQL once; rows come back as plain dicts. For these
+    statements SQLAlchemy's per-execution result machinery cost more than the
+    statement itself (see scripts/bench.py, scheduling).
+    """
+    sql = _PG_DRIVER_SQL.get(id(statement))
+    if sql is None:
+        sql = _PG_DRIVER_SQL[id(statement)] = str(statement.compile(dialect=conn.dialect))
+    raw: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
+    with raw.cursor(row_factory=dict_row) as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall() if cursor.description else []
 
 
 @dataclass(frozen=True)
@@ -536,7 +561,7 @@ class Repository:
             params["ids"] = list(connector_ids)
         params["trigger"] = trigger
         with self.db.begin() as conn:
-            rows = conn.execute(statement, params).mappings().all()
+            rows = _pg_rows(conn, statement, params)
         return [
             Claim(
                 connector_id=r["id"],
@@ -569,12 +594,13 @@ class Repository:
             dataset_id=claim.dataset_id,
         )
         with self.db.begin() as conn:
-            row = conn.execute(statement, params).first()
-        if row is None:
+            rows = _pg_rows(conn, statement, params)
+        if not rows:
             raise LeaseLost(
                 f"lease on connector '{claim.name}' was lost; another worker owns it now"
             )
-        return Outcome(row.status, row.consecutive_failures, row.next_sync_at)
+        row = rows[0]
+        return Outcome(row["status"], row["consecutive_failures"], row["next_sync_at"])
 
     def _select_now(self, conn: sa.Connection) -> dt.datetime:
         if self.pg:
