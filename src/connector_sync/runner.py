@@ -630,7 +630,17 @@ class Runner:
 
     @staticmethod
     def _bookkeeping(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """A database call, tried again on a transient error (lost connection, busy, deadlock)."""
+        """A database call, tried again on a transient error (lost connection, busy, deadlock).
+
+        The first try runs outside tenacity: it nearly always succeeds, and this is
+        called twice per sync, where tenacity's bookkeeping showed in the profile.
+        """
+        try:
+            return fn(*args, **kwargs)
+        except DatabaseError as exc:
+            if not exc.transient:
+                raise
+            log.warning("database error, trying again: %s", exc)
         return _DATABASE_RETRY(fn, *args, **kwargs)
 
     # -- signals --------------------------------------------------------------------
