@@ -187,12 +187,17 @@ def test_run_timeout_option_applies_to_connectors_without_their_own(repo: Reposi
 def test_concurrency_runs_syncs_in_parallel(repo: Repository) -> None:
     for n in range(8):
         add(repo, f"slow{n}", type="sleepy", records=1, seconds=0.5)
-    started = time.monotonic()
     report = Runner(repo.db, RunOptions(concurrency=4)).run()
-    elapsed = time.monotonic() - started
-    assert len(report.sync_ids) == 8 and report.failed == 0
-    assert len({s["connector_id"] for s in repo.syncs_by_id(report.sync_ids)}) == 8
-    assert elapsed < 3.5  # 8 x 0.5 s one at a time would take 4 s or more
+    syncs = repo.syncs_by_id(report.sync_ids)
+    assert len(syncs) == 8 and report.failed == 0
+    assert len({s["connector_id"] for s in syncs}) == 8
+    # Overlap, read from the recorded times rather than a stopwatch: some sync
+    # started while at least two others were still running.
+    overlaps = [
+        sum(o["started_at"] <= s["started_at"] < o["completed_at"] for o in syncs if o is not s)
+        for s in syncs
+    ]
+    assert max(overlaps) >= 2
 
 
 def test_stop_cancels_in_flight_syncs_after_the_grace(repo: Repository) -> None:
@@ -221,11 +226,11 @@ def test_stop_lets_a_sync_that_finishes_within_the_grace_complete(repo: Reposito
 
 def test_queued_manual_syncs_keep_their_leases_alive(repo: Repository) -> None:
     """Connectors claimed together for a manual run are heartbeated while they wait."""
-    first = add(repo, "first", type="sleepy", records=1, seconds=1.5)
+    first = add(repo, "first", type="sleepy", records=1, seconds=3.0)
     second = add(repo, "second", records=1)
-    options = RunOptions(connector_ids=[first, second], lease_seconds=0.6, heartbeat_seconds=0.1)
+    options = RunOptions(connector_ids=[first, second], lease_seconds=1.5, heartbeat_seconds=0.1)
     stolen: list[Any] = []
-    threading.Timer(1.0, lambda: stolen.extend(repo.recover_expired_leases())).start()
+    threading.Timer(2.2, lambda: stolen.extend(repo.recover_expired_leases())).start()
     report = Runner(repo.db, options).run()
     time.sleep(0.1)
     assert stolen == []

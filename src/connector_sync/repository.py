@@ -362,7 +362,7 @@ class Repository:
         if tenant is not None:
             query = query.where(c.tenant == tenant)
         with self.db.begin() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            return [dict(r) for r in conn.execute(query).mappings().all()]
 
     def due_connectors(
         self, limit: int | None = None, tenant: str | None = None
@@ -377,7 +377,7 @@ class Repository:
         if tenant is not None:
             query = query.where(c.tenant == tenant)
         with self.db.begin() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            return [dict(r) for r in conn.execute(query).mappings().all()]
 
     def set_auto_sync(self, connector_id: int, enabled: bool) -> None:
         """`enable`: auto-sync on, ACTIVE, failures forgotten, due now. `disable`: auto-sync off."""
@@ -1018,7 +1018,7 @@ class Repository:
         if tenant is not None:
             query = query.where(s.tenant == tenant)
         with self.db.begin() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            return [dict(r) for r in conn.execute(query).mappings().all()]
 
     def syncs_by_id(self, sync_ids: Sequence[int]) -> list[dict[str, Any]]:
         if not sync_ids:
@@ -1043,4 +1043,4 @@ class Repository:
             .limit(limit)
         )
         with self.db.begin() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            return [dict(r) for r in conn.execute(query).mappings().all()]
