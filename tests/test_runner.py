@@ -235,3 +235,31 @@ def test_queued_manual_syncs_keep_their_leases_alive(repo: Repository) -> None:
     time.sleep(0.1)
     assert stolen == []
     assert [s["status"] for s in repo.syncs_by_id(report.sync_ids)] == ["COMPLETED", "COMPLETED"]
+
+
+def test_quick_syncs_are_claimed_in_batches_within_the_limit(repo: Repository) -> None:
+    for n in range(30):
+        add(repo, f"c{n}", records=1)
+    report = Runner(repo.db, RunOptions(limit=20)).run()
+    syncs = repo.syncs_by_id(report.sync_ids)
+    assert len(syncs) == 20 and {s["status"] for s in syncs} == {"COMPLETED"}
+    assert len(repo.due_connectors()) == 10
+    # Claimed together: several syncs share one claim transaction's start time.
+    assert len({s["started_at"] for s in syncs}) < 20
+
+
+def test_connectors_claimed_ahead_are_released_when_the_run_stops(repo: Repository) -> None:
+    for n in range(12):
+        add(repo, f"c{n}", type="sleepy", records=1, seconds=0.05)
+    runner = Runner(repo.db)
+    threading.Timer(0.6, runner.control.request_stop, (0.0, "cancelled: test stop")).start()
+    report = runner.run()
+    statuses = [s["status"] for s in repo.syncs_by_id(report.sync_ids)]
+    assert set(statuses) <= {"COMPLETED", "CANCELLED"}
+    with repo.db.begin() as conn:
+        open_syncs = conn.execute(
+            sa.select(sa.func.count()).where(connector_syncs.c.status == "IN_PROGRESS")
+        ).scalar_one()
+    assert open_syncs == 0
+    assert all(c["status"] == "ACTIVE" for c in repo.list_connectors())
+    assert len(repo.due_connectors()) == 12 - statuses.count("COMPLETED")

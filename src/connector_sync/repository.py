@@ -66,6 +66,10 @@ CONNECTOR_COLUMNS = (
     c.updated_at,
 )
 
+#: What listings (`list`, `due`) show: everything but the config and the state, the
+#: two JSON documents that cost the most to fetch and decode per row.
+SUMMARY_COLUMNS = tuple(col for col in CONNECTOR_COLUMNS if col.name not in ("config", "state"))
+
 SYNC_COLUMNS = (
     s.id,
     s.connector_id,
@@ -187,6 +191,12 @@ _PG_FAIL = sa.text(
         "AND EXISTS (SELECT 1 FROM released) RETURNING id",
     )
 )
+
+
+def _dicts(result: sa.CursorResult[Any]) -> list[dict[str, Any]]:
+    """All rows as plain dicts: one fetch, no RowMapping per row (listings are hot)."""
+    keys = list(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result.all()]
 
 
 _PG_DRIVER_SQL: dict[int, str] = {}
@@ -358,18 +368,18 @@ class Repository:
         return dict(rows[0])
 
     def list_connectors(self, tenant: str | None = None) -> list[dict[str, Any]]:
-        query = sa.select(*CONNECTOR_COLUMNS).order_by(c.tenant, c.name)
+        query = sa.select(*SUMMARY_COLUMNS).order_by(c.tenant, c.name)
         if tenant is not None:
             query = query.where(c.tenant == tenant)
         with self.db.begin() as conn:
-            return [dict(r) for r in conn.execute(query).mappings().all()]
+            return _dicts(conn.execute(query))
 
     def due_connectors(
         self, limit: int | None = None, tenant: str | None = None
     ) -> list[dict[str, Any]]:
         """Connectors due now, most overdue first (answered from ix_connectors_due)."""
         query = (
-            sa.select(*CONNECTOR_COLUMNS)
+            sa.select(*SUMMARY_COLUMNS)
             .where(self._due_clause(self._now()))
             .order_by(c.next_sync_at, c.id)
             .limit(limit)
@@ -377,7 +387,7 @@ class Repository:
         if tenant is not None:
             query = query.where(c.tenant == tenant)
         with self.db.begin() as conn:
-            return [dict(r) for r in conn.execute(query).mappings().all()]
+            return _dicts(conn.execute(query))
 
     def set_auto_sync(self, connector_id: int, enabled: bool) -> None:
         """`enable`: auto-sync on, ACTIVE, failures forgotten, due now. `disable`: auto-sync off."""
@@ -1018,7 +1028,7 @@ class Repository:
         if tenant is not None:
             query = query.where(s.tenant == tenant)
         with self.db.begin() as conn:
-            return [dict(r) for r in conn.execute(query).mappings().all()]
+            return _dicts(conn.execute(query))
 
     def syncs_by_id(self, sync_ids: Sequence[int]) -> list[dict[str, Any]]:
         if not sync_ids:
@@ -1043,4 +1053,4 @@ class Repository:
             .limit(limit)
         )
         with self.db.begin() as conn:
-            return [dict(r) for r in conn.execute(query).mappings().all()]
+            return _dicts(conn.execute(query))

@@ -37,6 +37,10 @@ log = logging.getLogger("connector_sync.runner")
 
 MAX_ERROR_LENGTH = 2000
 DEFAULT_TIMEOUT = 3600.0
+#: Claim up to this many due connectors in one transaction while syncs are quick...
+MAX_CLAIM_BATCH = 8
+#: ...that is, while each takes less than this many seconds.
+QUICK_SYNC_SECONDS = 1.0
 #: The longest pause between tries of a sync within one run, in seconds.
 MAX_RETRY_WAIT_IN_RUN = 60.0
 _POLL_SECONDS = 0.2
@@ -346,15 +350,30 @@ class Runner:
         errors: list[BaseException] = []
 
         def work() -> None:
+            # Due connectors are claimed a few at a time while syncs are quick (one
+            # claim transaction serves several syncs), one at a time once a sync is
+            # slow, so that other workers get their share of a long queue.
+            pending: queue.Queue[Claim] = claims if claims is not None else queue.Queue()
+            batch = 1
             try:
                 while not self.control.stop_claiming.is_set():
-                    claim = self._next_claim(claims, due_before, keeper)
-                    if claim is None:
+                    if claims is None and pending.empty():
+                        for claim in self._claim_due(due_before, keeper, batch):
+                            pending.put(claim)
+                    try:
+                        claim = pending.get_nowait()
+                    except queue.Empty:
                         return
+                    began = time.monotonic()
                     self._sync_and_report(claim, keeper, report)
+                    quick = time.monotonic() - began < QUICK_SYNC_SECONDS
+                    batch = min(batch * 2, MAX_CLAIM_BATCH) if quick else 1
             except BaseException as exc:  # re-raised in the supervising thread
                 errors.append(exc)
                 self.control.request_stop(0, f"cancelled: run aborted ({exc})")
+            finally:
+                if claims is None:  # claimed ahead but never started: due again now
+                    self._cancel_unstarted(pending, keeper, report)
 
         threads = [
             threading.Thread(target=work, name=f"sync-{n}", daemon=True)
@@ -377,30 +396,28 @@ class Runner:
         if errors:
             raise errors[0]
 
-    def _next_claim(
-        self, claims: queue.Queue[Claim] | None, due_before: Any, keeper: LeaseKeeper
-    ) -> Claim | None:
-        if claims is not None:
-            try:
-                return claims.get_nowait()
-            except queue.Empty:
-                return None
+    def _claim_due(self, due_before: Any, keeper: LeaseKeeper, batch: int) -> list[Claim]:
+        """Claim up to `batch` due connectors, within the run's --limit."""
         with self._lock:
-            if self.options.limit is not None and self._reserved >= self.options.limit:
-                return None
-            self._reserved += 1
+            wanted = batch
+            if self.options.limit is not None:
+                wanted = min(batch, self.options.limit - self._reserved)
+            if wanted <= 0:
+                return []
+            self._reserved += wanted
         found = self._bookkeeping(
             self.repository.claim,
             worker=self.options.worker,
-            limit=1,
+            limit=wanted,
             lease_seconds=self.options.lease_seconds,
             due_before=due_before,
             tenant=self.options.tenant,
         )
-        if not found:
-            return None
-        keeper.hold(found[0])
-        return found[0]
+        with self._lock:
+            self._reserved -= wanted - len(found)
+        for claim in found:
+            keeper.hold(claim)
+        return found
 
     def _claim_named(
         self, ids: Sequence[int], keeper: LeaseKeeper, report: RunReport
@@ -433,9 +450,14 @@ class Runner:
                 claim = claims.get_nowait()
             except queue.Empty:
                 return
-            self._bookkeeping(self.repository.cancel, claim, reason=self.control.reason
-                              or "cancelled: run stopped", duration=0.0)  # fmt: skip
-            keeper.release(claim)
+            try:
+                self._bookkeeping(self.repository.cancel, claim, reason=self.control.reason
+                                  or "cancelled: run stopped", duration=0.0)  # fmt: skip
+            except (DatabaseError, LeaseLost) as exc:  # its lease expires; recovery follows
+                log.error("could not release connector %s: %s", claim.name, exc)
+                continue
+            finally:
+                keeper.release(claim)
             self._note(report, claim, CANCELLED)
 
     def _sync_and_report(self, claim: Claim, keeper: LeaseKeeper, report: RunReport) -> None:
