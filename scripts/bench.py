@@ -59,6 +59,7 @@ import psycopg
 import sqlalchemy as sa
 
 import connector_sync
+from connector_sync import repository as repository_module
 from connector_sync.connectors.demo import demo_record
 from connector_sync.db import Database
 from connector_sync.repository import Repository
@@ -365,10 +366,20 @@ def captured_due_sql(database: Database) -> tuple[str, Any]:
     def listener(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
         seen.append((statement, params))
 
+    # Hot-path statements on PostgreSQL go to the psycopg cursor directly, past
+    # SQLAlchemy's events: spy on that helper too.
+    run_on_driver = repository_module._pg_rows
+
+    def spy(conn: Any, statement: Any, params: Any) -> Any:
+        seen.append((str(statement.compile(dialect=conn.dialect)), dict(params)))
+        return run_on_driver(conn, statement, params)
+
     sa.event.listen(database.engine, "before_cursor_execute", listener)
+    repository_module._pg_rows = spy
     try:
         Repository(database).due_connectors(limit=DUE_LIMIT)
     finally:
+        repository_module._pg_rows = run_on_driver
         sa.event.remove(database.engine, "before_cursor_execute", listener)
     return next((s, p) for s, p in seen if "FROM connectors" in s)
 
@@ -468,7 +479,8 @@ def due_counts(raw: RawQuery, statement: str, params: Any) -> tuple[int, int]:
     ours_where = statement[statement.index("WHERE") : statement.index("ORDER BY")]
     naive_where = NAIVE_TAIL[raw.dialect][: NAIVE_TAIL[raw.dialect].index("ORDER BY")]
     # On SQLite the first parameter is the time; the LIMIT/OFFSET parameters follow it.
-    params = params[:1] if raw.dialect == "sqlite" else None
+    # On PostgreSQL only the tenant filter is a parameter in the WHERE clause.
+    params = params[:1] if raw.dialect == "sqlite" else {"tenant": None}
     indexed = raw.run(f"SELECT count(*) FROM connectors {ours_where}", params)[0][0]
     naive = raw.run(f"SELECT count(*) FROM connectors {naive_where}")[0][0]
     return int(indexed), int(naive)

@@ -199,6 +199,15 @@ def _dicts(result: sa.CursorResult[Any]) -> list[dict[str, Any]]:
     return [dict(zip(keys, row, strict=True)) for row in result.all()]
 
 
+# `due` on PostgreSQL: the listing operators and schedulers poll most.
+_PG_DUE = sa.text(
+    f"SELECT {', '.join(col.name for col in SUMMARY_COLUMNS)} FROM connectors "
+    # Literals, not parameters, so the planner matches the partial index.
+    "WHERE auto_sync AND status = 'ACTIVE' AND next_sync_at <= now() "
+    "AND (CAST(:tenant AS text) IS NULL OR tenant = :tenant) "
+    "ORDER BY next_sync_at, id LIMIT :limit"
+)
+
 _PG_DRIVER_SQL: dict[int, str] = {}
 
 
@@ -378,6 +387,9 @@ class Repository:
         self, limit: int | None = None, tenant: str | None = None
     ) -> list[dict[str, Any]]:
         """Connectors due now, most overdue first (answered from ix_connectors_due)."""
+        if self.pg:
+            with self.db.begin() as conn:
+                return _pg_rows(conn, _PG_DUE, {"limit": limit, "tenant": tenant})
         query = (
             sa.select(*SUMMARY_COLUMNS)
             .where(self._due_clause(self._now()))
