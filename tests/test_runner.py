@@ -263,3 +263,24 @@ def test_connectors_claimed_ahead_are_released_when_the_run_stops(repo: Reposito
     assert open_syncs == 0
     assert all(c["status"] == "ACTIVE" for c in repo.list_connectors())
     assert len(repo.due_connectors()) == 12 - statuses.count("COMPLETED")
+
+
+def test_copy_and_executemany_store_identical_datasets(sqlite_url: str, pg_url: str) -> None:
+    """The two bulk paths (PostgreSQL COPY, SQLite executemany) store the same records."""
+    tricky = [
+        {"text": 'tab\there, "quotes", back\\slash, a literal \\n, newline\n, é ☃'},
+        {"nested": {"list": [1, 2.5, None, True]}, "empty": ""},
+    ]
+    stored = []
+    for url in (sqlite_url, pg_url):
+        with Database(url) as db:
+            repo = Repository(db)
+            add(repo, "demo", records=1234)
+            add(repo, "tricky", type="records", records=tricky)
+            report = Runner(db, RunOptions(batch_size=100)).run()
+            by_name = {s["connector_name"]: s for s in repo.syncs_by_id(report.sync_ids)}
+            stored.append(
+                [stored_records(db, by_name[name]["dataset_id"]) for name in ("demo", "tricky")]
+            )
+    assert stored[0] == stored[1]
+    assert stored[0][1] == tricky and len(stored[0][0]) == 1234
