@@ -115,7 +115,7 @@ def _next_sync(row: Mapping[str, Any]) -> str:
         return "- (ERROR: enable)"
     if row["status"] == "SYNCING":
         return "- (syncing)"
-    return _when(row["next_sync_at"])
+    return _when_short(row["next_sync_at"])
 
 
 def _short(text: str | None, width: int = 60) -> str:
@@ -124,34 +124,56 @@ def _short(text: str | None, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+# Below this terminal width the tables drop secondary columns and shorten times, so
+# names and statuses stay whole on an 80-column terminal.
+_WIDE = 120
+
+
+def _narrow() -> bool:
+    return console.width < _WIDE
+
+
+def _when_short(value: dt.datetime | None) -> str:
+    if value is None:
+        return "-"
+    fmt = "%m-%d %H:%M" if _narrow() else "%Y-%m-%d %H:%M:%S"
+    return value.astimezone(dt.UTC).strftime(fmt)
+
+
+def _columns(table: Table, *columns: tuple[str, dict[str, Any]]) -> None:
+    for name, options in columns:
+        table.add_column(name, **options)
+
+
 def connectors_table(rows: Sequence[Mapping[str, Any]], title: str) -> None:
     if not rows:
         console.print(f"{title}: none.")
         return
+    tenants = len({r["tenant"] for r in rows}) > 1 or rows[0]["tenant"] != "default"
+    whole = {"no_wrap": True}
     table = Table(title=title, title_justify="left")
-    for column in (
-        "ID",
-        "Tenant",
-        "Name",
-        "Type",
-        "Status",
-        "Auto",
-        "Interval",
-        "Last sync (UTC)",
-        "Next sync (UTC)",
-        "Failures",
-    ):
-        table.add_column(column, no_wrap=column in ("ID", "Interval"))
+    _columns(
+        table,
+        ("ID", whole),
+        *((("Tenant", whole),) if tenants else ()),
+        ("Name", whole),
+        ("Type", whole),
+        ("Status", whole),
+        ("Every", whole),
+        ("Last sync (UTC)", {}),
+        ("Next sync (UTC)", {}),
+        ("Fails", {"justify": "right"}),
+    )
     for r in rows:
+        last = f"{_when_short(r['last_sync_at'])} {_style(r['last_sync_status'])}"
         table.add_row(
             str(r["id"]),
-            r["tenant"],
+            *((r["tenant"],) if tenants else ()),
             r["name"],
             r["type"],
             _style(r["status"]),
-            "on" if r["auto_sync"] else "off",
-            f"{r['sync_interval']}s",
-            f"{_when(r['last_sync_at'])} {_style(r['last_sync_status'])}".strip(),
+            f"{r['sync_interval']}s" if r["auto_sync"] else f"off ({r['sync_interval']}s)",
+            last.strip() if r["last_sync_at"] else "never",
             _next_sync(r),
             str(r["consecutive_failures"]),
         )
@@ -162,35 +184,43 @@ def syncs_table(rows: Sequence[Mapping[str, Any]], title: str) -> None:
     if not rows:
         console.print(f"{title}: none.")
         return
+    narrow = _narrow()
+    errors = any(r["error"] for r in rows)
+    whole = {"no_wrap": True}
+    number = {"justify": "right", "no_wrap": True}
     table = Table(title=title, title_justify="left")
-    for column in (
-        "Sync",
-        "Connector",
-        "Status",
-        "Trigger",
-        "Started (UTC)",
-        "Duration",
-        "Fetched",
-        "Stored",
-        "Dataset",
-        "Error",
-    ):
-        table.add_column(column, justify="right" if column in ("Fetched", "Stored") else "left")
+    _columns(
+        table,
+        ("Sync", whole),
+        ("Connector", whole),
+        ("Status", whole),
+        *(() if narrow else (("Trigger", whole),)),
+        ("Started (UTC)", whole),
+        ("Took", number),
+        *(() if narrow else (("Fetched", number),)),
+        ("Stored", number),
+        *(() if narrow else (("Dataset", whole),)),
+        *((("Error", {"overflow": "fold", "min_width": 30}),) if errors and not narrow else ()),
+    )
     for r in rows:
         duration = r.get("duration")
         table.add_row(
             str(r["id"]),
-            f"{r['connector_name']} ({r['connector_id']})",
+            r["connector_name"] if narrow else f"{r['connector_name']} ({r['connector_id']})",
             _style(r["status"]),
-            r["trigger"],
-            _when(r["started_at"]),
+            *(() if narrow else (r["trigger"],)),
+            _when_short(r["started_at"]),
             "-" if duration is None else f"{duration:.2f}s",
-            f"{r['records_fetched']:,}",
+            *(() if narrow else (f"{r['records_fetched']:,}",)),
             f"{r['records_processed']:,}",
-            "-" if r["dataset_id"] is None else str(r["dataset_id"]),
-            _short(r["error"]),
+            *(() if narrow else ("-" if r["dataset_id"] is None else str(r["dataset_id"]),)),
+            *((_short(r["error"], 120),) if errors and not narrow else ()),
         )
     console.print(table)
+    if narrow:  # errors get the whole width below the table
+        for r in rows:
+            if r["error"]:
+                console.print(f"sync {r['id']} ({r['connector_name']}): {r['error']}")
 
 
 def types_table(types: Sequence[Mapping[str, Any]]) -> None:
