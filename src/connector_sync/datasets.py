@@ -9,20 +9,14 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from connector_sync.connectors.base import JSON_TYPE_NAMES
 from connector_sync.db import Database
 
 if TYPE_CHECKING:
     import psycopg
 
-_JSON_TYPE_NAMES: dict[type, str] = {
-    str: "string",
-    int: "integer",
-    float: "number",
-    bool: "boolean",
-    dict: "object",
-    list: "array",
-    type(None): "null",
-}
+# The JSON type of each Python type a plugin's record may hold (as config fields use).
+_JSON_TYPE_NAMES: dict[type, str] = {**JSON_TYPE_NAMES, type(None): "null"}
 
 
 def _json_default(value: Any) -> Any:

@@ -251,6 +251,28 @@ class Claim:
     started_at: dt.datetime
 
 
+def _claim(row: Mapping[str, Any], worker: str, trigger: str) -> Claim:
+    """A Claim from a claimed connector row joined with its new sync and dataset ids."""
+    return Claim(
+        connector_id=row["id"],
+        tenant=row["tenant"],
+        name=row["name"],
+        type=row["type"],
+        config=row["config"],
+        state=row["state"],
+        sync_interval=row["sync_interval"],
+        consecutive_failures=row["consecutive_failures"],
+        max_consecutive_failures=row["max_consecutive_failures"],
+        sync_timeout=row["sync_timeout"],
+        lease_token=row["lease_token"],
+        worker=worker,
+        trigger=trigger,
+        sync_id=row["sync_id"],
+        dataset_id=row["dataset_id"],
+        started_at=row["started_at"],
+    )
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How a finished sync left its connector."""
@@ -542,23 +564,10 @@ class Repository:
                 .all()
             )
         return [
-            Claim(
-                connector_id=r["id"],
-                tenant=r["tenant"],
-                name=r["name"],
-                type=r["type"],
-                config=r["config"],
-                state=r["state"],
-                sync_interval=r["sync_interval"],
-                consecutive_failures=r["consecutive_failures"],
-                max_consecutive_failures=r["max_consecutive_failures"],
-                sync_timeout=r["sync_timeout"],
-                lease_token=r["lease_token"],
-                worker=worker,
-                trigger=trigger,
-                sync_id=sync_id,
-                dataset_id=dataset_id,
-                started_at=started_at,
+            _claim(
+                dict(r, sync_id=sync_id, dataset_id=dataset_id, started_at=started_at),
+                worker,
+                trigger,
             )
             for r, sync_id, dataset_id in zip(rows, sync_ids, dataset_ids, strict=True)
         ]
@@ -584,27 +593,7 @@ class Repository:
         params["trigger"] = trigger
         with self.db.begin() as conn:
             rows = _pg_rows(conn, statement, params)
-        return [
-            Claim(
-                connector_id=r["id"],
-                tenant=r["tenant"],
-                name=r["name"],
-                type=r["type"],
-                config=r["config"],
-                state=r["state"],
-                sync_interval=r["sync_interval"],
-                consecutive_failures=r["consecutive_failures"],
-                max_consecutive_failures=r["max_consecutive_failures"],
-                sync_timeout=r["sync_timeout"],
-                lease_token=r["lease_token"],
-                worker=worker,
-                trigger=trigger,
-                sync_id=r["sync_id"],
-                dataset_id=r["dataset_id"],
-                started_at=r["started_at"],
-            )
-            for r in rows
-        ]
+        return [_claim(r, worker, trigger) for r in rows]
 
     def _pg_release(
         self, statement: sa.TextClause, claim: Claim, params: dict[str, Any]

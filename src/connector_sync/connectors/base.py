@@ -22,7 +22,8 @@ from connector_sync import secrets
 from connector_sync.exceptions import ConfigError
 from connector_sync.secrets import SECRET_MASK as SECRET_MASK
 
-_JSON_TYPE_NAMES: dict[type, str] = {
+#: The JSON type name of each Python type a config field (or a record value) may have.
+JSON_TYPE_NAMES: dict[type, str] = {
     str: "string",
     int: "integer",
     float: "number",
@@ -44,14 +45,14 @@ class ConfigField:
     help: str = ""
 
     def __post_init__(self) -> None:
-        if self.type not in _JSON_TYPE_NAMES:
+        if self.type not in JSON_TYPE_NAMES:
             raise TypeError(f"config field {self.name}: unsupported type {self.type!r}")
         if self.required and self.default is not None:
             raise TypeError(f"config field {self.name}: a required field has no default")
 
     @property
     def type_name(self) -> str:
-        return _JSON_TYPE_NAMES[self.type]
+        return JSON_TYPE_NAMES[self.type]
 
     def coerce(self, type_name: str, value: Any, *, within: str = "") -> Any:
         """The value checked against the field's type (ints are accepted as numbers).
