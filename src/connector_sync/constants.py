@@ -15,6 +15,20 @@ DEFAULT_TENANT = "default"
 DEFAULT_SYNC_INTERVAL = 3600
 DEFAULT_MAX_CONSECUTIVE_FAILURES = 5
 
+#: A connector as listings and --json show it (config and state only in `show`).
+CONNECTOR_KEYS = (
+    "id", "tenant", "name", "type", "status", "auto_sync", "sync_interval", "sync_timeout",
+    "last_sync_at", "last_sync_status", "last_sync_error", "next_sync_at",
+    "consecutive_failures", "max_consecutive_failures", "lease_owner", "lease_expires_at",
+    "created_at", "updated_at",
+)  # fmt: skip
+#: A sync as history, run and --json show it.
+SYNC_KEYS = (
+    "id", "connector_id", "connector_name", "tenant", "status", "trigger", "worker",
+    "attempts", "started_at", "completed_at", "duration", "records_fetched",
+    "records_processed", "dataset_id", "error", "error_type",
+)  # fmt: skip
+
 #: The SQLite file used when no database URL is given.
 DEFAULT_SQLITE_FILE = "connector-sync.db"
 #: Environment variables that name the database, first match wins.

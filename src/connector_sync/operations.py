@@ -97,12 +97,8 @@ def masked_config(type_name: str, config: dict[str, Any]) -> dict[str, Any]:
     return secrets.mask_config(plugin_cls, config)
 
 
-def connector_summary(row: dict[str, Any]) -> dict[str, Any]:
-    return pick(row, CONNECTOR_KEYS)
-
-
 def connector_detail(repository: Repository, row: dict[str, Any]) -> dict[str, Any]:
-    view = connector_summary(row)
+    view = pick(row, CONNECTOR_KEYS)
     view["config"] = masked_config(row["type"], row["config"])
     view["state"] = row["state"]
     view["recent_syncs"] = [

@@ -5,52 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from connector_sync.constants import CONNECTOR_KEYS as CONNECTOR_KEYS
+from connector_sync.constants import SYNC_KEYS as SYNC_KEYS
+
 console = Console()
 err_console = Console(stderr=True)
-
-CONNECTOR_KEYS = (
-    "id",
-    "tenant",
-    "name",
-    "type",
-    "status",
-    "auto_sync",
-    "sync_interval",
-    "last_sync_at",
-    "last_sync_status",
-    "last_sync_error",
-    "next_sync_at",
-    "consecutive_failures",
-    "max_consecutive_failures",
-    "lease_owner",
-    "lease_expires_at",
-    "created_at",
-    "updated_at",
-)
-SYNC_KEYS = (
-    "id",
-    "connector_id",
-    "connector_name",
-    "tenant",
-    "status",
-    "trigger",
-    "worker",
-    "attempts",
-    "started_at",
-    "completed_at",
-    "duration",
-    "records_fetched",
-    "records_processed",
-    "dataset_id",
-    "error",
-    "error_type",
-)
 
 _STATUS_STYLE = {
     "ACTIVE": "green",
@@ -89,6 +54,14 @@ def print_json(document: Any) -> None:
 
 def json_line(document: Any) -> str:
     return json.dumps(jsonable(document), ensure_ascii=False)
+
+
+def output(as_json: bool, document: Any, table: Callable[[Any], None]) -> None:
+    """The one choice every read command makes: a JSON document, or a table for people."""
+    if as_json:
+        print_json(document)
+    else:
+        table(document)
 
 
 def pick(row: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:

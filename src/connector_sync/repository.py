@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from psycopg.rows import dict_row
 
+from connector_sync.constants import CONNECTOR_KEYS, SYNC_KEYS
 from connector_sync.db import Database
 from connector_sync.exceptions import AlreadyExists, BadInput, LeaseLost, NotFound
 from connector_sync.models import (
@@ -44,49 +45,12 @@ if TYPE_CHECKING:
 c = connectors.c
 s = connector_syncs.c
 
-CONNECTOR_COLUMNS = (
-    c.id,
-    c.tenant,
-    c.name,
-    c.type,
-    c.config,
-    c.status,
-    c.auto_sync,
-    c.sync_interval,
-    c.max_consecutive_failures,
-    c.last_sync_at,
-    c.last_sync_status,
-    c.last_sync_error,
-    c.next_sync_at,
-    c.consecutive_failures,
-    c.state,
-    c.lease_owner,
-    c.lease_expires_at,
-    c.created_at,
-    c.updated_at,
-)
-
-#: What listings (`list`, `due`) show: everything but the config and the state, the
-#: two JSON documents that cost the most to fetch and decode per row.
-SUMMARY_COLUMNS = tuple(col for col in CONNECTOR_COLUMNS if col.name not in ("config", "state"))
-
-SYNC_COLUMNS = (
-    s.id,
-    s.connector_id,
-    c.name.label("connector_name"),
-    s.tenant,
-    s.status,
-    s.trigger,
-    s.worker,
-    s.attempts,
-    s.started_at,
-    s.completed_at,
-    s.duration,
-    s.records_fetched,
-    s.records_processed,
-    s.dataset_id,
-    s.error,
-    s.error_type,
+#: What listings (`list`, `due`) fetch: the connector without its config and state,
+#: the two JSON documents that cost the most to fetch and decode per row.
+SUMMARY_COLUMNS = tuple(c[key] for key in CONNECTOR_KEYS)
+CONNECTOR_COLUMNS = (*SUMMARY_COLUMNS, c.config, c.state)
+SYNC_COLUMNS = tuple(
+    c.name.label("connector_name") if key == "connector_name" else s[key] for key in SYNC_KEYS
 )
 
 
@@ -296,13 +260,9 @@ class Repository:
             return sa.func.now(type_=UTCDateTime())
         return sa.bindparam(None, dt.datetime.now(UTC), type_=UTCDateTime())
 
-    def _now_plus(self, seconds: float | sa.ColumnElement[Any]) -> sa.ColumnElement[dt.datetime]:
+    def _now_plus(self, seconds: float) -> sa.ColumnElement[dt.datetime]:
         if self.pg:
-            if isinstance(seconds, (int, float)):
-                return self._now() + sa.literal(dt.timedelta(seconds=seconds), sa.Interval())
-            return self._now() + seconds * sa.text("interval '1 second'")
-        if not isinstance(seconds, (int, float)):
-            raise TypeError("SQLite computes times from Python values only")
+            return self._now() + sa.literal(dt.timedelta(seconds=seconds), sa.Interval())
         return sa.bindparam(
             None, dt.datetime.now(UTC) + dt.timedelta(seconds=seconds), type_=UTCDateTime()
         )
@@ -313,11 +273,6 @@ class Repository:
             return dt.datetime.now(UTC)
         with self.db.begin() as conn:
             return conn.execute(sa.select(self._now())).scalar_one()
-
-    def _lease_token(self) -> sa.ColumnElement[str]:
-        if self.pg:
-            return sa.cast(sa.func.gen_random_uuid(), sa.String)
-        return sa.func.lower(sa.func.hex(sa.func.randomblob(16)))
 
     @staticmethod
     def _due_clause(at: sa.ColumnElement[dt.datetime]) -> sa.ColumnElement[bool]:
@@ -501,7 +456,8 @@ class Repository:
             .values(
                 status=SYNCING,
                 lease_owner=worker,
-                lease_token=self._lease_token(),
+                # (PostgreSQL claims in _PG_CLAIM, with gen_random_uuid().)
+                lease_token=sa.func.lower(sa.func.hex(sa.func.randomblob(16))),
                 lease_expires_at=self._now_plus(lease_seconds),
                 updated_at=now,
             )

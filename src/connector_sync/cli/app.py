@@ -197,10 +197,7 @@ def list_(ctx: typer.Context, tenant: TenantOpt = None, as_json: JsonOpt = False
 
     with operations.open_repository(_url(ctx)) as repo:
         rows = repo.list_connectors(tenant)
-    if as_json:
-        render.print_json([operations.connector_summary(r) for r in rows])
-    else:
-        render.connectors_table(rows, "Connectors")
+    render.output(as_json, rows, lambda rows: render.connectors_table(rows, "Connectors"))
 
 
 @app.command()
@@ -215,10 +212,7 @@ def show(
 
     with operations.open_repository(_url(ctx)) as repo:
         view = operations.connector_detail(repo, repo.find_connector(connector, tenant))
-    if as_json:
-        render.print_json(view)
-    else:
-        render.connector_detail(view)
+    render.output(as_json, view, render.connector_detail)
 
 
 def _set_auto_sync(ctx: typer.Context, connector: str, tenant: str | None, on: bool) -> None:
@@ -276,10 +270,7 @@ def due(
 
     with operations.open_repository(_url(ctx)) as repo:
         rows = repo.due_connectors(limit, tenant)
-    if as_json:
-        render.print_json([operations.connector_summary(r) for r in rows])
-    else:
-        render.connectors_table(rows, "Due connectors")
+    render.output(as_json, rows, lambda rows: render.connectors_table(rows, "Due connectors"))
 
 
 @app.command()
@@ -412,10 +403,7 @@ def history(
             limit=limit,
             status=status,
         )
-    if as_json:
-        render.print_json([render.pick(r, render.SYNC_KEYS) for r in rows])
-    else:
-        render.syncs_table(rows, "Sync history")
+    render.output(as_json, rows, lambda rows: render.syncs_table(rows, "Sync history"))
 
 
 @app.command()
@@ -428,10 +416,7 @@ def status(ctx: typer.Context, tenant: TenantOpt = None, as_json: JsonOpt = Fals
 
     with operations.open_repository(_url(ctx)) as repo:
         summary = repo.status_summary(tenant)
-    if as_json:
-        render.print_json(summary)
-    else:
-        render.status_summary(summary)
+    render.output(as_json, summary, render.status_summary)
 
 
 @app.command()
@@ -451,10 +436,7 @@ def health(
 
     with operations.open_repository(_url(ctx)) as repo:
         problems = repo.health_problems(tenant, overdue_after)
-    if as_json:
-        render.print_json(problems)
-    else:
-        render.health_report(problems)
+    render.output(as_json, problems, render.health_report)
     raise typer.Exit(EXIT_FAILURE if problems else EXIT_OK)
 
 
@@ -497,10 +479,7 @@ def types(as_json: JsonOpt = False) -> None:
     from connector_sync import operations, render
 
     described = operations.describe_types()
-    if as_json:
-        render.print_json(described)
-    else:
-        render.types_table(described)
+    render.output(as_json, described, render.types_table)
 
 
 @app.command()
