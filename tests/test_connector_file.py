@@ -69,6 +69,16 @@ def test_a_200000_row_csv_with_quoted_commas_and_newlines(tmp_path: Path) -> Non
     }
 
 
+def records_and_peak_memory(config: dict[str, Any]) -> tuple[int, int]:
+    """How many records a file connector reads, and the peak bytes Python held meanwhile."""
+    tracemalloc.start()
+    try:
+        count = sum(1 for _ in FileConnector(config).read())
+        return count, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def test_csv_memory_stays_flat_on_a_large_file(tmp_path: Path) -> None:
     path = tmp_path / "wide.csv"
     with path.open("w", encoding="utf-8") as handle:
@@ -76,12 +86,7 @@ def test_csv_memory_stays_flat_on_a_large_file(tmp_path: Path) -> None:
         for n in range(60_000):
             handle.write(f'{n},"{"x" * 150}, {n}"\n')
     assert path.stat().st_size > 9_000_000
-    tracemalloc.start()
-    try:
-        count = sum(1 for _ in FileConnector({"path": str(path)}).read())
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    count, peak = records_and_peak_memory({"path": str(path)})
     assert count == 60_000
     assert peak < 2_000_000, f"peak {peak} bytes: the file was held in memory"
 
@@ -227,12 +232,7 @@ def test_json_array_memory_stays_flat(tmp_path: Path) -> None:
             handle.write(("," if n else "") + json.dumps({"n": n, "pad": "p" * 200}) + "\n")
         handle.write("]\n")
     assert path.stat().st_size > 8_000_000
-    tracemalloc.start()
-    try:
-        count = sum(1 for _ in FileConnector({"path": str(path)}).read())
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    count, peak = records_and_peak_memory({"path": str(path)})
     assert count == 40_000
     assert peak < 2_000_000, f"peak {peak} bytes: the array was held in memory"
 
@@ -258,12 +258,7 @@ def test_a_download_is_streamed_not_held(api: FakeApi) -> None:
     lines = (json.dumps({"n": n, "pad": "p" * 200}) for n in range(30_000))
     api.files["big.json"] = ("[" + ",\n".join(lines) + "]").encode()
     assert len(api.files["big.json"]) > 6_000_000
-    tracemalloc.start()
-    try:
-        count = sum(1 for _ in FileConnector({"url": f"{api.url}/files/big.json"}).read())
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    count, peak = records_and_peak_memory({"url": f"{api.url}/files/big.json"})
     assert count == 30_000
     assert peak < 2_000_000, f"peak {peak} bytes: the download was held in memory"
 
