@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Cli, count_rows
+from connector_sync.db import SCHEMA_REVISION
 
 
 def add_demo(cli: Cli, name: str, *extra: str, config: str = '{"records": 5}') -> int:
@@ -196,6 +197,18 @@ def test_demo_command(cli: Cli) -> None:
 def test_recover_command(cli: Cli) -> None:
     result = cli("recover", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout) == []
+
+
+def test_db_current_does_not_create_a_missing_sqlite_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.db"
+    result = Cli(f"sqlite:///{path}")("db", "current", "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout) == {
+        "revision": None,
+        "expected": SCHEMA_REVISION,
+        "current": False,
+    }
+    assert not path.exists()
 
 
 @pytest.mark.postgres

@@ -156,6 +156,9 @@ class Database:
 
     def current_revision(self) -> str | None:
         """The alembic revision stamped in the database, None for an empty database."""
+        path = self.engine.url.database
+        if self.dialect == "sqlite" and path and path != ":memory:" and not Path(path).exists():
+            return None  # asking must not create the file
         with self.begin() as connection:
             if not sa.inspect(connection).has_table("alembic_version"):
                 return None
