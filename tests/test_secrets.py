@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import pytest
 from hypothesis import given
@@ -15,6 +17,8 @@ from connector_sync.connectors.registry import load_plugin
 from connector_sync.connectors.sql import SqlConnector
 from connector_sync.exceptions import ConfigError
 from connector_sync.secrets import (
+    check_env_refs,
+    connector_secrets,
     is_env_ref,
     is_secret_name,
     mask_config,
@@ -169,3 +173,102 @@ def test_redact_keeps_the_punctuation_after_a_secret_query_value() -> None:
     text = "GET http://h/status/401?api_key=abc123: HTTP 401 at 10:15:00"
     assert redact(text, set()) == "GET http://h/status/401?api_key=***: HTTP 401 at 10:15:00"
     assert redact("http://h/?token=a:b:c&x=1", set()) == "http://h/?token=***&x=1"
+
+
+@pytest.mark.parametrize(
+    ("secret", "echoed"),
+    [
+        ('LEAK"q18\\z', 'LEAK\\"q18\\\\z'),  # JSON: quote and backslash escaped
+        ("LEAKé20", "LEAK\\u00e920"),  # JSON with ensure_ascii
+        ("LEAKé20", "LEAKé20"),  # JSON without ensure_ascii
+        ("ab/cd+ef==", "ab\\/cd+ef=="),  # JSON with `/` escaped as `\/`
+        ('k/"é', 'k\\/\\"\\u00e9'),  # all of these at once
+        ('k/"é', 'k\\/\\"é'),
+        ("ab/cd+ef==", "ab%2Fcd%2Bef%3D%3D"),  # quote(safe="")
+        ("ab/cd+ef==", "ab/cd%2Bef%3D%3D"),  # quote() keeping `/`
+        ("pa ss/wörd", "pa+ss%2Fw%C3%B6rd"),  # quote_plus
+        ("pa ss/wörd", "pa%20ss%2Fw%C3%B6rd"),
+    ],
+)
+def test_redact_masks_a_secret_as_a_server_echoes_it(secret: str, echoed: str) -> None:
+    text = f'HTTP 401: {{"error": "bad key {echoed}", "hint": "rotate it"}}'
+    assert redact(text, {secret}) == 'HTTP 401: {"error": "bad key ***", "hint": "rotate it"}'
+
+
+@given(secret=st.text(min_size=4).filter(lambda s: "*" not in s), ensure_ascii=st.booleans())
+def test_redact_masks_the_json_encoding_of_any_secret(secret: str, ensure_ascii: bool) -> None:
+    body = json.dumps({"message": f"invalid token {secret}"}, ensure_ascii=ensure_ascii)
+    redacted = redact(body, {secret})
+    # Not `== {"message": "invalid token ***"}`: a secret such as "message" or "en en"
+    # also occurs around or overlapping its echo.
+    assert json.dumps(secret, ensure_ascii=ensure_ascii)[1:-1] not in redacted
+    assert "***" in redacted
+
+
+@given(secret=st.text(min_size=4).filter(lambda s: "*" not in s))
+def test_redact_masks_the_percent_encoding_of_any_secret(secret: str) -> None:
+    for encoded in (quote(secret, safe=""), quote_plus(secret)):
+        redacted = redact(f"GET /x?q={encoded}&page=2", {secret})
+        # Not `== "GET /x?q=***&page=2"`: a secret such as "page" also occurs around it.
+        assert encoded not in redacted and "***" in redacted
+
+
+def test_every_caller_of_redact_masks_escaped_forms_of_a_connectors_secrets() -> None:
+    hidden = connector_secrets("http", {"url": "https://h/x", "token": 'Bearer t/"ok"é'})
+    text = 'HTTP 403 {"detail": "token t\\/\\"ok\\"\\u00e9 revoked", "q": "t%2F%22ok%22%C3%A9"}'
+    assert redact(text, hidden) == 'HTTP 403 {"detail": "token *** revoked", "q": "***"}'
+
+
+@pytest.mark.parametrize("secret", ['"', "/", "a b", "x/", "%"])
+def test_redact_leaves_short_escapes_that_are_not_the_secret(secret: str) -> None:
+    text = 'a JSON body {"k": "v\\"w\\/"} with \\u00e9, %2F, %20 and a+b'
+    assert redact(text, {secret}) == text.replace(secret, "***")
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {},
+        {"token": "env:MY_TOKEN", "url": "env:_x9", "n": 3, "flag": True, "none": None},
+        {"headers": {"Authorization": "Bearer env:MY-TOKEN"}},  # text containing env:, a literal
+        {"query": "SELECT 'env:'", "list": ["environment", "ENV:NOT-A-REF", {"k": ["env:A1"]}]},
+    ],
+)
+def test_check_env_refs_accepts_valid_references_and_plain_values(config: dict[str, Any]) -> None:
+    check_env_refs(config)
+
+
+@pytest.mark.parametrize(
+    ("config", "path", "value"),
+    [
+        ({"token": "env:MY-TOKEN"}, "token", "env:MY-TOKEN"),
+        ({"headers": {"Authorization": "env:MY-TOKEN"}}, "headers.Authorization", "env:MY-TOKEN"),
+        ({"params": {"items": [1, {"key": "env:9LIVES"}]}}, "params.items[1].key", "env:9LIVES"),
+        ({"a": {"b": ["ok", "env:"]}}, "a.b[1]", "env:"),
+        ({"url": "env:API_TOKEN "}, "url", "env:API_TOKEN "),
+        ({"url": "env:$HOME"}, "url", "env:$HOME"),
+    ],
+)
+def test_a_malformed_env_reference_is_a_config_error_naming_its_field(
+    config: dict[str, Any], path: str, value: str
+) -> None:
+    expected = (
+        f"config field '{path}': {value!r} is not a valid env: reference; use env:NAME "
+        "where NAME is letters, digits and _ (not starting with a digit)"
+    )
+    with pytest.raises(ConfigError) as raised:
+        check_env_refs(config)
+    assert raised.value.message == expected
+    with pytest.raises(ConfigError) as raised:  # never resolved to a literal either
+        resolve_env_refs(config, {"MY": "x", "API_TOKEN": "t", "HOME": "/root"})
+    assert raised.value.message == expected
+    assert raised.value.transient is False
+
+
+def test_a_malformed_env_reference_is_no_secret_and_stays_readable_in_errors() -> None:
+    config = {"url": "https://h/x", "token": "env:MY-TOKEN"}
+    hidden = connector_secrets("http", config)  # describing the failure does not raise
+    assert "env:MY-TOKEN" not in hidden
+    with pytest.raises(ConfigError) as raised:
+        resolve_env_refs(config, {})
+    assert "'env:MY-TOKEN'" in redact(raised.value.message, hidden)

@@ -10,11 +10,13 @@ from a variable whose own name looks secret (`env:GITHUB_TOKEN`).
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
 from connector_sync.exceptions import ConfigError
 
@@ -23,7 +25,11 @@ if TYPE_CHECKING:
 
 SECRET_MASK = "***"
 
+_ENV_PREFIX = "env:"
 _ENV_REF = re.compile(r"env:([A-Za-z_][A-Za-z0-9_]*)")
+# An escaped or encoded form of a secret (JSON, `\/`, percent-encoding) shorter than this
+# is not masked on its own: `\"` or `%2F` alone is everywhere and says nothing.
+_MIN_DERIVED_FORM = 4
 
 # Names of keys, headers, query parameters and environment variables whose values
 # are secret. `auth` but not `author`; `key` alone (Google's `?key=`) but not `monkey`.
@@ -53,26 +59,76 @@ def is_secret_name(name: str) -> bool:
     return _SECRET_NAME.search(name) is not None
 
 
+def check_env_refs(config: Mapping[str, Any]) -> None:
+    """Check that every string starting with `env:`, at any depth, is a valid reference.
+
+    Raises:
+        ConfigError: a string such as `env:MY-TOKEN` would otherwise be used as a literal
+            value (the message names the field and the valid form).
+    """
+    for path, value in _strings(config, ""):
+        _env_ref_name(value, path)
+
+
+def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
+    """Every string inside `value` with its field path (`headers.X-Api-Key`, `list[0]`)."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, Mapping):
+        for k, v in value.items():
+            yield from _strings(v, _key_path(path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, f"{path}[{i}]")
+
+
+def _key_path(path: str, key: object) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _env_ref_name(value: str, path: str) -> str | None:
+    """The NAME of an `env:NAME` reference; None for a string not starting with `env:`.
+
+    Raises:
+        ConfigError: `value` starts with `env:` but is not a valid reference.
+    """
+    if not value.startswith(_ENV_PREFIX):
+        return None
+    match = _ENV_REF.fullmatch(value)
+    if match is None:
+        raise ConfigError(
+            f"config field '{path}': {value!r} is not a valid env: reference; use env:NAME "
+            "where NAME is letters, digits and _ (not starting with a digit)"
+        )
+    return match[1]
+
+
 def resolve_env_refs(
     config: Mapping[str, Any], environ: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
     """A copy of `config` with every `env:NAME` string, at any depth, replaced by $NAME.
 
     Raises:
-        ConfigError: a referenced variable is not set (the message names it and the field).
+        ConfigError: a referenced variable is not set (the message names it and the field),
+            or a string starting with `env:` is not a valid reference (see `check_env_refs`).
     """
     env = os.environ if environ is None else environ
-    resolved = _resolve(config, env, "")
+    resolved = _resolve(config, env, "", strict=True)
     assert isinstance(resolved, dict)
     return resolved
 
 
-def _resolve(value: Any, env: Mapping[str, str], path: str) -> Any:
+def _resolve(value: Any, env: Mapping[str, str], path: str, *, strict: bool) -> Any:
+    """`strict` False resolves a malformed `env:` string to "" instead of raising."""
     if isinstance(value, str):
-        match = _ENV_REF.fullmatch(value)
-        if match is None:
+        try:
+            name = _env_ref_name(value, path)
+        except ConfigError:
+            if strict:
+                raise
+            return ""
+        if name is None:
             return value
-        name = match[1]
         if name not in env:
             raise ConfigError(
                 f"config field '{path}' refers to environment variable {name} (env:{name}), "
@@ -80,9 +136,9 @@ def _resolve(value: Any, env: Mapping[str, str], path: str) -> Any:
             )
         return env[name]
     if isinstance(value, Mapping):
-        return {k: _resolve(v, env, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+        return {k: _resolve(v, env, _key_path(path, k), strict=strict) for k, v in value.items()}
     if isinstance(value, list):
-        return [_resolve(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+        return [_resolve(v, env, f"{path}[{i}]", strict=strict) for i, v in enumerate(value)]
     return value
 
 
@@ -121,9 +177,11 @@ def connector_secrets(type_name: str, config: Mapping[str, Any]) -> set[str]:
     except ConnectorSyncError:
         return set()
     # A variable that is not set resolves to "" here: the reference `env:NAME` itself
-    # is not a secret and must stay readable in the error that names it.
+    # is not a secret and must stay readable in the error that names it. So is a
+    # malformed `env:` string, which resolves to "" here instead of raising.
     environ = {name: "" for name in _referenced_names(config)} | dict(os.environ)
-    return secret_values(plugin_cls, config, resolve_env_refs(config, environ))
+    resolved = _resolve(config, environ, "", strict=False)
+    return secret_values(plugin_cls, config, resolved)
 
 
 def _referenced_names(value: Any) -> set[str]:
@@ -188,11 +246,28 @@ def _url_secrets(text: str) -> set[str]:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """`text` with each secret, every URL password and secret query-string value as ***."""
-    for secret in sorted(set(secrets), key=len, reverse=True):
+    """`text` with each secret, every URL password and secret query-string value as ***.
+
+    A secret is masked as it is and as a server may echo it: JSON-escaped (`\\"`,
+    `\\u00e9`, `\\/`) and percent-encoded (`%2F`, `+` for a space).
+    """
+    forms: set[str] = set()
+    for secret in set(secrets):
         if secret and secret != SECRET_MASK:
-            text = text.replace(secret, SECRET_MASK)
+            forms.update(_text_forms(secret))
+    for form in sorted(forms, key=lambda form: (-len(form), form)):  # longest first
+        text = text.replace(form, SECRET_MASK)
     return mask_urls(text)
+
+
+@lru_cache(maxsize=1024)
+def _text_forms(secret: str) -> frozenset[str]:
+    """`secret` and the escaped and encoded forms of it that text may hold instead."""
+    json_forms = {json.dumps(secret, ensure_ascii=flag)[1:-1] for flag in (True, False)}
+    derived = json_forms | {form.replace("/", "\\/") for form in json_forms}
+    derived |= {quote(secret, safe=""), quote(secret), quote_plus(secret)}
+    forms = {form for form in derived if len(form) >= _MIN_DERIVED_FORM and form != SECRET_MASK}
+    return frozenset(forms | {secret})
 
 
 def mask_urls(text: str) -> str:
