@@ -7,6 +7,7 @@ import logging.config
 from alembic import context
 
 from connector_sync import db
+from connector_sync.settings import resolve_database_url
 from connector_sync.models import metadata
 
 config = context.config
@@ -30,7 +31,7 @@ connection = config.attributes.get("connection")
 if connection is not None:
     run_migrations(connection)
 else:
-    url = context.get_x_argument(as_dictionary=True).get("url") or db.resolve_database_url()
+    url = context.get_x_argument(as_dictionary=True).get("url") or resolve_database_url()
     database = db.Database(url)
     try:
         with database.begin() as own_connection:

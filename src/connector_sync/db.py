@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from connector_sync import secrets
 from connector_sync.exceptions import (
     BadInput,
     DatabaseError,
@@ -25,21 +26,25 @@ SCHEMA_REVISION = "0002"
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 
 
+_DRIVERS = ("postgresql+psycopg", "sqlite", "sqlite+pysqlite")
+_URL_FORMS = "postgresql://user@host/db (psycopg 3) or sqlite:///path.db"
+
+
 def make_url(url: str | sa.URL) -> sa.URL:
     """Parse a URL, sending every PostgreSQL URL to the psycopg 3 driver."""
     try:
         parsed = sa.make_url(url)
-    except sa.exc.ArgumentError as exc:
+        parsed.port  # noqa: B018 -- parsing the port raises ValueError for `host:abc`
+    except (sa.exc.ArgumentError, ValueError) as exc:
         raise BadInput(
-            f"--database-url is not a valid URL ({exc}): use postgresql://user@host/db "
-            "or sqlite:///path.db"
+            f"--database-url is not a valid URL ({secrets.mask_urls(str(exc))}): use {_URL_FORMS}"
         ) from None
     if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() not in ("postgresql", "sqlite"):
+    if parsed.drivername not in _DRIVERS:
         raise BadInput(
-            f"--database-url {safe_url(parsed)} is not supported: use postgresql://user@host/db "
-            "or sqlite:///path.db"
+            f"--database-url {safe_url(parsed)}: driver '{parsed.drivername}' is not supported: "
+            f"use {_URL_FORMS}"
         )
     return parsed
 
@@ -86,12 +91,14 @@ def create_engine(url: str | sa.URL) -> sa.Engine:
     if parsed.get_backend_name() == "sqlite":
         engine = sa.create_engine(
             parsed,
+            hide_parameters=True,  # statement errors never echo a config or its secrets
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
         )
         _configure_sqlite(engine)
         return engine
     return sa.create_engine(
         parsed,
+        hide_parameters=True,
         # No pre-ping round trip per checkout: the runner retries a statement that
         # meets a dropped connection (a transient DatabaseError), and every other
         # command is a fresh process with a fresh pool.
@@ -169,6 +176,10 @@ class Database:
         """Apply the migrations (alembic, imported only here: it is slow to import)."""
         from alembic import command
 
+        current = self.current_revision()
+        if current is not None and current > SCHEMA_REVISION:
+            raise self._newer_than_us(current)
+
         with self.begin() as connection:
             command.upgrade(self.alembic_config(connection), revision)
 
@@ -177,7 +188,9 @@ class Database:
 
         config = Config()
         config.set_main_option("script_location", str(migrations_dir()))
-        config.set_main_option("sqlalchemy.url", self.engine.url.render_as_string(False))
+        # alembic's ini-style options interpolate `%`: a percent-encoded password needs %%.
+        url = self.engine.url.render_as_string(hide_password=False)
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
         config.attributes["connection"] = connection
         return config
 
@@ -192,14 +205,17 @@ class Database:
         if revision is None:
             state = "has no connector-sync schema"
         elif revision > SCHEMA_REVISION:
-            raise SchemaOutOfDate(
-                f"database {self.display_url} is at schema revision {revision}, newer than "
-                f"this connector-sync ({SCHEMA_REVISION}): upgrade connector-sync"
-            )
+            raise self._newer_than_us(revision)
         else:
             state = f"is at schema revision {revision}, this version needs {SCHEMA_REVISION}"
         raise SchemaOutOfDate(
             f"database {self.display_url} {state}: run 'connector-sync db upgrade'"
+        )
+
+    def _newer_than_us(self, revision: str) -> SchemaOutOfDate:
+        return SchemaOutOfDate(
+            f"database {self.display_url} is at schema revision {revision}, newer than "
+            f"this connector-sync ({SCHEMA_REVISION}): upgrade connector-sync"
         )
 
 

@@ -67,7 +67,19 @@ class CommandLine(TyperGroup):
             if Flags.debug:
                 traceback.print_exc()
             error_line(
-                f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)"
+                f"unexpected {type(exc).__name__}: {_safe_text(exc)} "
+                "(run with --debug for the traceback)"
             )
             sys.exit(EXIT_FAILURE)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+def _safe_text(exc: BaseException) -> str:
+    """An unexpected error's text without what could hold data or secrets: for a database
+    error the driver's first line (not the statement, parameters or DETAIL/CONTEXT lines),
+    and URL passwords and secret query values masked."""
+    from connector_sync.secrets import mask_urls
+
+    orig = getattr(exc, "orig", None)  # SQLAlchemy's DBAPIError wraps the driver's error
+    text = str(orig) if isinstance(orig, BaseException) and str(orig) else str(exc)
+    return mask_urls(text.strip().split("\n", 1)[0])
