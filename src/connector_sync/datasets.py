@@ -7,13 +7,11 @@ import decimal
 import json
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from connector_sync.connectors.base import JSON_TYPE_NAMES
 from connector_sync.db import Database
-
-if TYPE_CHECKING:
-    import psycopg
+from connector_sync.exceptions import RecordError
 
 # The JSON type of each Python type a plugin's record may hold (as config fields use).
 _JSON_TYPE_NAMES: dict[type, str] = {**JSON_TYPE_NAMES, type(None): "null"}
@@ -34,7 +32,10 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"value of type {type(value).__name__} is not JSON serialisable")
 
 
-_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=_json_default).encode
+# allow_nan=False: NaN and Infinity are not JSON, and a stored dataset is valid JSON.
+_encode = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
+).encode
 
 
 class DatasetWriter:
@@ -64,7 +65,14 @@ class DatasetWriter:
                     f"a plugin yielded {type(record).__name__}, expected a dict per record"
                 )
             seen.update(zip(record, map(type, record.values()), strict=True))
-            lines.append(_encode(record))
+            try:
+                lines.append(_encode(record))
+            except ValueError as exc:
+                reason = "it holds NaN or Infinity, which JSON has no value for"
+                raise RecordError(
+                    f"record {start + len(lines) + 1} cannot be stored as JSON: "
+                    f"{reason if 'float' in str(exc) else exc}; fix it in the source"
+                ) from None
         if self.db.is_postgresql:
             self._copy(start, lines)
         else:
@@ -79,13 +87,22 @@ class DatasetWriter:
             f"{prefix}{seq}\t{text.replace(chr(92), chr(92) * 2)}\n"
             for seq, text in enumerate(lines, start + 1)
         )
-        with self.db.begin() as conn:
-            raw: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
-            with (
-                raw.cursor() as cursor,
-                cursor.copy("COPY dataset_records (dataset_id, seq, data) FROM STDIN") as copy,
-            ):
-                copy.write(payload)
+        import psycopg
+
+        try:
+            with self.db.begin() as conn:
+                raw: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
+                with (
+                    raw.cursor() as cursor,
+                    cursor.copy("COPY dataset_records (dataset_id, seq, data) FROM STDIN") as copy,
+                ):
+                    copy.write(payload)
+        except psycopg.errors.UntranslatableCharacter:
+            # jsonb has no text for \u0000; SQLite stores it. Name the batch, not the data.
+            raise RecordError(
+                f"a record among {start + 1}-{start + len(lines)} holds a NUL character "
+                "(\\u0000), which PostgreSQL cannot store in jsonb; remove it in the source"
+            ) from None
 
     def _executemany(self, start: int, lines: list[str]) -> None:
         dataset_id = self.dataset_id

@@ -80,6 +80,10 @@ class PermanentError(PluginError):
     """A failure that retrying cannot fix (bad config, authentication, missing source)."""
 
 
+class RecordError(PermanentError):
+    """A record the dataset cannot store (NaN, a NUL character PostgreSQL refuses, …)."""
+
+
 class ConfigError(PermanentError, BadInput):
     """The connector configuration is not valid."""
 
