@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Cli, count_rows
-from connector_sync.db import SCHEMA_REVISION
+from connector_sync.db import SCHEMA_REVISION, Database
 
 
 def add_demo(cli: Cli, name: str, *extra: str, config: str = '{"records": 5}') -> int:
@@ -152,7 +152,6 @@ def test_secret_config_values_are_masked(cli: Cli) -> None:
         (("run", "--connector", "nope"), "no connector 'nope'"),
         (("add", "x", "--type", "nope"), "unknown connector type 'nope'"),
         (("add", "x", "--type", "demo", "--config", "{bad json"), "--config is not valid JSON"),
-        (("add", "x", "--type", "demo", "--config", "[1]"), "must be a JSON object"),
         (("add", "x", "--type", "csv", "--config", "{}"), "missing required field 'path'"),
         (("add", "x", "--type", "demo", "--config", '{"rows": 1}'), "unknown field(s) rows"),
         (("add", "x", "--type", "demo", "--config", '{"records": "5"}'), "must be integer"),
@@ -166,6 +165,26 @@ def test_secret_config_values_are_masked(cli: Cli) -> None:
         (("history", "--limit", "-5"), "--limit"),
         (("add", "existing", "--type", "demo"), "already exists"),
         (("frobnicate",), "No such command"),
+        # Out of range for the columns, or not numbers at all: refused before any SQL.
+        (("add", "x", "--type", "demo", "--interval", "3000000000"), "--interval"),
+        (("add", "x", "--type", "demo", "--timeout", "99999999999"), "--timeout"),
+        (("add", "x", "--type", "demo", "--max-failures", "99999999999999"), "--max-failures"),
+        (("add", "x", "--type", "demo", "--config", '{"records": NaN}'), "NaN is not a JSON"),
+        (("add", "x", "--type", "demo", "--config", "null"), "got a JSON null"),
+        (("add", "x", "--type", "demo", "--config", "[1]"), "got a JSON array"),
+        (("add", "x", "--type", "demo", "--tenant", ""), "--tenant must not be empty"),
+        (("add", "x", "--type", "demo", "--tenant", "t" * 201), "use at most 200"),
+        (("add", "x" * 201, "--type", "demo"), "NAME is 201 characters long"),
+        (("add", " x", "--type", "demo"), "surrounding spaces"),
+        (("add", "x\ty", "--type", "demo"), "control characters"),
+        (
+            ("add", "x", "--type", "http", "--config", '{"url": "http://h/", "token": "env:MY-T"}'),
+            "'env:MY-T' is not a valid env: reference",
+        ),
+        (("due", "--limit", "99999999999999999999"), "--limit"),
+        (("run", "--timeout", "nan"), "--timeout"),
+        (("run", "--lease-seconds", "inf"), "--lease-seconds"),
+        (("health", "--overdue-after", "nan"), "--overdue-after"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(
@@ -305,9 +324,130 @@ def test_add_timeout_and_max_failures_then_run_options(cli: Cli) -> None:
     assert bad.exit_code == 2 and "--heartbeat-seconds" in bad.stderr
 
 
-@pytest.mark.parametrize("url", ["mysql://root@localhost/db", "not a url"])
-def test_unsupported_database_url_is_bad_input(url: str) -> None:
-    result = Cli(url)("list")
-    assert result.exit_code == 2
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://root@localhost/db",
+        "not a url",
+        "",
+        "postgresql://u:pw-secret@127.0.0.1:notaport/x",
+        "postgresql+asyncpg://u:pw-secret@127.0.0.1/x",
+        "sqlite+aiosqlite:///x.db",
+    ],
+)
+def test_unsupported_database_url_is_bad_input(url: str, tmp_path: Path) -> None:
+    result = Cli(url)("list", env={"DATABASE_URL": f"sqlite:///{tmp_path}/fallback.db"})
+    assert result.exit_code == 2, result.output
     assert result.stderr.startswith("connector-sync: error: --database-url")
     assert len(result.stderr.strip().splitlines()) == 1
+    assert "pw-secret" not in result.output
+    assert list(tmp_path.iterdir()) == []  # an empty URL does not fall back to another
+
+
+def test_non_utf8_config_file_is_bad_input(cli: Cli, tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_bytes(b'{"records": "caf\xe9"}')
+    result = cli("add", "x", "--type", "demo", "--config-file", str(config))
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"connector-sync: error: --config-file {config} is not UTF-8 (byte 16): save it as UTF-8"
+    )
+    assert count_rows(cli.url, "connectors") == 0
+
+
+def test_names_and_errors_are_shown_as_text_never_as_markup(cli: Cli, tmp_path: Path) -> None:
+    """Rich markup in user data ("[/]" closes nothing) must neither crash nor style output."""
+    assert add_demo(cli, "x[/]") > 0
+    missing = tmp_path / "[bold]missing[/].csv"
+    config = json.dumps({"path": str(missing)})
+    assert cli("add", "y[red]", "--type", "csv", "--config", config).exit_code == 0
+    assert cli("run").exit_code == 1
+    for args in (("list",), ("history",), ("show", "x[/]"), ("status",), ("test", "y[red]")):
+        result = cli(*args)
+        assert "Traceback" not in result.output and "MarkupError" not in result.output
+        assert result.exit_code in (0, 1), (args, result.output)
+    assert "x[/]" in cli("list").stdout
+    assert f"csv file not found: {missing}" in cli("history").stdout
+    assert "[bold]missing[/]" in cli("test", "y[red]").stdout
+
+
+def test_messages_stay_on_one_line_when_piped(cli: Cli) -> None:
+    name = "a-connector-name-long-enough-to-push-the-message-past-eighty-columns"
+    result = cli("add", name, "--type", "demo")
+    assert result.stdout == f"added connector {name} (id 1), due now\n"
+    result = cli("reset-state", name)
+    assert len(result.stdout.splitlines()) == 1, result.stdout
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_percent_encoded_url_upgrades(kind: str, tmp_path: Path, empty_pg_url: str) -> None:
+    """alembic's config interpolates `%`: a percent-encoded password or path must still work."""
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path}/100%25.db"
+    else:  # trust auth ignores the password; the URL still carries an encoded one
+        url = empty_pg_url.replace("postgres@", "postgres:p%40ss@")
+        assert "p%40ss@" in url
+    cli = Cli(url)
+    result = cli("db", "upgrade")
+    assert result.exit_code == 0, result.output
+    assert "p%40ss" not in result.output and "p@ss" not in result.output
+    assert json.loads(cli("db", "current", "--json").stdout)["current"] is True
+
+
+def test_upgrade_of_a_newer_database_exits_3(sqlite_url: str) -> None:
+    with Database(sqlite_url) as database, database.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
+    result = Cli(sqlite_url)("db", "upgrade")
+    assert result.exit_code == 3
+    assert result.stderr.strip().endswith(
+        f"is at schema revision 0099, newer than this connector-sync ({SCHEMA_REVISION}): "
+        "upgrade connector-sync"
+    )
+
+
+def test_records_json_cannot_hold_fail_the_sync_clearly(
+    cli: Cli, db_url: str, tmp_path: Path
+) -> None:
+    """NaN is not JSON (a READY dataset must hold valid JSON on both databases); NUL
+    fits SQLite's text but not PostgreSQL's jsonb, and says so instead of a driver error."""
+    nan = tmp_path / "nan.jsonl"
+    nan.write_text('{"id": 1, "x": 1.5}\n{"id": 2, "x": NaN}\n')
+    nul = tmp_path / "nul.jsonl"
+    nul.write_text('{"id": 1, "text": "a\\u0000b"}\n')
+    for name, path in (("nan", nan), ("nul", nul)):
+        config = json.dumps({"path": str(path)})
+        assert cli("add", name, "--type", "file", "--config", config).exit_code == 0
+    result = cli("run", "--json")
+    by_name = {s["connector_name"]: s for s in json.loads(result.stdout)}
+    assert by_name["nan"]["status"] == "FAILED"
+    assert by_name["nan"]["error"] == (
+        "record 2 cannot be stored as JSON: it holds NaN or Infinity, which JSON has no "
+        "value for; fix it in the source"
+    )
+    assert by_name["nan"]["error_type"] == "RecordError"
+    if db_url.startswith("sqlite"):
+        assert by_name["nul"]["status"] == "COMPLETED"
+        assert result.exit_code == 1
+    else:
+        assert by_name["nul"]["status"] == "FAILED"
+        assert by_name["nul"]["error"] == (
+            "a record among 1-1 holds a NUL character (\\u0000), which PostgreSQL cannot "
+            "store in jsonb; remove it in the source"
+        )
+        assert by_name["nul"]["attempts"] == 1  # permanent: not retried
+    with Database(db_url) as database, database.begin() as conn:
+        statuses = conn.exec_driver_sql("SELECT status FROM datasets ORDER BY id").scalars().all()
+    assert "BUILDING" not in statuses
+    assert statuses.count("READY") == (1 if db_url.startswith("sqlite") else 0)
+
+
+def test_an_unexpected_error_line_holds_no_statement_parameters_or_passwords() -> None:
+    import sqlalchemy as sa
+
+    from connector_sync.cli.errors import _safe_text
+
+    driver = ValueError('integer out of range\nCONTEXT: {"token": "tok-SECRET"}')
+    wrapped = sa.exc.DataError("INSERT INTO connectors ...", {"token": "tok-SECRET"}, driver)
+    assert _safe_text(wrapped) == "integer out of range"
+    plain = RuntimeError("cannot reach postgresql://u:hunter2@db/x")
+    assert _safe_text(plain) == "cannot reach postgresql://u:***@db/x"

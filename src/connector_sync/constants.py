@@ -14,6 +14,11 @@ TRIGGERS = ("schedule", "manual", "api")
 DEFAULT_TENANT = "default"
 DEFAULT_SYNC_INTERVAL = 3600
 DEFAULT_MAX_CONSECUTIVE_FAILURES = 5
+#: Upper bounds of what options accept: ten years of seconds, counts and lengths
+#: that fit every column on both databases.
+MAX_SECONDS = 10 * 365 * 24 * 3600
+MAX_COUNT = 1_000_000_000
+MAX_NAME_LENGTH = 200
 
 #: A connector as listings and --json show it (config and state only in `show`).
 CONNECTOR_KEYS = (

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from connector_sync import secrets
-from connector_sync.connectors.base import CheckResult, ConnectorPlugin
+from connector_sync.connectors.base import JSON_TYPE_NAMES, CheckResult, ConnectorPlugin
 from connector_sync.connectors.registry import available_types, load_plugin
+from connector_sync.constants import MAX_NAME_LENGTH
 from connector_sync.db import Database
 from connector_sync.exceptions import BadInput, ConnectorSyncError, PluginError
 from connector_sync.models import DEFAULT_MAX_CONSECUTIVE_FAILURES, DEFAULT_TENANT
@@ -42,21 +43,45 @@ def parse_config(config_json: str | None, config_file: Path | None) -> dict[str,
             text = config_file.read_text(encoding="utf-8")
         except OSError as exc:
             raise BadInput(f"--config-file {config_file}: cannot read it: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise BadInput(
+                f"--config-file {config_file} is not UTF-8 (byte {exc.start}): save it as UTF-8"
+            ) from None
         source = f"--config-file {config_file}"
     elif config_json is not None:
         text, source = config_json, "--config"
     else:
         return {}
+    example = """give a JSON object, e.g. '{"records": 100}'"""
     try:
-        config = json.loads(text)
+        config = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise BadInput(
             f"{source} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): "
-            """give a JSON object, e.g. '{"records": 100}'"""
+            f"{example}"
         ) from None
+    except ValueError as exc:  # NaN, Infinity
+        raise BadInput(f"{source} is not valid JSON ({exc}): {example}") from None
     if not isinstance(config, dict):
-        raise BadInput(f"{source} must be a JSON object, got {type(config).__name__}")
+        kind = JSON_TYPE_NAMES.get(type(config), "null")
+        raise BadInput(f"{source} must be a JSON object, got a JSON {kind}: {example}")
     return config
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def check_name(what: str, value: str) -> None:
+    """A connector name or tenant: not empty, no surrounding or control characters, fits."""
+    if not value.strip():
+        raise BadInput(f"{what} must not be empty")
+    if value != value.strip() or not value.isprintable():
+        raise BadInput(
+            f"{what} {json.dumps(value)} has surrounding spaces or control characters: remove them"
+        )
+    if len(value) > MAX_NAME_LENGTH:
+        raise BadInput(f"{what} is {len(value)} characters long: use at most {MAX_NAME_LENGTH}")
 
 
 def add_connector(
@@ -72,10 +97,11 @@ def add_connector(
     max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
 ) -> int:
     """Validate the config against the type's fields, then store the connector (due now)."""
-    if not name.strip():
-        raise BadInput("NAME must not be empty")
+    check_name("NAME", name)
     if name.isdigit():
         raise BadInput(f"NAME '{name}' is all digits and would read as an id: add a letter")
+    check_name("--tenant", tenant)
+    secrets.check_env_refs(config)
     load_plugin(type_name).validate_config(config)
     return repository.add_connector(
         name=name,

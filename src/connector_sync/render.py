@@ -10,12 +10,15 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from connector_sync.constants import CONNECTOR_KEYS as CONNECTOR_KEYS
 from connector_sync.constants import SYNC_KEYS as SYNC_KEYS
 
-console = Console()
-err_console = Console(stderr=True)
+# markup=False: names, errors and configs are user data and are never parsed as rich
+# markup ("[/]" in a name must not crash a listing); styles come from Text objects.
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
 
 _STATUS_STYLE = {
     "ACTIVE": "green",
@@ -68,10 +71,18 @@ def pick(row: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
     return {k: row.get(k) for k in keys}
 
 
-def _style(status: str | None) -> str:
+def say(*parts: str | tuple[str, str], err: bool = False) -> None:
+    """One message line, never wrapped (scripts grep it), never parsed as markup.
+
+    Each part is plain text or (text, style): `say(("ok", "green"), " ", name)`.
+    """
+    (err_console if err else console).print(Text.assemble(*parts), soft_wrap=True)
+
+
+def _style(status: str | None) -> Text:
     if status is None:
-        return ""
-    return f"[{_STATUS_STYLE.get(status, '')}]{status}[/]"
+        return Text("")
+    return Text(status, style=_STATUS_STYLE.get(status, ""))
 
 
 def _when(value: dt.datetime | None) -> str:
@@ -120,7 +131,7 @@ def _columns(table: Table, *columns: tuple[str, dict[str, Any]]) -> None:
 
 def connectors_table(rows: Sequence[Mapping[str, Any]], title: str) -> None:
     if not rows:
-        console.print(f"{title}: none.")
+        say(f"{title}: none.")
         return
     tenants = len({r["tenant"] for r in rows}) > 1 or rows[0]["tenant"] != "default"
     whole = {"no_wrap": True}
@@ -138,7 +149,7 @@ def connectors_table(rows: Sequence[Mapping[str, Any]], title: str) -> None:
         ("Fails", {"justify": "right"}),
     )
     for r in rows:
-        last = f"{_when_short(r['last_sync_at'])} {_style(r['last_sync_status'])}"
+        last = Text.assemble(_when_short(r["last_sync_at"]), " ", _style(r["last_sync_status"]))
         table.add_row(
             str(r["id"]),
             *((r["tenant"],) if tenants else ()),
@@ -146,7 +157,7 @@ def connectors_table(rows: Sequence[Mapping[str, Any]], title: str) -> None:
             r["type"],
             _style(r["status"]),
             f"{r['sync_interval']}s" if r["auto_sync"] else f"off ({r['sync_interval']}s)",
-            last.strip() if r["last_sync_at"] else "never",
+            last if r["last_sync_at"] else "never",
             _next_sync(r),
             str(r["consecutive_failures"]),
         )
@@ -155,7 +166,7 @@ def connectors_table(rows: Sequence[Mapping[str, Any]], title: str) -> None:
 
 def syncs_table(rows: Sequence[Mapping[str, Any]], title: str) -> None:
     if not rows:
-        console.print(f"{title}: none.")
+        say(f"{title}: none.")
         return
     narrow = _narrow()
     errors = any(r["error"] for r in rows)
@@ -193,7 +204,7 @@ def syncs_table(rows: Sequence[Mapping[str, Any]], title: str) -> None:
     if narrow:  # errors get the whole width below the table
         for r in rows:
             if r["error"]:
-                console.print(f"sync {r['id']} ({r['connector_name']}): {r['error']}")
+                say(f"sync {r['id']} ({r['connector_name']}): {r['error']}")
 
 
 def types_table(types: Sequence[Mapping[str, Any]]) -> None:
@@ -223,7 +234,9 @@ def connector_detail(view: Mapping[str, Any]) -> None:
             value = _when(value)
         elif key in ("status", "last_sync_status"):
             value = _style(value)
-        table.add_row(key, "-" if value is None else str(value))
+        table.add_row(
+            key, "-" if value is None else value if isinstance(value, Text) else str(value)
+        )
     table.add_row("config", json.dumps(view.get("config"), indent=2))
     table.add_row("state", json.dumps(view.get("state")))
     console.print(table)
@@ -251,29 +264,34 @@ def status_summary(summary: Mapping[str, Any]) -> None:
     by_status = summary["connectors"]
     table.add_row(
         "connectors",
-        f"{summary['connectors_total']} ("
-        + (", ".join(f"{_style(k)} {v}" for k, v in by_status.items()) or "none")
-        + ")",
+        Text.assemble(f"{summary['connectors_total']} (", _counts(by_status), ")"),
     )
     table.add_row("due now", str(summary["due_now"]))
     table.add_row("oldest due since (UTC)", _when(summary["oldest_due_since"]))
     syncs = summary["syncs_last_24h"]
-    table.add_row(
-        "syncs, last 24 h", ", ".join(f"{_style(k)} {v}" for k, v in syncs.items()) or "none"
-    )
+    table.add_row("syncs, last 24 h", _counts(syncs))
     table.add_row("records stored, last 24 h", f"{summary['records_last_24h']:,}")
     console.print(table)
 
 
+def _counts(by_status: Mapping[str, int]) -> Text:
+    """`ACTIVE 3, ERROR 1`, each status in its colour; `none` when empty."""
+    if not by_status:
+        return Text("none")
+    return Text(", ").join(Text.assemble(_style(k), f" {v}") for k, v in by_status.items())
+
+
 def health_report(problems: Sequence[Mapping[str, Any]]) -> None:
     if not problems:
-        console.print("[green]healthy[/]: no connector in ERROR, no expired lease, none overdue")
+        say(("healthy", "green"), ": no connector in ERROR, no expired lease, none overdue")
         return
     table = Table(title=f"{len(problems)} problem(s)", title_justify="left")
     for column in ("Problem", "Connector", "Detail"):
         table.add_column(column)
     for p in problems:
         table.add_row(
-            f"[red]{p['problem']}[/]", f"{p['connector_name']} ({p['connector_id']})", p["detail"]
+            Text(p["problem"], style="red"),
+            f"{p['connector_name']} ({p['connector_id']})",
+            p["detail"],
         )
     console.print(table)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -13,6 +14,8 @@ from connector_sync.constants import (
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
     DEFAULT_SYNC_INTERVAL,
     DEFAULT_TENANT,
+    MAX_COUNT,
+    MAX_SECONDS,
     SYNC_STATUSES,
 )
 from connector_sync.exceptions import EXIT_FAILURE, EXIT_OK
@@ -58,7 +61,23 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON document ins
 TenantOpt = Annotated[
     str | None, typer.Option("--tenant", "-t", help="Only this tenant.", envvar=f"{ENV}TENANT")
 ]
-LimitOpt = Annotated[int | None, typer.Option("--limit", "-n", min=1, help="At most N.")]
+LimitOpt = Annotated[
+    int | None, typer.Option("--limit", "-n", min=1, max=MAX_COUNT, help="At most N.")
+]
+
+
+def _seconds_option(*, min: float, help: str, envvar: str | None = None) -> Any:
+    """A number of seconds: at least `min`, finite, at most MAX_SECONDS."""
+    return typer.Option(min=min, max=MAX_SECONDS, callback=_finite, envvar=envvar, help=help)
+
+
+def _finite(value: float | None) -> float | None:
+    """Click's FloatRange lets `nan` and `inf` through; a number of seconds must be finite."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"{value} is not a finite number of seconds")
+    return value
+
+
 ConnectorArg = Annotated[str, typer.Argument(help="Connector id or unique name.")]
 
 
@@ -107,7 +126,7 @@ def db_upgrade(ctx: typer.Context) -> None:
 
     with Database(_url(ctx)) as database:
         database.upgrade()
-        render.err_console.print(f"database {database.display_url} is at the latest schema")
+        render.say(f"database {database.display_url} is at the latest schema", err=True)
 
 
 @db_app.command("current")
@@ -126,9 +145,7 @@ def db_current(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if as_json:
         render.print_json(document)
     else:
-        render.console.print(
-            f"revision {revision or 'none'} (this version needs {SCHEMA_REVISION})"
-        )
+        render.say(f"revision {revision or 'none'} (this version needs {SCHEMA_REVISION})")
 
 
 @app.command()
@@ -141,7 +158,7 @@ def add(
         Path | None, typer.Option("--config-file", help="Read the JSON config from a file.")
     ] = None,
     interval: Annotated[
-        int, typer.Option("--interval", min=1, help="Seconds between syncs.")
+        int, typer.Option("--interval", min=1, max=MAX_SECONDS, help="Seconds between syncs.")
     ] = DEFAULT_SYNC_INTERVAL,
     no_auto_sync: Annotated[
         bool, typer.Option("--no-auto-sync", help="Only sync when asked (run --connector).")
@@ -152,6 +169,7 @@ def add(
         typer.Option(
             "--timeout",
             min=1,
+            max=MAX_SECONDS,
             show_default=False,
             help="Seconds a sync may take [default: the run's --timeout, 3600].",
         ),
@@ -159,7 +177,10 @@ def add(
     max_failures: Annotated[
         int,
         typer.Option(
-            "--max-failures", min=1, help="Failures in a row before the connector goes to ERROR."
+            "--max-failures",
+            min=1,
+            max=MAX_COUNT,
+            help="Failures in a row before the connector goes to ERROR.",
         ),
     ] = DEFAULT_MAX_CONSECUTIVE_FAILURES,
     as_json: JsonOpt = False,
@@ -187,7 +208,7 @@ def add(
         render.print_json({"id": connector_id})
     else:
         when = "due now" if not no_auto_sync else "auto-sync off: sync it with run --connector"
-        render.console.print(f"added connector {name} (id {connector_id}), {when}")
+        render.say(f"added connector {name} (id {connector_id}), {when}")
 
 
 @app.command("list")
@@ -222,7 +243,7 @@ def _set_auto_sync(ctx: typer.Context, connector: str, tenant: str | None, on: b
         row = repo.find_connector(connector, tenant)
         repo.set_auto_sync(row["id"], on)
     state = "enabled: ACTIVE and due now" if on else "disabled: no more scheduled syncs"
-    render.console.print(f"connector {row['name']} (id {row['id']}) {state}")
+    render.say(f"connector {row['name']} (id {row['id']}) {state}")
 
 
 @app.command()
@@ -255,7 +276,7 @@ def reset_state(ctx: typer.Context, connector: ConnectorArg, tenant: TenantOpt =
         row = repo.find_connector(connector, tenant)
         repo.reset_state(row["id"])
     previous = "none" if row["state"] is None else render.json_line(row["state"])
-    render.console.print(
+    render.say(
         f"connector {row['name']} (id {row['id']}): state cleared (was {previous}); "
         "the next sync is a full one"
     )
@@ -295,7 +316,7 @@ def run(
     ] = 1,
     timeout: Annotated[
         float,
-        typer.Option(
+        _seconds_option(
             min=1,
             envvar=f"{ENV}TIMEOUT",
             help="Seconds a sync may take (for connectors added without --timeout).",
@@ -312,21 +333,23 @@ def run(
     ] = 3,
     grace: Annotated[
         float,
-        typer.Option(
+        _seconds_option(
             min=0,
             envvar=f"{ENV}GRACE",
             help="After SIGTERM/SIGINT, seconds before in-flight syncs are cancelled.",
         ),
     ] = 30.0,
     lease_seconds: Annotated[
-        float, typer.Option(min=5, envvar=f"{ENV}LEASE_SECONDS", help="Lease length.")
+        float,
+        _seconds_option(min=5, envvar=f"{ENV}LEASE_SECONDS", help="Lease length."),
     ] = 60.0,
     heartbeat_seconds: Annotated[
         float,
-        typer.Option(min=0.1, envvar=f"{ENV}HEARTBEAT_SECONDS", help="Lease renewal period."),
+        _seconds_option(min=0.1, envvar=f"{ENV}HEARTBEAT_SECONDS", help="Lease renewal period."),
     ] = 20.0,
     batch_size: Annotated[
-        int, typer.Option(min=1, envvar=f"{ENV}BATCH_SIZE", help="Records per write.")
+        int,
+        typer.Option(min=1, max=1_000_000, envvar=f"{ENV}BATCH_SIZE", help="Records per write."),
     ] = 5000,
     as_json: JsonOpt = False,
 ) -> None:
@@ -359,7 +382,7 @@ def run(
     elif syncs:
         render.syncs_table(syncs, "Syncs in this run")
     else:
-        render.console.print("Nothing due.")
+        render.say("Nothing due.")
     raise typer.Exit(_run_exit_code(report))
 
 
@@ -381,7 +404,9 @@ def history(
             "--status", "-s", help=f"Only syncs in this status: {', '.join(SYNC_STATUSES)}."
         ),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most N.")] = 20,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, max=MAX_COUNT, help="At most N.")
+    ] = 20,
     tenant: TenantOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -423,7 +448,8 @@ def status(ctx: typer.Context, tenant: TenantOpt = None, as_json: JsonOpt = Fals
 def health(
     ctx: typer.Context,
     overdue_after: Annotated[
-        float, typer.Option(min=1, help="Report connectors due for longer than this (seconds).")
+        float,
+        _seconds_option(min=1, help="Report connectors due for longer than this (seconds)."),
     ] = 3600.0,
     tenant: TenantOpt = None,
     as_json: JsonOpt = False,
@@ -464,9 +490,9 @@ def test(
             }
         )
     elif result.ok:
-        render.console.print(f"[green]ok[/] {row['name']}: {result.message}")
+        render.say(("ok", "green"), f" {row['name']}: {result.message}")
     else:
-        render.console.print(f"[red]failed[/] {row['name']}: {result.message}")
+        render.say(("failed", "red"), f" {row['name']}: {result.message}")
     raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILURE)
 
 
@@ -495,9 +521,9 @@ def recover(ctx: typer.Context, tenant: TenantOpt = None, as_json: JsonOpt = Fal
     if as_json:
         render.print_json(recovered)
     else:
-        render.console.print(f"recovered {len(recovered)} connector(s)")
+        render.say(f"recovered {len(recovered)} connector(s)")
         for item in recovered:
-            render.console.print(f"  {item['name']} (id {item['id']}): {item['reason']}")
+            render.say(f"  {item['name']} (id {item['id']}): {item['reason']}")
 
 
 @app.command()
@@ -513,10 +539,10 @@ def demo(ctx: typer.Context) -> None:
         ids = operations.ensure_demo_connectors(repo)
         report, syncs = operations.run(repo, RunOptions(connector_ids=ids))
         connectors = [repo.find_connector(str(i)) for i in ids]
-        render.console.print(f"Database: {repo.db.display_url}")
+        render.say(f"Database: {repo.db.display_url}")
     render.syncs_table(syncs, "Syncs in this run")
     render.connectors_table(connectors, "Demo connectors")
-    render.console.print(
+    render.say(
         "Next: `connector-sync list`, `connector-sync history`, `connector-sync show demo-orders`."
     )
     raise typer.Exit(_run_exit_code(report))
