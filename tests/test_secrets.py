@@ -55,8 +55,8 @@ def test_a_missing_variable_is_a_config_error_naming_it_and_the_field() -> None:
     with pytest.raises(ConfigError) as raised:
         resolve_env_refs({"headers": {"X-Api-Key": "env:NOT_SET_ANYWHERE"}}, ENV)
     assert raised.value.message == (
-        "config field 'headers.X-Api-Key' refers to environment variable NOT_SET_ANYWHERE "
-        "(env:NOT_SET_ANYWHERE), which is not set"
+        "config field 'headers.X-Api-Key' refers to environment variable NOT_SET_ANYWHERE, "
+        "which is not set: set it where connector-sync runs"
     )
     assert raised.value.transient is False
 

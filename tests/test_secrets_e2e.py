@@ -126,7 +126,10 @@ def test_a_missing_secret_variable_is_named_with_its_reference(
     config = {"url": f"{api.url}/items", "token": "env:CS_TEST_NOT_SET"}
     cli("add", "api", "--type", "http", "--config", json.dumps(config))
     [sync] = json.loads(cli("run", "--json").stdout)
-    assert "(env:CS_TEST_NOT_SET)" in sync["error"]
+    assert sync["error"] == (
+        "config field 'token' refers to environment variable CS_TEST_NOT_SET, which is not "
+        "set: set it where connector-sync runs"
+    )
 
 
 def test_a_long_retry_after_fails_now_and_backs_off_that_long(cli: Cli, api: FakeApi) -> None:

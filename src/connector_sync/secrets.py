@@ -131,8 +131,8 @@ def _resolve(value: Any, env: Mapping[str, str], path: str, *, strict: bool) -> 
             return value
         if name not in env:
             raise ConfigError(
-                f"config field '{path}' refers to environment variable {name} (env:{name}), "
-                "which is not set"
+                f"config field '{path}' refers to environment variable {name}, which is not "
+                "set: set it where connector-sync runs"
             )
         return env[name]
     if isinstance(value, Mapping):
