@@ -451,3 +451,12 @@ def test_an_unexpected_error_line_holds_no_statement_parameters_or_passwords() -
     assert _safe_text(wrapped) == "integer out of range"
     plain = RuntimeError("cannot reach postgresql://u:hunter2@db/x")
     assert _safe_text(plain) == "cannot reach postgresql://u:***@db/x"
+
+
+def test_version(cli: Cli) -> None:
+    from importlib.metadata import version
+
+    result = cli("--version")
+    assert result.exit_code == 0
+    assert result.stdout == f"connector-sync {version('connector-sync')}\n"
+    assert version("connector-sync") == "0.1.0"  # the README's global options table says so

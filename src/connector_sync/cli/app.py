@@ -81,6 +81,14 @@ def _finite(value: float | None) -> float | None:
 ConnectorArg = Annotated[str, typer.Argument(help="Connector id or unique name.")]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"connector-sync {version('connector-sync')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def global_options(
     ctx: typer.Context,
@@ -104,6 +112,12 @@ def global_options(
         LogFormat,
         typer.Option("--log-format", envvar=f"{ENV}LOG_FORMAT", help="Logs on stderr as."),
     ] = LogFormat.plain,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version."
+        ),
+    ] = False,
 ) -> None:
     """Keep data from many connectors fresh.
 
