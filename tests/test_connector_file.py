@@ -410,3 +410,32 @@ def test_check_names_an_encoding_error_in_the_header(tmp_path: Path) -> None:
     path.write_bytes("nombre,año\nJosé,1\n".encode("latin-1"))
     with pytest.raises(PermanentError, match=r"not valid utf-8-sig.*set 'encoding'"):
         FileConnector({"path": str(path)}).check()
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("a.csv", "a,b\n1,2\n"), ("a.jsonl", '{"a": 1}\n'), ("a.json", '[{"a": 1}]')],
+)
+def test_a_codec_error_that_is_not_a_decode_error_fails_clearly(
+    tmp_path: Path, name: str, text: str
+) -> None:
+    """UTF-16 without its byte order mark raises a bare UnicodeError, not UnicodeDecodeError."""
+    plugin = FileConnector({"path": str(write(tmp_path / name, text)), "encoding": "utf-16"})
+    for attempt in (plugin.check, lambda: list(plugin.read())):
+        with pytest.raises(PermanentError, match="UTF-16 stream does not start with BOM"):
+            attempt()
+
+
+def test_bad_paths_and_delimiters_are_rejected_before_any_read(tmp_path: Path) -> None:
+    """What used to pass validation and fail in read with AssertionError or ValueError."""
+    csv_path = str(write(tmp_path / "a.csv", "a,b\n1,2\n"))
+    for plugin, config, message in [
+        (CsvConnector, {"path": ""}, "csv config field 'path' must not be empty"),
+        (FileConnector, {"path": "", "format": "csv"}, "file config field 'path' must not be"),
+        (FileConnector, {"path": csv_path + "\0"}, "'path' must not contain a NUL character"),
+        (CsvConnector, {"path": csv_path, "delimiter": '"'}, "must not be the quote character"),
+        (CsvConnector, {"path": csv_path, "delimiter": "\n"}, "must not be a line break"),
+        (FileConnector, {"url": "http://[::1/a.csv"}, "'url' has an unmatched '\\['"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            plugin(config)

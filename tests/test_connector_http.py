@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -256,6 +257,28 @@ def test_a_next_page_on_another_host_is_not_followed(api: FakeApi) -> None:
     assert [r.path for r in api.requests] == ["/elsewhere"]  # the token stayed home
 
 
+def test_urls_httpx_cannot_parse_fail_at_once_without_retries(api: FakeApi) -> None:
+    """A Location header or next-page URL that does not parse never will: permanent."""
+    redirect = connector(api, "/redirect?to=http://h:x/")  # port x
+    with pytest.raises(PermanentError, match="Invalid URL in location header") as raised:
+        list(redirect.read())
+    assert not isinstance(raised.value, TransientError)
+    assert len(api.requests) == 1
+    api.requests.clear()
+    api.files["next.json"] = json.dumps({"records": [], "next": "http://h:x/"}).encode()
+    paged = connector(
+        api,
+        "/files/next.json",
+        records_path="records",
+        pagination={"type": "next_url", "next_url_path": "next"},
+    )
+    with pytest.raises(
+        PermanentError, match=r"the next page 'http://h:x/' is not a usable URL \(Invalid port"
+    ):
+        list(paged.read())
+    assert len(api.requests) == 1
+
+
 def test_rate_limit_spaces_requests(api: FakeApi) -> None:
     page = {"type": "page", "size_param": "per_page", "page_size": 5}
     plugin = connector(
@@ -297,7 +320,7 @@ def test_check_makes_one_request_and_counts_the_first_page(api: FakeApi) -> None
         ({"incremental": {"cursor_param": "u"}}, "missing required field 'incremental.cursor_f"),
         ({"headers": {"X-N": 5}}, "'headers.X-N' must be a string"),
         ({"token": "t", "headers": {"authorization": "x"}}, "not both"),
-        ({"timeout": 0}, "'timeout' must be more than 0"),
+        ({"timeout": 0}, "'timeout' must be 0.001 or more, got 0$"),
         ({"token": 123}, "'token' must be string, got int$"),  # the value is not echoed
     ],
 )

@@ -262,3 +262,32 @@ def test_a_failed_source_fails_the_sync_with_a_clear_error(repo: Repository) -> 
     assert sync["status"] == "FAILED"
     assert sync["error_type"] == "TransientError"
     assert "connection failed" in sync["error"] and "hunter2" not in sync["error"]
+
+
+def test_check_runs_a_query_that_ends_in_a_line_comment(pg_url: str, sqlite_source: str) -> None:
+    for url in (pg_url, sqlite_source):
+        plugin = SqlConnector({"url": url, "query": "SELECT 1 AS one -- the answer"})
+        assert plugin.check().details == {"columns": ["one"], "rows": 1}
+        assert list(plugin.read()) == [{"one": 1}]
+
+
+def test_connection_options_libpq_rejects_are_permanent(pg_url: str) -> None:
+    url = sa.make_url(pg_url).update_query_dict({"sslmode": "bogus"})
+    plugin = SqlConnector({"url": url.render_as_string(hide_password=False), "query": "SELECT 1"})
+    with pytest.raises(PermanentError, match='invalid sslmode value: "bogus"') as raised:
+        plugin.check()
+    assert not isinstance(raised.value, TransientError)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://app:hunter2@127.0.0.1:notaport/db", "'url' has an invalid port"),
+        ("postgresql://app:hunter2@127.0.0.1:99999/db", "'url' has an invalid port"),
+        ("postgress://app:hunter2@127.0.0.1/db", "no SQLAlchemy dialect postgress is installed"),
+    ],
+)
+def test_urls_that_cannot_connect_are_rejected_by_validation(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as raised:
+        SqlConnector.validate_config({"url": url, "query": "SELECT 1"})
+    assert "hunter2" not in raised.value.message

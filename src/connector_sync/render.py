@@ -219,9 +219,25 @@ def types_table(types: Sequence[Mapping[str, Any]]) -> None:
             text += f": {f['type']}"
             if f["default"] not in (None, ""):
                 text += f" = {json.dumps(f['default'])}"
+            text += _bounds(f.get("minimum"), f.get("maximum"))
             fields.append(text)
         table.add_row(t["type"], t["description"], "\n".join(fields))
     console.print(table)
+
+
+def _bounds(low: float | None, high: float | None) -> str:
+    """`, >= 0`, `, 0.001 to 86400`: a number field's range as `types` shows it."""
+
+    def number(value: float) -> str:
+        return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
+
+    if low is not None and high is not None:
+        return f", {number(low)} to {number(high)}"
+    if low is not None:
+        return f", >= {number(low)}"
+    if high is not None:
+        return f", <= {number(high)}"
+    return ""
 
 
 def connector_detail(view: Mapping[str, Any]) -> None:

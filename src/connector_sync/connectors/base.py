@@ -14,6 +14,7 @@ exception counts as permanent.
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -43,12 +44,21 @@ class ConfigField:
     default: Any = None
     secret: bool = False
     help: str = ""
+    #: The smallest value a number field takes (inclusive); None: no bound.
+    minimum: float | None = None
+    #: The largest value a number field takes (inclusive); None: no bound.
+    maximum: float | None = None
 
     def __post_init__(self) -> None:
         if self.type not in JSON_TYPE_NAMES:
             raise TypeError(f"config field {self.name}: unsupported type {self.type!r}")
         if self.required and self.default is not None:
             raise TypeError(f"config field {self.name}: a required field has no default")
+        bounds = [b for b in (self.minimum, self.maximum) if b is not None]
+        if bounds and self.type not in (int, float):
+            raise TypeError(f"config field {self.name}: minimum and maximum are for numbers")
+        if len(bounds) == 2 and bounds[0] > bounds[1]:
+            raise TypeError(f"config field {self.name}: minimum is more than maximum")
 
     @property
     def type_name(self) -> str:
@@ -60,18 +70,32 @@ class ConfigField:
         `within` names the object field this one sits in (`pagination`), for messages.
         """
         expected = self.type
+        where = f"{type_name} config field '{_dotted(within, self.name)}'"
         ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # an integer too large for a float
+                raise ConfigError(f"{where} must be a finite number") from None
+            ok = True
         if not ok:
             got = type(value).__name__
             if not (self.secret or isinstance(value, dict | list)):  # never echo a secret
                 got += f" {value!r}"
-            raise ConfigError(
-                f"{type_name} config field '{_dotted(within, self.name)}' must be "
-                f"{self.type_name}, got {got}"
-            )
+            raise ConfigError(f"{where} must be {self.type_name}, got {got}")
+        if expected in (int, float):
+            self._check_number(where, value)
         return value
+
+    def _check_number(self, where: str, value: float) -> None:
+        """Raises ConfigError for NaN, an infinity, or a value outside the bounds."""
+        got = "" if self.secret else f", got {_number(value)}"  # never echo a secret
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where} must be a finite number{got}")
+        if self.minimum is not None and value < self.minimum:
+            raise ConfigError(f"{where} must be {_number(self.minimum)} or more{got}")
+        if self.maximum is not None and value > self.maximum:
+            raise ConfigError(f"{where} must be {_number(self.maximum)} or less{got}")
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -81,6 +105,8 @@ class ConfigField:
             "default": self.default,
             "secret": self.secret,
             "help": self.help,
+            "minimum": self.minimum,
+            "maximum": self.maximum,
         }
 
 
@@ -97,7 +123,8 @@ def validate_fields(
     (`pagination`, `incremental`) whose keys `fields` describe.
 
     Raises:
-        ConfigError: naming the field that is missing, unknown or of the wrong type.
+        ConfigError: naming the field that is missing, unknown or of the wrong type, or
+            a number that is NaN, infinite or out of the field's bounds.
     """
     where = f"{type_name} config field '{within}'" if within else f"{type_name} config"
     if not isinstance(config, Mapping):
@@ -125,6 +152,15 @@ def validate_fields(
 
 def _dotted(within: str, name: str) -> str:
     return f"{within}.{name}" if within else name
+
+
+def _number(value: float) -> str:
+    """A number as a message shows it: 86400 rather than 86400.0, 1e+20, nan, inf."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e16:
+        return str(int(value))
+    if isinstance(value, int) and abs(value) >= 10**100:
+        return "a number of more than 100 digits"
+    return repr(value)
 
 
 @dataclass(frozen=True)
@@ -155,7 +191,8 @@ class ConnectorPlugin(abc.ABC):
         """The config with defaults filled in.
 
         Raises:
-            ConfigError: a required field is missing, a field is unknown or has the wrong type.
+            ConfigError: a required field is missing, a field is unknown or has the wrong
+                type, or a number is out of bounds.
         """
         return validate_fields(cls.type_name, cls.config_fields, config)
 

@@ -12,6 +12,8 @@ from connector_sync.exceptions import PermanentError
 _COUNTRIES = ("DE", "FR", "US", "GB", "JP", "BR", "IN", "NL", "SE", "ES")
 _PLANS = ("free", "starter", "pro", "enterprise")
 _TAGS = ("newsletter", "beta", "vip", "churn-risk", "partner", "trial")
+#: The longest `delay_ms`: a day per record.
+MAX_DELAY_MS = 86_400_000
 
 
 class DemoFailure(PermanentError):
@@ -22,18 +24,18 @@ class DemoConnector(ConnectorPlugin):
     type_name = "demo"
     description = "Synthetic customer records (about 300 bytes of JSON each)."
     config_fields = (
-        ConfigField("records", int, default=100, help="how many records to generate"),
+        ConfigField("records", int, default=100, minimum=0, help="how many records to generate"),
         ConfigField("fail", bool, default=False, help="fail halfway through the read"),
-        ConfigField("delay_ms", float, default=0.0, help="sleep this long before each record"),
+        ConfigField(
+            "delay_ms",
+            float,
+            default=0.0,
+            minimum=0,
+            maximum=MAX_DELAY_MS,
+            help="sleep this long before each record",
+        ),
         ConfigField("seed", int, default=0, help="shifts the generated values"),
     )
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if self.config["records"] < 0:
-            raise PermanentError("demo config field 'records' must be 0 or more")
-        if self.config["delay_ms"] < 0:
-            raise PermanentError("demo config field 'delay_ms' must be 0 or more")
 
     def check(self) -> CheckResult:
         if self.config["fail"]:

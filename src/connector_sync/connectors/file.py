@@ -19,7 +19,13 @@ from typing import IO, Any, ClassVar
 import httpx
 
 from connector_sync.connectors.base import CheckResult, ConfigField, ConnectorPlugin
-from connector_sync.connectors.http import HttpSession, RetryPolicy
+from connector_sync.connectors.http import (
+    HttpSession,
+    RetryPolicy,
+    check_headers,
+    check_http_url,
+    timeout_field,
+)
 from connector_sync.connectors.incremental import Cursor, Incremental, incremental_field
 from connector_sync.exceptions import ConfigError, PermanentError, TransientError
 from connector_sync.secrets import is_env_ref, redact, secret_values
@@ -34,6 +40,8 @@ _NOT_WHITESPACE = re.compile(r"[^ \t\r\n]")
 # How close to the end of the buffer a JSON error may be a record cut in two by the
 # buffer's edge (`1.` of `1.5`, `tru` of `true`, `"\u12` of `"\u1234"`), not a mistake.
 _EDGE_CHARS = 8
+# Characters of CSV's own syntax, which cannot separate fields.
+_NOT_DELIMITERS = {"\n": "a line break", "\r": "a line break", '"': "the quote character"}
 
 
 class FileConnector(ConnectorPlugin):
@@ -47,9 +55,13 @@ class FileConnector(ConnectorPlugin):
         ConfigField("encoding", str, default="utf-8-sig", help="text encoding; a BOM is skipped"),
         ConfigField("has_header", bool, default=True, help="csv: the first row names columns"),
         ConfigField("headers", dict, help="url: request headers; Authorization-like are secret"),
-        ConfigField("timeout", float, default=30.0, help="url: seconds to wait for data"),
-        ConfigField("max_retries", int, default=4, help="url: tries again to start the download"),
-        ConfigField("retry_backoff", float, default=1.0, help="url: first retry wait, seconds"),
+        timeout_field("url: seconds to wait for data"),
+        ConfigField(
+            "max_retries", int, default=4, minimum=0, help="url: tries again to start the download"
+        ),
+        ConfigField(
+            "retry_backoff", float, default=1.0, minimum=0, help="url: first retry wait, seconds"
+        ),
         incremental_field("{cursor_field, initial_value}: skip records not past the cursor"),
     )
     #: A subclass fixed to one format (the `csv` alias) sets this.
@@ -62,8 +74,10 @@ class FileConnector(ConnectorPlugin):
         path, url = result.get("path"), result.get("url")
         if (path is None) == (url is None):
             raise ConfigError(f"{name} config needs exactly one of 'path' and 'url'")
-        if url is not None and not is_env_ref(url) and not url.startswith(("http://", "https://")):
-            raise ConfigError(f"{name} config field 'url' must start with http:// or https://")
+        if path is not None:
+            cls._check_path(path)
+        if url is not None:
+            check_http_url(name, "url", url)
         fmt = result.get("format")
         if fmt is not None and not is_env_ref(fmt) and fmt not in FORMATS:
             raise ConfigError(
@@ -73,26 +87,54 @@ class FileConnector(ConnectorPlugin):
         if fmt is None and cls.fixed_format is None and not is_env_ref(location):
             cls._guess_format(location)
         delimiter = result.get("delimiter")
-        if delimiter is not None and len(delimiter) != 1:
-            raise ConfigError(f"{name} config field 'delimiter' must be exactly one character")
+        if delimiter is not None and not is_env_ref(delimiter):
+            if len(delimiter) != 1:
+                raise ConfigError(f"{name} config field 'delimiter' must be exactly one character")
+            if delimiter in _NOT_DELIMITERS:
+                raise ConfigError(
+                    f"{name} config field 'delimiter' must not be {_NOT_DELIMITERS[delimiter]}, "
+                    "which CSV itself uses; e.g. ',', ';' or a tab"
+                )
         encoding = result["encoding"]
         if not is_env_ref(encoding):
-            try:
-                codecs.lookup(encoding)
-            except LookupError:
-                raise ConfigError(
-                    f"{name} config field 'encoding': unknown encoding {encoding!r}"
-                ) from None
-        for key, value in (result.get("headers") or {}).items():
-            if not isinstance(value, str):
-                raise ConfigError(f"{name} config field 'headers.{key}' must be a string")
-        if result.get("timeout") is not None and result["timeout"] <= 0:
-            raise ConfigError(f"{name} config field 'timeout' must be more than 0")
-        for key in ("max_retries", "retry_backoff"):
-            if result.get(key) is not None and result[key] < 0:
-                raise ConfigError(f"{name} config field '{key}' must be 0 or more")
+            cls._check_encoding(encoding)
+        check_headers(name, result.get("headers"))
         Incremental.from_config(name, result.get("incremental"))
         return result
+
+    @classmethod
+    def _check_path(cls, path: str) -> None:
+        """Raises ConfigError for a path no file can have (an env:NAME reference passes)."""
+        if is_env_ref(path):
+            return
+        where = f"{cls.type_name} config field 'path'"
+        if not path.strip():
+            raise ConfigError(f"{where} must not be empty: give the file's path")
+        if "\0" in path:
+            raise ConfigError(f"{where} must not contain a NUL character")
+        try:
+            Path(path).expanduser()
+        except RuntimeError:  # ~user of an unknown user, or no home directory
+            home = path.split("/", 1)[0]
+            raise ConfigError(
+                f"{where} starts with {home}, whose home directory is unknown; give the full path"
+            ) from None
+
+    @classmethod
+    def _check_encoding(cls, encoding: str) -> None:
+        """Raises ConfigError unless `encoding` is a codec that decodes bytes to text."""
+        where = f"{cls.type_name} config field 'encoding'"
+        try:
+            codecs.lookup(encoding)
+        except (LookupError, ValueError):  # ValueError: a NUL in the name
+            raise ConfigError(f"{where}: unknown encoding {encoding!r}") from None
+        try:  # as _open will use it; rot13, hex and the like are not text encodings
+            io.TextIOWrapper(io.BytesIO(), encoding=encoding)
+            codecs.getincrementaldecoder(encoding)().decode(b"", final=True)
+        except (LookupError, UnicodeError):
+            raise ConfigError(
+                f"{where}: {encoding!r} is not a text encoding; e.g. utf-8, latin-1, cp1252"
+            ) from None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -133,9 +175,9 @@ class FileConnector(ConnectorPlugin):
             if self.format == "csv":
                 try:
                     columns, _ = self._csv_header(self._csv_reader(handle))
-                except UnicodeDecodeError as exc:
+                except UnicodeError as exc:
                     raise PermanentError(
-                        f"{self.label}: not valid {self.encoding}: {exc.reason}; set 'encoding'"
+                        f"{self.label}: not valid {self.encoding}: {_reason(exc)}; set 'encoding'"
                     ) from None
                 return CheckResult(
                     True,
@@ -211,9 +253,9 @@ class FileConnector(ConnectorPlugin):
             else:
                 for line, value in iter_json_array(handle, self.label):
                     yield line, _expect_object(value, self.label, line)
-        except UnicodeDecodeError as exc:  # csv and jsonl name the line themselves
+        except UnicodeError as exc:  # csv and jsonl name the line themselves
             raise PermanentError(
-                f"{self.label}: not valid {self.encoding}: {exc.reason}; set 'encoding'"
+                f"{self.label}: not valid {self.encoding}: {_reason(exc)}; set 'encoding'"
             ) from None
 
     def _csv_reader(self, handle: IO[str]) -> Any:
@@ -252,10 +294,10 @@ class FileConnector(ConnectorPlugin):
                 start = reader.line_num + 1
         except csv.Error as exc:
             raise PermanentError(f"{self.label}: line {reader.line_num}: {exc}") from exc
-        except UnicodeDecodeError as exc:
+        except UnicodeError as exc:
             raise PermanentError(
                 f"{self.label}: near line {reader.line_num + 1}: not valid {self.encoding}: "
-                f"{exc.reason}"
+                f"{_reason(exc)}"
             ) from None
 
     def _jsonl_records(self, handle: IO[str]) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -264,9 +306,10 @@ class FileConnector(ConnectorPlugin):
         while True:
             try:
                 line = handle.readline(MAX_RECORD_CHARS + 1)
-            except UnicodeDecodeError as exc:
+            except UnicodeError as exc:
                 raise PermanentError(
-                    f"{self.label}: near line {number + 1}: not valid {self.encoding}: {exc.reason}"
+                    f"{self.label}: near line {number + 1}: not valid {self.encoding}: "
+                    f"{_reason(exc)}"
                 ) from None
             if not line:
                 return
@@ -305,6 +348,12 @@ def _location_path(location: str) -> str:
 
 def _extension(location: str) -> str:
     return PurePosixPath(_location_path(location)).suffix.lower()
+
+
+def _reason(exc: UnicodeError) -> str:
+    """What is wrong with the text: a decode error's reason, or what the codec said
+    (a utf-16 file without its byte order mark raises a bare UnicodeError)."""
+    return exc.reason if isinstance(exc, UnicodeDecodeError) else str(exc)
 
 
 def _expect_object(value: Any, label: str, line: int) -> dict[str, Any]:
@@ -451,8 +500,8 @@ class _JsonArrayReader:
             )
         try:
             chunk = self.handle.read(max(at_least, _CHUNK_CHARS))
-        except UnicodeDecodeError as exc:
-            raise self._error(f"not valid text in the file's encoding: {exc.reason}") from None
+        except UnicodeError as exc:
+            raise self._error(f"not valid text in the file's encoding: {_reason(exc)}") from None
         if not chunk:
             self.eof = True
             return False

@@ -11,12 +11,14 @@ from __future__ import annotations
 import email.utils
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import httpx
 import tenacity
@@ -29,13 +31,31 @@ from connector_sync.connectors.base import (
 )
 from connector_sync.connectors.incremental import Cursor, Incremental, incremental_field
 from connector_sync.exceptions import ConfigError, PermanentError, TransientError
-from connector_sync.secrets import is_env_ref, is_secret_name, redact, secret_values
+from connector_sync.secrets import is_env_ref, is_secret_name, mask_urls, redact, secret_values
 
 PAGINATION_TYPES = ("none", "page", "offset", "cursor", "link", "next_url")
 DEFAULT_MAX_PAGES = 10_000
 _EXCERPT_CHARS = 200
 # 408 Request Timeout and 429 Too Many Requests are worth a retry; so is every 5xx.
 _TRANSIENT_STATUS = frozenset({408, 429})
+#: The longest timeout or retry wait, in seconds (a day); far more overflows the clocks.
+MAX_SECONDS = 86_400
+#: The shortest timeout, in seconds, and the slowest rate limit, in requests per second.
+MIN_TIMEOUT = 0.001
+MIN_RATE = 0.001
+
+
+def timeout_field(help: str) -> ConfigField:
+    """The `timeout` field of the types that make HTTP requests (http, file from a url)."""
+    return ConfigField(
+        "timeout", float, default=30.0, minimum=MIN_TIMEOUT, maximum=MAX_SECONDS, help=help
+    )
+
+
+# RFC 9110: a header name is a token; a value is printable ASCII, spaces and tabs (httpx
+# sends header values as ASCII; a line break would start another header).
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
 
 _PAGINATION_FIELDS = (
     ConfigField("type", str, default="none", help=" | ".join(PAGINATION_TYPES)),
@@ -44,11 +64,13 @@ _PAGINATION_FIELDS = (
     ConfigField("offset_param", str, default="offset", help="offset: the offset parameter"),
     ConfigField("limit_param", str, default="limit", help="offset: the page size parameter"),
     ConfigField("size_param", str, help="page: the page size parameter, if any"),
-    ConfigField("page_size", int, help="page/offset: records per page"),
+    ConfigField("page_size", int, minimum=1, help="page/offset: records per page"),
     ConfigField("cursor_param", str, help="cursor: the parameter that sends the cursor"),
     ConfigField("cursor_path", str, help="cursor: dot path of the next cursor in a response"),
     ConfigField("next_url_path", str, help="next_url: dot path of the next page's URL"),
-    ConfigField("max_pages", int, default=DEFAULT_MAX_PAGES, help="stop with an error beyond"),
+    ConfigField(
+        "max_pages", int, default=DEFAULT_MAX_PAGES, minimum=1, help="stop with an error beyond"
+    ),
 )
 # The keys each pagination type uses (besides `type` and `max_pages`), and which it needs.
 _PAGINATION_KEYS: dict[str, tuple[set[str], set[str]]] = {
@@ -178,7 +200,11 @@ class HttpSession:
         if isinstance(exc, httpx.TimeoutException):
             raise RetryableError(f"{method} {shown}: timed out after {self.timeout:g}s") from exc
         detail = redact(" ".join(str(exc).split()) or type(exc).__name__, self.secrets)
-        if isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError | httpx.ProxyError):
+        # httpx reports a Location header it cannot parse as a RemoteProtocolError raised
+        # while handling an InvalidURL: no retry makes that redirect usable.
+        bad_redirect = isinstance(exc.__context__, httpx.InvalidURL)
+        transient = httpx.NetworkError | httpx.RemoteProtocolError | httpx.ProxyError
+        if isinstance(exc, transient) and not bad_redirect:
             raise RetryableError(f"{method} {shown}: {detail}") from exc
         raise PermanentError(f"{method} {shown}: {detail}") from exc
 
@@ -357,8 +383,13 @@ class HttpConnector(ConnectorPlugin):
         ConfigField(
             "records_path", str, default="", help="dot path of the record list; '' = the body"
         ),
-        ConfigField("timeout", float, default=30.0, help="seconds per request"),
-        ConfigField("max_requests_per_second", float, help="rate limit for this connector"),
+        timeout_field("seconds per request"),
+        ConfigField(
+            "max_requests_per_second",
+            float,
+            minimum=MIN_RATE,
+            help="rate limit for this connector",
+        ),
         ConfigField(
             "pagination",
             dict,
@@ -367,27 +398,39 @@ class HttpConnector(ConnectorPlugin):
             "next_url_path, max_pages}",
         ),
         incremental_field("{cursor_field, initial_value, cursor_param}: send the saved cursor"),
-        ConfigField("max_retries", int, default=4, help="tries again per request"),
-        ConfigField("retry_backoff", float, default=1.0, help="first retry wait, seconds"),
-        ConfigField("max_retry_wait", float, default=60.0, help="longest retry wait, seconds"),
+        ConfigField("max_retries", int, default=4, minimum=0, help="tries again per request"),
+        ConfigField(
+            "retry_backoff", float, default=1.0, minimum=0, help="first retry wait, seconds"
+        ),
+        ConfigField(
+            "max_retry_wait",
+            float,
+            default=60.0,
+            minimum=0,
+            maximum=MAX_SECONDS,
+            help="longest retry wait, seconds",
+        ),
     )
 
     @classmethod
     def validate_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
         result = super().validate_config(config)
         name = cls.type_name
-        if not is_env_ref(result["url"]) and not result["url"].startswith(("http://", "https://")):
-            raise ConfigError(f"{name} config field 'url' must start with http:// or https://")
+        check_http_url(name, "url", result["url"])
         if not is_env_ref(result["method"]):
             result["method"] = result["method"].upper()
             if result["method"] not in ("GET", "POST"):
                 raise ConfigError(f"{name} config field 'method' must be GET or POST")
             if result["body"] is not None and result["method"] != "POST":
                 raise ConfigError(f"{name} config field 'body' is sent only with method POST")
-        for key, value in (result["headers"] or {}).items():
-            if not isinstance(value, str):
-                raise ConfigError(f"{name} config field 'headers.{key}' must be a string")
-        if result["token"] is not None and any(
+        check_headers(name, result["headers"])
+        token = result["token"]
+        if token is not None and not is_env_ref(token) and not _HEADER_VALUE.fullmatch(token):
+            raise ConfigError(  # never echo the token
+                f"{name} config field 'token' must be ASCII text without line breaks or "
+                "control characters"
+            )
+        if token is not None and any(
             key.lower() == "authorization" for key in result["headers"] or {}
         ):
             raise ConfigError(f"{name} config: give 'token' or an Authorization header, not both")
@@ -398,14 +441,15 @@ class HttpConnector(ConnectorPlugin):
                     f"{name} config field 'params.{key}' must be a string, number, "
                     "boolean or a list of them"
                 )
-        if result["timeout"] <= 0:
-            raise ConfigError(f"{name} config field 'timeout' must be more than 0")
-        for key in ("max_retries", "retry_backoff", "max_retry_wait"):
-            if result[key] < 0:
-                raise ConfigError(f"{name} config field '{key}' must be 0 or more")
-        rate = result["max_requests_per_second"]
-        if rate is not None and rate <= 0:
-            raise ConfigError(f"{name} config field 'max_requests_per_second' must be more than 0")
+            if not all(math.isfinite(v) for v in items if isinstance(v, float)):
+                raise ConfigError(f"{name} config field 'params.{key}' must be a finite number")
+        if result["body"] is not None:
+            try:
+                json.dumps(result["body"], allow_nan=False)
+            except ValueError:
+                raise ConfigError(
+                    f"{name} config field 'body' holds NaN or Infinity, which JSON cannot send"
+                ) from None
         result["pagination"] = _validate_pagination(name, result["pagination"])
         Incremental.from_config(name, result["incremental"], param=True)
         return result
@@ -548,7 +592,13 @@ class HttpConnector(ConnectorPlugin):
                 )
         if not target:
             return None
-        absolute = response.url.join(target)
+        try:
+            absolute = response.url.join(target)
+        except httpx.InvalidURL as exc:
+            raise PermanentError(
+                f"{session.shown(response.url)}: the next page "
+                f"{redact(target, session.secrets)!r} is not a usable URL ({exc})"
+            ) from None
         first = httpx.URL(self.config["url"])
         if _origin(absolute) != _origin(first):
             # Following it would hand this connector's headers (its token) to another host.
@@ -605,16 +655,73 @@ def _validate_pagination(type_name: str, value: Mapping[str, Any] | None) -> dic
             f"{type_name} config is missing required field 'pagination.{missing[0]}' "
             f"(pagination type '{kind}' needs it)"
         )
-    if result["max_pages"] < 1:
-        raise ConfigError(f"{type_name} config field 'pagination.max_pages' must be 1 or more")
-    if result["page_size"] is not None and result["page_size"] < 1:
-        raise ConfigError(f"{type_name} config field 'pagination.page_size' must be 1 or more")
     if kind == "page" and result["size_param"] and result["page_size"] is None:
         raise ConfigError(
             f"{type_name} config is missing required field 'pagination.page_size' "
             "(pagination.size_param is set)"
         )
     return result
+
+
+def check_http_url(type_name: str, field: str, url: str) -> None:
+    """Raises ConfigError unless `url` is an http(s) URL with a host and a valid port.
+
+    An `env:NAME` reference passes: the plugin is built from the resolved config at run
+    time, and checked again then. Messages name the field, never the URL (it may hold a
+    password).
+    """
+    if is_env_ref(url):
+        return
+    where = f"{type_name} config field '{field}'"
+    if not url.strip():
+        raise ConfigError(f"{where} must not be empty")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where} must start with http:// or https://")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        if "IPv6" in str(exc):
+            raise ConfigError(
+                f"{where} has an unmatched '[' or ']': an IPv6 host goes in brackets, "
+                "e.g. http://[::1]:8080/"
+            ) from None
+        raise ConfigError(f"{where} has a host that is not valid") from None
+    host = parts.hostname
+    if not host:
+        raise ConfigError(f"{where} has no host, e.g. https://api.example.com/path")
+    if any(char.isspace() or not char.isprintable() for char in host):
+        raise ConfigError(f"{where} has white space or control characters in its host; remove them")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise ConfigError(f"{where} has an invalid port: give a number from 1 to 65535")
+    try:
+        httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ConfigError(f"{where} is not a usable URL: {mask_urls(str(exc))}") from None
+
+
+def check_headers(type_name: str, headers: Mapping[str, Any] | None) -> None:
+    """Raises ConfigError for a header httpx cannot send: a name that is not a token, a
+    value that is not a string of printable ASCII (an `env:NAME` reference passes).
+
+    Values are never echoed: they may be secret.
+    """
+    for key, value in (headers or {}).items():
+        if not _HEADER_NAME.fullmatch(key):
+            raise ConfigError(
+                f"{type_name} config field 'headers' has an invalid header name {key!r}: "
+                "use letters, digits and - only"
+            )
+        if not isinstance(value, str):
+            raise ConfigError(f"{type_name} config field 'headers.{key}' must be a string")
+        if not is_env_ref(value) and not _HEADER_VALUE.fullmatch(value):
+            raise ConfigError(
+                f"{type_name} config field 'headers.{key}' must be ASCII text without line "
+                "breaks or control characters"
+            )
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:

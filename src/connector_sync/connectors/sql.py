@@ -42,7 +42,10 @@ APPLICATION_NAME = "connector-sync sql connector"
 _PERMANENT_SQLSTATE_CLASSES = ("28", "3D", "42", "22", "0A", "25")
 _PERMANENT_MESSAGES = re.compile(
     r"authentication failed|does not exist|no pg_hba\.conf entry|permission denied"
-    r"|no such (table|column|function)|syntax error|unable to open database file",
+    r"|no such (table|column|function)|syntax error|unable to open database file"
+    # libpq rejecting the URL's options (sslmode=bogus, port=99999); SQLite's
+    # "incomplete input" is a syntax error, such as an unclosed comment.
+    r"|invalid \w+ value|invalid port number|incomplete input",
     re.IGNORECASE,
 )
 
@@ -51,18 +54,33 @@ def source_url(url: str) -> sa.URL:
     """The SQLAlchemy URL, PostgreSQL sent to the psycopg 3 driver as our own database is.
 
     Raises:
-        ConfigError: not a SQLAlchemy URL (the message does not repeat the URL: it may
-            hold a password).
+        ConfigError: not a SQLAlchemy URL, a port that is not one, or a dialect that is
+            not installed (the message does not repeat the URL: it may hold a password).
+            Whether the dialect's driver (DBAPI) is installed is checked on connecting.
     """
+    where = "sql config field 'url'"
+    if "\0" in url:
+        raise ConfigError(f"{where} must not contain a NUL character")
     try:
         parsed = sa.make_url(url)
     except sa.exc.ArgumentError:
         raise ConfigError(
-            "sql config field 'url' is not a SQLAlchemy database URL "
+            f"{where} is not a SQLAlchemy database URL "
             "(e.g. postgresql://user:password@host/db or sqlite:///path/to.db)"
         ) from None
+    except ValueError:  # SQLAlchemy's int() of the port
+        parsed = None
+    if parsed is None or (parsed.port is not None and not 0 < parsed.port <= 65535):
+        raise ConfigError(f"{where} has an invalid port: give a number from 1 to 65535")
     if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        parsed.get_dialect()
+    except (sa.exc.NoSuchModuleError, ImportError):
+        raise ConfigError(
+            f"{where}: no SQLAlchemy dialect {parsed.drivername} is installed "
+            "(e.g. postgresql, sqlite, mysql+pymysql)"
+        ) from None
     return parsed
 
 
@@ -99,7 +117,7 @@ class SqlConnector(ConnectorPlugin):
             help="SQLAlchemy URL, e.g. postgresql://user:password@host/db (password masked)",
         ),
         ConfigField("query", str, required=True, help="a SELECT; with incremental, use :cursor"),
-        ConfigField("batch_size", int, default=1000, help="rows fetched per round trip"),
+        ConfigField("batch_size", int, default=1000, minimum=1, help="rows fetched per round trip"),
         incremental_field("{cursor_field, initial_value}: bound as :cursor in the query"),
     )
 
@@ -137,8 +155,6 @@ class SqlConnector(ConnectorPlugin):
                     f"{', '.join(':' + b for b in other)}; only :cursor is supplied "
                     "(write a literal colon as \\:)"
                 )
-        if result["batch_size"] < 1:
-            raise ConfigError(f"{name} config field 'batch_size' must be 1 or more")
         return result
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -154,8 +170,9 @@ class SqlConnector(ConnectorPlugin):
 
     def check(self) -> CheckResult:
         # The query as a subquery with LIMIT 1 (TOP 1, … per dialect): the database
-        # may stop after one row instead of producing the whole result.
-        subquery = sa.text(self.query).columns().subquery("connector_sync_check")
+        # may stop after one row instead of producing the whole result. The line break
+        # ends a `-- comment` on the query's last line before the closing parenthesis.
+        subquery = sa.text(self.query + "\n").columns().subquery("connector_sync_check")
         probe: sa.Select[Any] = sa.select(sa.literal_column("*")).select_from(subquery).limit(1)
         with self._connection() as connection:
             try:
