@@ -7,6 +7,7 @@ import decimal
 import json
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from connector_sync.connectors.base import JSON_TYPE_NAMES
@@ -38,6 +39,50 @@ _encode = json.JSONEncoder(
 ).encode
 
 
+@dataclass
+class EncodedBatch:
+    """A batch of records as JSON text, with the (field name, value type) pairs seen in
+    it, for the dataset's schema."""
+
+    lines: list[str]
+    fields: set[tuple[Any, type]]
+
+
+def encode_batch(records: Sequence[dict[str, Any]], start: int = 0) -> EncodedBatch:
+    """The records as JSON lines; `start` is how many records came before (for messages).
+
+    Pure, so the runner's reader thread encodes one batch while the sync thread writes
+    the one before.
+
+    Raises:
+        RecordError: a record holds NaN or Infinity, or is otherwise not JSON.
+        TypeError: the plugin yielded something other than a dict.
+    """
+    lines: list[str] = []
+    shapes: set[tuple[Any, ...]] = set()
+    add_shape = shapes.add
+    for record in records:
+        if not isinstance(record, dict):
+            raise TypeError(f"a plugin yielded {type(record).__name__}, expected a dict per record")
+        # One tuple per record (its keys, then its values' types) is the cheapest way to
+        # keep what the schema needs: records of a source mostly share a few shapes.
+        # The set lives for one batch, so memory stays bounded whatever the shapes.
+        add_shape((*record, *map(type, record.values())))
+        try:
+            lines.append(_encode(record))
+        except ValueError as exc:
+            reason = "it holds NaN or Infinity, which JSON has no value for"
+            raise RecordError(
+                f"record {start + len(lines) + 1} cannot be stored as JSON: "
+                f"{reason if 'float' in str(exc) else exc}; fix it in the source"
+            ) from None
+    fields: set[tuple[Any, type]] = set()
+    for shape in shapes:
+        half = len(shape) // 2
+        fields.update(zip(shape[:half], shape[half:], strict=True))
+    return EncodedBatch(lines, fields)
+
+
 class DatasetWriter:
     """Appends records to one BUILDING dataset, each batch in its own short transaction.
 
@@ -51,42 +96,30 @@ class DatasetWriter:
         self.db = database
         self.dataset_id = dataset_id
         self.count = 0
-        self._seen: set[tuple[str, type]] = set()
+        self._fields: set[tuple[Any, type]] = set()
 
     def append(self, records: Sequence[dict[str, Any]]) -> None:
-        if not records:
+        """Encode and write one batch."""
+        self.write(encode_batch(records, self.count))
+
+    def write(self, batch: EncodedBatch) -> None:
+        """Write one encoded batch in its own transaction."""
+        if not batch.lines:
             return
-        seen = self._seen
-        start = self.count
-        lines = []
-        for record in records:
-            if not isinstance(record, dict):
-                raise TypeError(
-                    f"a plugin yielded {type(record).__name__}, expected a dict per record"
-                )
-            seen.update(zip(record, map(type, record.values()), strict=True))
-            try:
-                lines.append(_encode(record))
-            except ValueError as exc:
-                reason = "it holds NaN or Infinity, which JSON has no value for"
-                raise RecordError(
-                    f"record {start + len(lines) + 1} cannot be stored as JSON: "
-                    f"{reason if 'float' in str(exc) else exc}; fix it in the source"
-                ) from None
         if self.db.is_postgresql:
-            self._copy(start, lines)
+            self._copy(self.count, batch.lines)
         else:
-            self._executemany(start, lines)
-        self.count += len(lines)
+            self._executemany(self.count, batch.lines)
+        self.count += len(batch.lines)
+        self._fields |= batch.fields
 
     def _copy(self, start: int, lines: list[str]) -> None:
         # COPY text format: JSON escapes every control character, so the only byte
         # COPY treats specially that can remain is the backslash; double it.
         prefix = f"{self.dataset_id}\t"
         payload = "".join(
-            f"{prefix}{seq}\t{text.replace(chr(92), chr(92) * 2)}\n"
-            for seq, text in enumerate(lines, start + 1)
-        )
+            [f"{prefix}{seq}\t{text}\n" for seq, text in enumerate(lines, start + 1)]
+        ).replace("\\", "\\\\")  # the ids hold no backslash: one pass over the whole batch
         import psycopg
 
         try:
@@ -115,6 +148,6 @@ class DatasetWriter:
     def schema(self) -> dict[str, list[str]]:
         """Field names seen, each with the JSON types its values had."""
         fields: dict[str, set[str]] = {}
-        for name, kind in self._seen:
+        for name, kind in self._fields:
             fields.setdefault(name, set()).add(_JSON_TYPE_NAMES.get(kind, "string"))
         return {name: sorted(kinds) for name, kinds in sorted(fields.items())}

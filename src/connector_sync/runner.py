@@ -25,7 +25,7 @@ import tenacity
 
 from connector_sync.connectors.base import ConnectorPlugin
 from connector_sync.connectors.registry import load_plugin
-from connector_sync.datasets import DatasetWriter
+from connector_sync.datasets import DatasetWriter, EncodedBatch, encode_batch
 from connector_sync.db import Database
 from connector_sync.exceptions import DatabaseError, LeaseLost, PluginError
 from connector_sync.models import CANCELLED, COMPLETED, FAILED
@@ -210,9 +210,11 @@ class _Failure:
 class _Reader:
     """Runs a plugin's `read` in its own thread, handing batches over a bounded queue.
 
-    The queue holds at most two batches, so memory stays flat however large the
-    source. A reader that is abandoned (timeout, cancel, lost lease) stops at its
-    next record; one blocked inside the plugin is left behind as a daemon thread.
+    The thread also encodes each batch as JSON, so that work overlaps the sync thread's
+    wait on the database while it writes the batch before. The queue holds at most two
+    batches, so memory stays flat however large the source. A reader that is abandoned
+    (timeout, cancel, lost lease) stops at its next record; one blocked inside the plugin
+    is left behind as a daemon thread.
     """
 
     def __init__(self, plugin: ConnectorPlugin, batch_size: int, name: str) -> None:
@@ -248,16 +250,16 @@ class _Reader:
                 self.fetched += 1
                 batch.append(record)
                 if len(batch) >= self.batch_size:
-                    if not self._put(batch):
+                    if not self._put(encode_batch(batch, self.fetched - len(batch))):
                         return
                     batch = []
-            if batch and not self._put(batch):
+            if batch and not self._put(encode_batch(batch, self.fetched - len(batch))):
                 return
             self._put(_DONE)
         except BaseException as exc:  # handed to the sync thread, which classifies it
             self._put(_Failure(exc))
 
-    def batches_until(self, deadline: float, between: Callable[[], None]) -> Iterator[list[Any]]:
+    def batches_until(self, deadline: float, between: Callable[[], None]) -> Iterator[EncodedBatch]:
         """The batches as they come; raises SyncTimeout at the deadline, the plugin's errors."""
         while True:
             left = deadline - time.monotonic()
@@ -272,7 +274,7 @@ class _Reader:
                 return
             if isinstance(item, _Failure):
                 raise item.exc
-            assert isinstance(item, list)
+            assert isinstance(item, EncodedBatch)
             yield item
 
 
@@ -577,7 +579,7 @@ class Runner:
             try:
                 for batch in reader.batches_until(deadline, between_batches):
                     between_batches()
-                    self._bookkeeping(writer.append, batch)
+                    self._bookkeeping(writer.write, batch)
             finally:
                 progress.fetched, progress.stored = reader.fetched, writer.count
         return writer, plugin
