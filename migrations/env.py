@@ -7,8 +7,8 @@ import logging.config
 from alembic import context
 
 from connector_sync import db
-from connector_sync.settings import resolve_database_url
 from connector_sync.models import metadata
+from connector_sync.settings import resolve_database_url
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("connection") is None:
