@@ -175,11 +175,11 @@ def test_secret_config_values_are_masked(cli: Cli) -> None:
         (("add", "x", "--type", "demo", "--tenant", ""), "--tenant must not be empty"),
         (("add", "x", "--type", "demo", "--tenant", "t" * 201), "use at most 200"),
         (("add", "x" * 201, "--type", "demo"), "NAME is 201 characters long"),
-        (("add", " x", "--type", "demo"), "surrounding spaces"),
-        (("add", "x\ty", "--type", "demo"), "control characters"),
+        (("add", " x", "--type", "demo"), 'NAME " x" has spaces at its start or end'),
+        (("add", "x\ty", "--type", "demo"), 'NAME "x\\ty" holds a control character'),
         (
             ("add", "x", "--type", "http", "--config", '{"url": "http://h/", "token": "env:MY-T"}'),
-            "'env:MY-T' is not a valid env: reference",
+            "config field 'token' starts with env: but is not a valid env: reference",
         ),
         (("due", "--limit", "99999999999999999999"), "--limit"),
         (("run", "--timeout", "nan"), "--timeout"),
@@ -460,3 +460,19 @@ def test_version(cli: Cli) -> None:
     assert result.exit_code == 0
     assert result.stdout == f"connector-sync {version('connector-sync')}\n"
     assert version("connector-sync") == "0.1.0"  # the README's global options table says so
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\u0641\u0631\u0648\u0634\u200c\u0647\u0627",
+        "team\u00a0a",
+        "\U0001f469\u200d\U0001f4bb-feed",
+        "Größe/日本",
+    ],
+)
+def test_names_in_any_script_are_accepted(cli: Cli, name: str) -> None:
+    """Joiners (ZWNJ in Persian, ZWJ in emoji) and inner no-break spaces are text."""
+    assert cli("add", name, "--type", "demo", "--tenant", name).exit_code == 0
+    [row] = json.loads(cli("list", "--json").stdout)
+    assert (row["name"], row["tenant"]) == (name, name)

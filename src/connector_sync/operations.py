@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,13 +74,15 @@ def _reject_constant(name: str) -> Any:
 
 
 def check_name(what: str, value: str) -> None:
-    """A connector name or tenant: not empty, no surrounding or control characters, fits."""
+    """A connector name or tenant: not empty, no surrounding spaces, no control
+    characters (any script, emoji and joiners are fine), and it fits its column."""
+    shown = json.dumps(value, ensure_ascii=False)  # control characters escaped, text kept
     if not value.strip():
         raise BadInput(f"{what} must not be empty")
-    if value != value.strip() or not value.isprintable():
-        raise BadInput(
-            f"{what} {json.dumps(value)} has surrounding spaces or control characters: remove them"
-        )
+    if value != value.strip():
+        raise BadInput(f"{what} {shown} has spaces at its start or end: remove them")
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise BadInput(f"{what} {shown} holds a control character (tab, line break…): remove it")
     if len(value) > MAX_NAME_LENGTH:
         raise BadInput(f"{what} is {len(value)} characters long: use at most {MAX_NAME_LENGTH}")
 

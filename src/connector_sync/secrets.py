@@ -30,6 +30,7 @@ _ENV_REF = re.compile(r"env:([A-Za-z_][A-Za-z0-9_]*)")
 # An escaped or encoded form of a secret (JSON, `\/`, percent-encoding) shorter than this
 # is not masked on its own: `\"` or `%2F` alone is everywhere and says nothing.
 _MIN_DERIVED_FORM = 4
+_PERCENT_HEX = re.compile(r"%[0-9A-F]{2}")
 
 # Names of keys, headers, query parameters and environment variables whose values
 # are secret. `auth` but not `author`; `key` alone (Google's `?key=`) but not `monkey`.
@@ -62,12 +63,19 @@ def is_secret_name(name: str) -> bool:
 def check_env_refs(config: Mapping[str, Any]) -> None:
     """Check that every string starting with `env:`, at any depth, is a valid reference.
 
+    `add` calls this: a mistyped reference (`env:MY-TOKEN`) would otherwise be sent as
+    the literal value. A value that really starts with `env:` can still be given through
+    a variable that holds it.
+
     Raises:
-        ConfigError: a string such as `env:MY-TOKEN` would otherwise be used as a literal
-            value (the message names the field and the valid form).
+        ConfigError: naming the field, never its value (it may be a mistyped secret).
     """
     for path, value in _strings(config, ""):
-        _env_ref_name(value, path)
+        if value.startswith(_ENV_PREFIX) and _ENV_REF.fullmatch(value) is None:
+            raise ConfigError(
+                f"config field '{path}' starts with env: but is not a valid env: reference: "
+                "use env:NAME where NAME is letters, digits and _ (not starting with a digit)"
+            )
 
 
 def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
@@ -86,49 +94,29 @@ def _key_path(path: str, key: object) -> str:
     return f"{path}.{key}" if path else str(key)
 
 
-def _env_ref_name(value: str, path: str) -> str | None:
-    """The NAME of an `env:NAME` reference; None for a string not starting with `env:`.
-
-    Raises:
-        ConfigError: `value` starts with `env:` but is not a valid reference.
-    """
-    if not value.startswith(_ENV_PREFIX):
-        return None
-    match = _ENV_REF.fullmatch(value)
-    if match is None:
-        raise ConfigError(
-            f"config field '{path}': {value!r} is not a valid env: reference; use env:NAME "
-            "where NAME is letters, digits and _ (not starting with a digit)"
-        )
-    return match[1]
-
-
 def resolve_env_refs(
     config: Mapping[str, Any], environ: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
     """A copy of `config` with every `env:NAME` string, at any depth, replaced by $NAME.
 
+    A string that only looks like a reference (`env:eu-west-1`) is kept as it is: `add`
+    refuses new ones (`check_env_refs`), and one stored earlier keeps working.
+
     Raises:
-        ConfigError: a referenced variable is not set (the message names it and the field),
-            or a string starting with `env:` is not a valid reference (see `check_env_refs`).
+        ConfigError: a referenced variable is not set (the message names it and the field).
     """
     env = os.environ if environ is None else environ
-    resolved = _resolve(config, env, "", strict=True)
+    resolved = _resolve(config, env, "")
     assert isinstance(resolved, dict)
     return resolved
 
 
-def _resolve(value: Any, env: Mapping[str, str], path: str, *, strict: bool) -> Any:
-    """`strict` False resolves a malformed `env:` string to "" instead of raising."""
+def _resolve(value: Any, env: Mapping[str, str], path: str) -> Any:
     if isinstance(value, str):
-        try:
-            name = _env_ref_name(value, path)
-        except ConfigError:
-            if strict:
-                raise
-            return ""
-        if name is None:
+        match = _ENV_REF.fullmatch(value)
+        if match is None:
             return value
+        name = match[1]
         if name not in env:
             raise ConfigError(
                 f"config field '{path}' refers to environment variable {name}, which is not "
@@ -136,9 +124,9 @@ def _resolve(value: Any, env: Mapping[str, str], path: str, *, strict: bool) -> 
             )
         return env[name]
     if isinstance(value, Mapping):
-        return {k: _resolve(v, env, _key_path(path, k), strict=strict) for k, v in value.items()}
+        return {k: _resolve(v, env, _key_path(path, k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [_resolve(v, env, f"{path}[{i}]", strict=strict) for i, v in enumerate(value)]
+        return [_resolve(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
     return value
 
 
@@ -177,11 +165,9 @@ def connector_secrets(type_name: str, config: Mapping[str, Any]) -> set[str]:
     except ConnectorSyncError:
         return set()
     # A variable that is not set resolves to "" here: the reference `env:NAME` itself
-    # is not a secret and must stay readable in the error that names it. So is a
-    # malformed `env:` string, which resolves to "" here instead of raising.
+    # is not a secret and must stay readable in the error that names it.
     environ = {name: "" for name in _referenced_names(config)} | dict(os.environ)
-    resolved = _resolve(config, environ, "", strict=False)
-    return secret_values(plugin_cls, config, resolved)
+    return secret_values(plugin_cls, config, resolve_env_refs(config, environ))
 
 
 def _referenced_names(value: Any) -> set[str]:
@@ -265,7 +251,9 @@ def _text_forms(secret: str) -> frozenset[str]:
     """`secret` and the escaped and encoded forms of it that text may hold instead."""
     json_forms = {json.dumps(secret, ensure_ascii=flag)[1:-1] for flag in (True, False)}
     derived = json_forms | {form.replace("/", "\\/") for form in json_forms}
-    derived |= {quote(secret, safe=""), quote(secret), quote_plus(secret)}
+    encoded = {quote(secret, safe=""), quote(secret), quote_plus(secret)}
+    # Percent-encoding may use lower-case hex digits (`%2f`): both spellings.
+    derived |= encoded | {_PERCENT_HEX.sub(lambda m: m[0].lower(), form) for form in encoded}
     forms = {form for form in derived if len(form) >= _MIN_DERIVED_FORM and form != SECRET_MASK}
     return frozenset(forms | {secret})
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -67,15 +66,8 @@ LimitOpt = Annotated[
 
 
 def _seconds_option(*, min: float, help: str, envvar: str | None = None) -> Any:
-    """A number of seconds: at least `min`, finite, at most MAX_SECONDS."""
-    return typer.Option(min=min, max=MAX_SECONDS, callback=_finite, envvar=envvar, help=help)
-
-
-def _finite(value: float | None) -> float | None:
-    """Click's FloatRange lets `nan` and `inf` through; a number of seconds must be finite."""
-    if value is not None and not math.isfinite(value):
-        raise typer.BadParameter(f"{value} is not a finite number of seconds")
-    return value
+    """A number of seconds from `min` to MAX_SECONDS (the bounds also refuse nan and inf)."""
+    return typer.Option(min=min, max=MAX_SECONDS, envvar=envvar, help=help)
 
 
 ConnectorArg = Annotated[str, typer.Argument(help="Connector id or unique name.")]
