@@ -10,12 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from connector_sync.connectors.base import JSON_TYPE_NAMES
+from connector_sync.connectors.base import JSON_VALUE_TYPE_NAMES
 from connector_sync.db import Database
 from connector_sync.exceptions import RecordError
-
-# The JSON type of each Python type a plugin's record may hold (as config fields use).
-_JSON_TYPE_NAMES: dict[type, str] = {**JSON_TYPE_NAMES, type(None): "null"}
 
 
 def _json_default(value: Any) -> Any:
@@ -98,10 +95,6 @@ class DatasetWriter:
         self.count = 0
         self._fields: set[tuple[Any, type]] = set()
 
-    def append(self, records: Sequence[dict[str, Any]]) -> None:
-        """Encode and write one batch."""
-        self.write(encode_batch(records, self.count))
-
     def write(self, batch: EncodedBatch) -> None:
         """Write one encoded batch in its own transaction."""
         if not batch.lines:
@@ -149,5 +142,5 @@ class DatasetWriter:
         """Field names seen, each with the JSON types its values had."""
         fields: dict[str, set[str]] = {}
         for name, kind in self._fields:
-            fields.setdefault(name, set()).add(_JSON_TYPE_NAMES.get(kind, "string"))
+            fields.setdefault(name, set()).add(JSON_VALUE_TYPE_NAMES.get(kind, "string"))
         return {name: sorted(kinds) for name, kinds in sorted(fields.items())}

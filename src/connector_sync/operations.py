@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from connector_sync import secrets
-from connector_sync.connectors.base import JSON_TYPE_NAMES, CheckResult, ConnectorPlugin
+from connector_sync.connectors.base import JSON_VALUE_TYPE_NAMES, CheckResult, ConnectorPlugin
 from connector_sync.connectors.registry import available_types, load_plugin
 from connector_sync.constants import MAX_NAME_LENGTH
 from connector_sync.db import Database
@@ -64,7 +64,7 @@ def parse_config(config_json: str | None, config_file: Path | None) -> dict[str,
     except ValueError as exc:  # NaN, Infinity
         raise BadInput(f"{source} is not valid JSON ({exc}): {example}") from None
     if not isinstance(config, dict):
-        kind = JSON_TYPE_NAMES.get(type(config), "null")
+        kind = JSON_VALUE_TYPE_NAMES[type(config)]  # json.loads makes only these types
         raise BadInput(f"{source} must be a JSON object, got a JSON {kind}: {example}")
     return config
 

@@ -32,6 +32,8 @@ JSON_TYPE_NAMES: dict[type, str] = {
     dict: "object",
     list: "array",
 }
+#: The same for any JSON value, which may also be null (a record's field, parsed input).
+JSON_VALUE_TYPE_NAMES: dict[type, str] = {**JSON_TYPE_NAMES, type(None): "null"}
 
 
 @dataclass(frozen=True)

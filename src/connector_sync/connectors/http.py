@@ -39,7 +39,7 @@ _EXCERPT_CHARS = 200
 # 408 Request Timeout and 429 Too Many Requests are worth a retry; so is every 5xx.
 _TRANSIENT_STATUS = frozenset({408, 429})
 #: The longest timeout or retry wait, in seconds (a day); far more overflows the clocks.
-MAX_SECONDS = 86_400
+MAX_WAIT_SECONDS = 86_400
 #: The shortest timeout, in seconds, and the slowest rate limit, in requests per second.
 MIN_TIMEOUT = 0.001
 MIN_RATE = 0.001
@@ -48,7 +48,7 @@ MIN_RATE = 0.001
 def timeout_field(help: str) -> ConfigField:
     """The `timeout` field of the types that make HTTP requests (http, file from a url)."""
     return ConfigField(
-        "timeout", float, default=30.0, minimum=MIN_TIMEOUT, maximum=MAX_SECONDS, help=help
+        "timeout", float, default=30.0, minimum=MIN_TIMEOUT, maximum=MAX_WAIT_SECONDS, help=help
     )
 
 
@@ -407,7 +407,7 @@ class HttpConnector(ConnectorPlugin):
             float,
             default=60.0,
             minimum=0,
-            maximum=MAX_SECONDS,
+            maximum=MAX_WAIT_SECONDS,
             help="longest retry wait, seconds",
         ),
     )
@@ -425,11 +425,8 @@ class HttpConnector(ConnectorPlugin):
                 raise ConfigError(f"{name} config field 'body' is sent only with method POST")
         check_headers(name, result["headers"])
         token = result["token"]
-        if token is not None and not is_env_ref(token) and not _HEADER_VALUE.fullmatch(token):
-            raise ConfigError(  # never echo the token
-                f"{name} config field 'token' must be ASCII text without line breaks or "
-                "control characters"
-            )
+        if token is not None:
+            _check_header_value(f"{name} config field 'token'", token)
         if token is not None and any(
             key.lower() == "authorization" for key in result["headers"] or {}
         ):
@@ -717,11 +714,14 @@ def check_headers(type_name: str, headers: Mapping[str, Any] | None) -> None:
             )
         if not isinstance(value, str):
             raise ConfigError(f"{type_name} config field 'headers.{key}' must be a string")
-        if not is_env_ref(value) and not _HEADER_VALUE.fullmatch(value):
-            raise ConfigError(
-                f"{type_name} config field 'headers.{key}' must be ASCII text without line "
-                "breaks or control characters"
-            )
+        _check_header_value(f"{type_name} config field 'headers.{key}'", value)
+
+
+def _check_header_value(where: str, value: str) -> None:
+    """Raises ConfigError, without echoing the value, unless it is printable ASCII (an
+    `env:NAME` reference passes)."""
+    if not is_env_ref(value) and not _HEADER_VALUE.fullmatch(value):
+        raise ConfigError(f"{where} must be ASCII text without line breaks or control characters")
 
 
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
