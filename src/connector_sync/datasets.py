@@ -1,4 +1,4 @@
-"""Streams records into a dataset in batches: COPY on PostgreSQL, executemany on SQLite."""
+"""Encodes a plugin's records as JSON in batches and streams them into a dataset."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connector_sync.connectors.base import JSON_VALUE_TYPE_NAMES
-from connector_sync.db import Database
 from connector_sync.exceptions import RecordError
+
+if TYPE_CHECKING:
+    from connector_sync.store.base import Store
 
 
 def _json_default(value: Any) -> Any:
@@ -89,8 +91,8 @@ class DatasetWriter:
     partial data is never READY.
     """
 
-    def __init__(self, database: Database, dataset_id: int) -> None:
-        self.db = database
+    def __init__(self, store: Store, dataset_id: int) -> None:
+        self.store = store
         self.dataset_id = dataset_id
         self.count = 0
         self._fields: set[tuple[Any, type]] = set()
@@ -99,44 +101,9 @@ class DatasetWriter:
         """Write one encoded batch in its own transaction."""
         if not batch.lines:
             return
-        if self.db.is_postgresql:
-            self._copy(self.count, batch.lines)
-        else:
-            self._executemany(self.count, batch.lines)
+        self.store.append_records(self.dataset_id, self.count, batch.lines)
         self.count += len(batch.lines)
         self._fields |= batch.fields
-
-    def _copy(self, start: int, lines: list[str]) -> None:
-        # COPY text format: JSON escapes every control character, so the only byte
-        # COPY treats specially that can remain is the backslash; double it.
-        prefix = f"{self.dataset_id}\t"
-        payload = "".join(
-            [f"{prefix}{seq}\t{text}\n" for seq, text in enumerate(lines, start + 1)]
-        ).replace("\\", "\\\\")  # the ids hold no backslash: one pass over the whole batch
-        import psycopg
-
-        try:
-            with self.db.begin() as conn:
-                raw: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
-                with (
-                    raw.cursor() as cursor,
-                    cursor.copy("COPY dataset_records (dataset_id, seq, data) FROM STDIN") as copy,
-                ):
-                    copy.write(payload)
-        except psycopg.errors.UntranslatableCharacter:
-            # jsonb has no text for \u0000; SQLite stores it. Name the batch, not the data.
-            raise RecordError(
-                f"a record among {start + 1}-{start + len(lines)} holds a NUL character "
-                "(\\u0000), which PostgreSQL cannot store in jsonb; remove it in the source"
-            ) from None
-
-    def _executemany(self, start: int, lines: list[str]) -> None:
-        dataset_id = self.dataset_id
-        with self.db.begin() as conn:
-            conn.exec_driver_sql(
-                "INSERT INTO dataset_records (dataset_id, seq, data) VALUES (?, ?, ?)",
-                [(dataset_id, seq, text) for seq, text in enumerate(lines, start + 1)],
-            )
 
     def schema(self) -> dict[str, list[str]]:
         """Field names seen, each with the JSON types its values had."""

@@ -37,14 +37,16 @@ def make_url(url: str | sa.URL) -> sa.URL:
         parsed.port  # noqa: B018 -- parsing the port raises ValueError for `host:abc`
     except (sa.exc.ArgumentError, ValueError) as exc:
         raise BadInput(
-            f"--database-url is not a valid URL ({secrets.mask_urls(str(exc))}): use {_URL_FORMS}"
+            f"database URL is not a valid URL ({secrets.mask_urls(str(exc))}): use {_URL_FORMS}",
+            param="database URL",
         ) from None
     if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.drivername not in _DRIVERS:
         raise BadInput(
-            f"--database-url {safe_url(parsed)}: driver '{parsed.drivername}' is not supported: "
-            f"use {_URL_FORMS}"
+            f"database URL {safe_url(parsed)}: driver '{parsed.drivername}' is not supported: "
+            f"use {_URL_FORMS}",
+            param="database URL",
         )
     return parsed
 
@@ -142,6 +144,13 @@ class Database:
         return DatabaseUnavailable(
             f"cannot connect to database {self.display_url}: {_first_line(exc)}", transient=True
         )
+
+    def driver_error(self, exc: BaseException, *, connection_lost: bool) -> DatabaseError:
+        """A driver's own error as ours: unreachable, or transient, or neither."""
+        sqlstate = getattr(exc, "sqlstate", None) or ""
+        if connection_lost or sqlstate.startswith("08"):
+            return self.connect_error(exc)
+        return DatabaseError(_first_line(exc), transient=sqlstate.startswith(_TRANSIENT_SQLSTATES))
 
     @contextmanager
     def begin(self) -> Iterator[sa.Connection]:

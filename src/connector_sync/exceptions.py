@@ -26,6 +26,12 @@ class BadInput(ConnectorSyncError):
 
     exit_code = EXIT_USAGE
 
+    def __init__(self, message: str | None = None, *, param: str | None = None) -> None:
+        super().__init__(message)
+        #: The input the message starts by naming (`tenant`, `database URL`, ...), so a
+        #: front end can name it its own way (the CLI says `--tenant`).
+        self.param = param
+
 
 class NotFound(BadInput):
     """No such object."""

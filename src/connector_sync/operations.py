@@ -1,4 +1,9 @@
-"""The operations behind each command, as library calls the CLI (or a script) can make."""
+"""The library API: every command of the CLI (and of the HTTP server) is one call here.
+
+Operations take a Store and typed arguments and return typed results (store rows,
+dataclasses); they never render, never import rich, and their errors name what was
+wrong in the caller's terms (`BadInput.param`), not a command-line flag.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,35 @@ import json
 import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
 from connector_sync import secrets
-from connector_sync.connectors.base import JSON_VALUE_TYPE_NAMES, CheckResult, ConnectorPlugin
+from connector_sync.connectors.base import CheckResult, ConnectorPlugin
 from connector_sync.connectors.registry import available_types, load_plugin
-from connector_sync.constants import MAX_NAME_LENGTH
-from connector_sync.db import Database
+from connector_sync.constants import (
+    DEFAULT_MAX_CONSECUTIVE_FAILURES,
+    DEFAULT_TENANT,
+    MAX_NAME_LENGTH,
+    SYNC_STATUSES,
+)
+from connector_sync.db import SCHEMA_REVISION, Database
 from connector_sync.exceptions import BadInput, ConnectorSyncError, PluginError
-from connector_sync.models import DEFAULT_MAX_CONSECUTIVE_FAILURES, DEFAULT_TENANT
-from connector_sync.render import CONNECTOR_KEYS, SYNC_KEYS, pick
-from connector_sync.repository import Repository
 from connector_sync.runner import Runner, RunOptions, RunReport
+from connector_sync.store import open_store
+from connector_sync.store.base import (
+    Connector,
+    ConnectorSummary,
+    DatasetSummary,
+    HealthProblem,
+    HistoryFilter,
+    NewConnector,
+    RecoveredLease,
+    StatusSummary,
+    Store,
+    Sync,
+    as_dict,
+)
 
 DEMO_CONNECTORS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("demo-customers", {"records": 1000}),
@@ -27,50 +48,35 @@ DEMO_CONNECTORS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
-@contextmanager
-def open_repository(url: str) -> Iterator[Repository]:
-    """A repository on a database whose schema is current (SQLite upgrades itself)."""
+def upgrade_schema(url: str) -> str:
+    """Apply the migrations; returns the database's URL as it may be shown."""
     with Database(url) as database:
-        database.ensure_schema()
-        yield Repository(database)
+        database.upgrade()
+        return database.display_url
 
 
-def parse_config(config_json: str | None, config_file: Path | None) -> dict[str, Any]:
-    """The connector config from --config or --config-file (a JSON object)."""
-    if config_json is not None and config_file is not None:
-        raise BadInput("give --config or --config-file, not both")
-    if config_file is not None:
-        try:
-            text = config_file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise BadInput(f"--config-file {config_file}: cannot read it: {exc.strerror}") from None
-        except UnicodeDecodeError as exc:
-            raise BadInput(
-                f"--config-file {config_file} is not UTF-8 (byte {exc.start}): save it as UTF-8"
-            ) from None
-        source = f"--config-file {config_file}"
-    elif config_json is not None:
-        text, source = config_json, "--config"
-    else:
-        return {}
-    example = """give a JSON object, e.g. '{"records": 100}'"""
+@dataclass(frozen=True)
+class SchemaRevision:
+    revision: str | None
+    expected: str
+    current: bool
+
+
+def schema_revision(url: str) -> SchemaRevision:
+    """The schema revision of the database (None: no schema), and the one this code needs."""
+    with Database(url) as database:
+        revision = database.current_revision()
+    return SchemaRevision(revision, SCHEMA_REVISION, revision == SCHEMA_REVISION)
+
+
+@contextmanager
+def session(url: str) -> Iterator[Store]:
+    """The store of the database at `url`, its schema current (SQLite upgrades itself)."""
+    store = open_store(url)
     try:
-        config = json.loads(text, parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise BadInput(
-            f"{source} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): "
-            f"{example}"
-        ) from None
-    except ValueError as exc:  # NaN, Infinity
-        raise BadInput(f"{source} is not valid JSON ({exc}): {example}") from None
-    if not isinstance(config, dict):
-        kind = JSON_VALUE_TYPE_NAMES[type(config)]  # json.loads makes only these types
-        raise BadInput(f"{source} must be a JSON object, got a JSON {kind}: {example}")
-    return config
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
+        yield store
+    finally:
+        store.close()
 
 
 def check_name(what: str, value: str) -> None:
@@ -78,17 +84,21 @@ def check_name(what: str, value: str) -> None:
     characters (any script, emoji and joiners are fine), and it fits its column."""
     shown = json.dumps(value, ensure_ascii=False)  # control characters escaped, text kept
     if not value.strip():
-        raise BadInput(f"{what} must not be empty")
+        raise BadInput(f"{what} must not be empty", param=what)
     if value != value.strip():
-        raise BadInput(f"{what} {shown} has spaces at its start or end: remove them")
+        raise BadInput(f"{what} {shown} has spaces at its start or end: remove them", param=what)
     if any(unicodedata.category(ch) == "Cc" for ch in value):
-        raise BadInput(f"{what} {shown} holds a control character (tab, line break…): remove it")
+        raise BadInput(
+            f"{what} {shown} holds a control character (tab, line break…): remove it", param=what
+        )
     if len(value) > MAX_NAME_LENGTH:
-        raise BadInput(f"{what} is {len(value)} characters long: use at most {MAX_NAME_LENGTH}")
+        raise BadInput(
+            f"{what} is {len(value)} characters long: use at most {MAX_NAME_LENGTH}", param=what
+        )
 
 
 def add_connector(
-    repository: Repository,
+    store: Store,
     *,
     name: str,
     type_name: str,
@@ -100,22 +110,90 @@ def add_connector(
     max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
 ) -> int:
     """Validate the config against the type's fields, then store the connector (due now)."""
-    check_name("NAME", name)
+    check_name("name", name)
     if name.isdigit():
-        raise BadInput(f"NAME '{name}' is all digits and would read as an id: add a letter")
-    check_name("--tenant", tenant)
+        raise BadInput(
+            f"name '{name}' is all digits and would read as an id: add a letter", param="name"
+        )
+    check_name("tenant", tenant)
     secrets.check_env_refs(config)
     load_plugin(type_name).validate_config(config)
-    return repository.add_connector(
-        name=name,
-        type=type_name,
-        config=config,
-        sync_interval=sync_interval,
-        auto_sync=auto_sync,
-        tenant=tenant,
-        sync_timeout=sync_timeout,
-        max_consecutive_failures=max_consecutive_failures,
+    return store.add_connector(
+        NewConnector(
+            name=name,
+            type=type_name,
+            config=config,
+            sync_interval=sync_interval,
+            auto_sync=auto_sync,
+            tenant=tenant,
+            sync_timeout=sync_timeout,
+            max_consecutive_failures=max_consecutive_failures,
+        )
     )
+
+
+def list_connectors(store: Store, tenant: str | None = None) -> list[ConnectorSummary]:
+    return store.list_connectors(tenant)
+
+
+def due_connectors(
+    store: Store, limit: int | None = None, tenant: str | None = None
+) -> list[ConnectorSummary]:
+    return store.due_connectors(limit, tenant)
+
+
+def find_connector(store: Store, ref: str, tenant: str | None = None) -> Connector:
+    return store.find_connector(ref, tenant)
+
+
+def set_auto_sync(store: Store, ref: str, tenant: str | None, enabled: bool) -> Connector:
+    """`enable`: auto-sync on, ACTIVE, failures forgotten, due now. `disable`: auto-sync off.
+    Returns the connector as it was."""
+    connector = store.find_connector(ref, tenant)
+    store.set_auto_sync(connector.id, enabled)
+    return connector
+
+
+def reset_state(store: Store, ref: str, tenant: str | None) -> Connector:
+    """Forget a connector's incremental state; returns the connector as it was."""
+    connector = store.find_connector(ref, tenant)
+    store.reset_state(connector.id)
+    return connector
+
+
+def history(
+    store: Store,
+    *,
+    connector: str | None = None,
+    status: str | None = None,
+    tenant: str | None = None,
+    limit: int | None = 20,
+) -> list[Sync]:
+    """Syncs, newest first; `connector` by id or name, `status` in any case."""
+    if status is not None:
+        status = status.upper()
+        if status not in SYNC_STATUSES:
+            raise BadInput(
+                f"status '{status}' is not a sync status; use one of {', '.join(SYNC_STATUSES)}",
+                param="status",
+            )
+    connector_id = store.find_connector(connector, tenant).id if connector else None
+    return store.history(HistoryFilter(connector_id, status, tenant, limit))
+
+
+def status(store: Store, tenant: str | None = None) -> StatusSummary:
+    return store.status_summary(tenant)
+
+
+def health(
+    store: Store, tenant: str | None = None, overdue_after: float = 3600.0
+) -> list[HealthProblem]:
+    return store.health_problems(tenant, overdue_after)
+
+
+def recover(store: Store, tenant: str | None = None) -> list[RecoveredLease]:
+    """Release connectors whose worker died (expired lease)."""
+    return store.recover_expired_leases(tenant)
 
 
 def masked_config(type_name: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -126,30 +204,67 @@ def masked_config(type_name: str, config: dict[str, Any]) -> dict[str, Any]:
     return secrets.mask_config(plugin_cls, config)
 
 
-def connector_detail(repository: Repository, row: dict[str, Any]) -> dict[str, Any]:
-    view = pick(row, CONNECTOR_KEYS)
-    view["config"] = masked_config(row["type"], row["config"])
-    view["state"] = row["state"]
-    view["recent_syncs"] = [
-        pick(s, SYNC_KEYS) for s in repository.history(connector_id=row["id"], limit=10)
-    ]
-    view["datasets"] = repository.datasets_of(row["id"])
-    return view
+@dataclass(frozen=True)
+class ConnectorDetail:
+    """`show`: a connector with its config masked, its recent syncs and datasets."""
+
+    connector: Connector
+    config: dict[str, Any]
+    recent_syncs: list[Sync]
+    datasets: list[DatasetSummary]
+
+    def to_document(self) -> dict[str, Any]:
+        """`show --json`: the connector's fields, its config masked, syncs and datasets."""
+        document = as_dict(self.connector)
+        document["config"] = self.config  # masked
+        return {**document, "recent_syncs": self.recent_syncs, "datasets": self.datasets}
 
 
-def check_connector(row: dict[str, Any]) -> CheckResult:
+def connector_detail(store: Store, ref: str, tenant: str | None = None) -> ConnectorDetail:
+    connector = store.find_connector(ref, tenant)
+    return ConnectorDetail(
+        connector=connector,
+        config=masked_config(connector.type, connector.config),
+        recent_syncs=store.history(HistoryFilter(connector_id=connector.id, limit=10)),
+        datasets=store.datasets_of(connector.id),
+    )
+
+
+@dataclass(frozen=True)
+class ConnectorCheck:
+    """`test`: what the plugin's check found, secrets redacted."""
+
+    connector: Connector
+    result: CheckResult
+
+    def to_document(self) -> dict[str, Any]:
+        return {
+            "connector_id": self.connector.id,
+            "connector_name": self.connector.name,
+            "ok": self.result.ok,
+            "message": self.result.message,
+            "details": self.result.details,
+        }
+
+
+def test_connector(store: Store, ref: str, tenant: str | None = None) -> ConnectorCheck:
+    connector = store.find_connector(ref, tenant)
+    return ConnectorCheck(connector, check_connector(connector))
+
+
+def check_connector(row: Connector) -> CheckResult:
     """Run the plugin's check; a plugin error becomes a failed result, nothing is written.
 
     `env:NAME` references are resolved as a sync would; secrets never reach the result.
     """
     try:
-        plugin_cls = load_plugin(row["type"])
-        result = plugin_cls(secrets.resolve_env_refs(row["config"]), row["state"]).check()
+        plugin_cls = load_plugin(row.type)
+        result = plugin_cls(secrets.resolve_env_refs(row.config), row.state).check()
     except (PluginError, BadInput) as exc:
         result = CheckResult(False, exc.message, {"error_type": type(exc).__name__})
     except Exception as exc:  # a plugin bug must still be reported as a failed check
         result = CheckResult(False, f"{type(exc).__name__}: {exc}", {"error_type": "PluginBug"})
-    hidden = secrets.connector_secrets(row["type"], row["config"])
+    hidden = secrets.connector_secrets(row.type, row.config)
     return CheckResult(
         result.ok, secrets.redact(result.message, hidden), _redact_all(result.details, hidden)
     )
@@ -175,31 +290,46 @@ def describe_types() -> list[dict[str, Any]]:
     return described
 
 
-def run(repository: Repository, options: RunOptions) -> tuple[RunReport, list[dict[str, Any]]]:
-    """One run; returns the report and the syncs it recorded, as history rows."""
-    report = Runner(repository.db, options).run(handle_signals=True)
-    return report, [pick(s, SYNC_KEYS) for s in repository.syncs_by_id(report.sync_ids)]
+@dataclass(frozen=True)
+class RunResult:
+    """What a run did, and the syncs it recorded."""
+
+    report: RunReport
+    syncs: list[Sync]
 
 
-def resolve_connector_ids(
-    repository: Repository, refs: Sequence[str], tenant: str | None
-) -> list[int]:
+def run(store: Store, options: RunOptions) -> RunResult:
+    """One run: recover expired leases, claim, sync, record."""
+    report = Runner(store, options).run(handle_signals=True)
+    return RunResult(report, store.syncs_by_id(report.sync_ids))
+
+
+def run_connectors(
+    store: Store, refs: Sequence[str], tenant: str | None, options: RunOptions
+) -> RunResult:
+    """A manual run of the connectors named (by id or name), due or not."""
     ids: list[int] = []
     for ref in refs:
-        connector_id = repository.find_connector(ref, tenant)["id"]
+        connector_id = store.find_connector(ref, tenant).id
         if connector_id not in ids:
             ids.append(connector_id)
-    return ids
+    return run(store, replace(options, connector_ids=ids))
 
 
-def ensure_demo_connectors(repository: Repository) -> list[int]:
-    """The quickstart's demo connectors, created the first time."""
-    existing = {r["name"]: r["id"] for r in repository.list_connectors(DEFAULT_TENANT)}
-    ids = []
+@dataclass(frozen=True)
+class DemoResult:
+    run: RunResult
+    connectors: list[Connector]
+
+
+def demo(store: Store) -> DemoResult:
+    """The quickstart: the demo connectors (created the first time), each synced once."""
+    existing = {r.name: r.id for r in store.list_connectors(DEFAULT_TENANT)}
     for name, config in DEMO_CONNECTORS:
         if name not in existing:
             existing[name] = add_connector(
-                repository, name=name, type_name="demo", config=config, sync_interval=3600
+                store, name=name, type_name="demo", config=config, sync_interval=3600
             )
-        ids.append(existing[name])
-    return ids
+    ids = [existing[name] for name, _ in DEMO_CONNECTORS]
+    result = run(store, RunOptions(connector_ids=ids))
+    return DemoResult(result, [store.find_connector(str(i)) for i in ids])

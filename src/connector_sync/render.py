@@ -5,15 +5,31 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields, is_dataclass
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from connector_sync.constants import CONNECTOR_KEYS as CONNECTOR_KEYS
-from connector_sync.constants import SYNC_KEYS as SYNC_KEYS
+from connector_sync.constants import CONNECTOR_KEYS
+
+if TYPE_CHECKING:
+    from connector_sync.connectors.base import CheckResult
+    from connector_sync.operations import (
+        ConnectorCheck,
+        ConnectorDetail,
+        DemoResult,
+        SchemaRevision,
+    )
+    from connector_sync.store.base import (
+        ConnectorSummary,
+        HealthProblem,
+        RecoveredLease,
+        StatusSummary,
+        Sync,
+    )
 
 # markup=False: names, errors and configs are user data and are never parsed as rich
 # markup ("[/]" in a name must not crash a listing); styles come from Text objects.
@@ -42,8 +58,14 @@ def iso(value: dt.datetime | None) -> str | None:
 
 
 def jsonable(value: Any) -> Any:
+    """`value` as plain JSON: times in ISO-8601 UTC, typed rows as objects (a result's own
+    `to_document()` where it has one, which decides what is shown)."""
     if isinstance(value, dt.datetime):
         return iso(value)
+    if hasattr(value, "to_document"):
+        return jsonable(value.to_document())
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: jsonable(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -67,10 +89,6 @@ def output(as_json: bool, document: Any, table: Callable[[Any], None]) -> None:
         table(document)
 
 
-def pick(row: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
-    return {k: row.get(k) for k in keys}
-
-
 def say(*parts: str | tuple[str, str], err: bool = False) -> None:
     """One message line, never wrapped (scripts grep it), never parsed as markup.
 
@@ -91,15 +109,15 @@ def _when(value: dt.datetime | None) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def _next_sync(row: Mapping[str, Any]) -> str:
+def _next_sync(row: ConnectorSummary) -> str:
     """The next scheduled sync, or why there is none."""
-    if not row["auto_sync"]:
+    if not row.auto_sync:
         return "- (auto-sync off)"
-    if row["status"] == "ERROR":
+    if row.status == "ERROR":
         return "- (ERROR: enable)"
-    if row["status"] == "SYNCING":
+    if row.status == "SYNCING":
         return "- (syncing)"
-    return _when_short(row["next_sync_at"])
+    return _when_short(row.next_sync_at)
 
 
 def _short(text: str | None, width: int = 60) -> str:
@@ -129,11 +147,11 @@ def _columns(table: Table, *columns: tuple[str, dict[str, Any]]) -> None:
         table.add_column(name, **options)
 
 
-def connectors_table(rows: Sequence[Mapping[str, Any]], title: str) -> None:
+def connectors_table(rows: Sequence[ConnectorSummary], title: str) -> None:
     if not rows:
         say(f"{title}: none.")
         return
-    tenants = len({r["tenant"] for r in rows}) > 1 or rows[0]["tenant"] != "default"
+    tenants = len({r.tenant for r in rows}) > 1 or rows[0].tenant != "default"
     whole = {"no_wrap": True}
     table = Table(title=title, title_justify="left")
     _columns(
@@ -149,27 +167,27 @@ def connectors_table(rows: Sequence[Mapping[str, Any]], title: str) -> None:
         ("Fails", {"justify": "right"}),
     )
     for r in rows:
-        last = Text.assemble(_when_short(r["last_sync_at"]), " ", _style(r["last_sync_status"]))
+        last = Text.assemble(_when_short(r.last_sync_at), " ", _style(r.last_sync_status))
         table.add_row(
-            str(r["id"]),
-            *((r["tenant"],) if tenants else ()),
-            r["name"],
-            r["type"],
-            _style(r["status"]),
-            f"{r['sync_interval']}s" if r["auto_sync"] else f"off ({r['sync_interval']}s)",
-            last if r["last_sync_at"] else "never",
+            str(r.id),
+            *((r.tenant,) if tenants else ()),
+            r.name,
+            r.type,
+            _style(r.status),
+            f"{r.sync_interval}s" if r.auto_sync else f"off ({r.sync_interval}s)",
+            last if r.last_sync_at else "never",
             _next_sync(r),
-            str(r["consecutive_failures"]),
+            str(r.consecutive_failures),
         )
     console.print(table)
 
 
-def syncs_table(rows: Sequence[Mapping[str, Any]], title: str) -> None:
+def syncs_table(rows: Sequence[Sync], title: str) -> None:
     if not rows:
         say(f"{title}: none.")
         return
     narrow = _narrow()
-    errors = any(r["error"] for r in rows)
+    errors = any(r.error for r in rows)
     whole = {"no_wrap": True}
     number = {"justify": "right", "no_wrap": True}
     table = Table(title=title, title_justify="left")
@@ -187,24 +205,24 @@ def syncs_table(rows: Sequence[Mapping[str, Any]], title: str) -> None:
         *((("Error", {"overflow": "fold", "min_width": 30}),) if errors and not narrow else ()),
     )
     for r in rows:
-        duration = r.get("duration")
+        duration = r.duration
         table.add_row(
-            str(r["id"]),
-            r["connector_name"] if narrow else f"{r['connector_name']} ({r['connector_id']})",
-            _style(r["status"]),
-            *(() if narrow else (r["trigger"],)),
-            _when_short(r["started_at"]),
+            str(r.id),
+            r.connector_name if narrow else f"{r.connector_name} ({r.connector_id})",
+            _style(r.status),
+            *(() if narrow else (r.trigger,)),
+            _when_short(r.started_at),
             "-" if duration is None else f"{duration:.2f}s",
-            *(() if narrow else (f"{r['records_fetched']:,}",)),
-            f"{r['records_processed']:,}",
-            *(() if narrow else ("-" if r["dataset_id"] is None else str(r["dataset_id"]),)),
-            *((_short(r["error"], 120),) if errors and not narrow else ()),
+            *(() if narrow else (f"{r.records_fetched:,}",)),
+            f"{r.records_processed:,}",
+            *(() if narrow else ("-" if r.dataset_id is None else str(r.dataset_id),)),
+            *((_short(r.error, 120),) if errors and not narrow else ()),
         )
     console.print(table)
     if narrow:  # errors get the whole width below the table
         for r in rows:
-            if r["error"]:
-                say(f"sync {r['id']} ({r['connector_name']}): {r['error']}")
+            if r.error:
+                say(f"sync {r.id} ({r.connector_name}): {r.error}")
 
 
 def types_table(types: Sequence[Mapping[str, Any]]) -> None:
@@ -240,12 +258,13 @@ def _bounds(low: float | None, high: float | None) -> str:
     return ""
 
 
-def connector_detail(view: Mapping[str, Any]) -> None:
-    table = Table(show_header=False, title=f"Connector {view['name']}", title_justify="left")
+def connector_detail(view: ConnectorDetail) -> None:
+    connector = view.connector
+    table = Table(show_header=False, title=f"Connector {connector.name}", title_justify="left")
     table.add_column("Field", style="bold")
     table.add_column("Value")
     for key in CONNECTOR_KEYS:
-        value = view.get(key)
+        value = getattr(connector, key)
         if isinstance(value, dt.datetime):
             value = _when(value)
         elif key in ("status", "last_sync_status"):
@@ -253,40 +272,34 @@ def connector_detail(view: Mapping[str, Any]) -> None:
         table.add_row(
             key, "-" if value is None else value if isinstance(value, Text) else str(value)
         )
-    table.add_row("config", json.dumps(view.get("config"), indent=2))
-    table.add_row("state", json.dumps(view.get("state")))
+    table.add_row("config", json.dumps(view.config, indent=2))  # masked
+    table.add_row("state", json.dumps(connector.state))
     console.print(table)
-    syncs_table(view.get("recent_syncs", []), "Recent syncs")
-    datasets = view.get("datasets", [])
+    syncs_table(view.recent_syncs, "Recent syncs")
+    datasets = view.datasets
     if datasets:
         dtable = Table(title="Datasets", title_justify="left")
         for column in ("ID", "Name", "Status", "Records", "Created (UTC)"):
             dtable.add_column(column)
         for d in datasets:
             dtable.add_row(
-                str(d["id"]),
-                d["name"],
-                _style(d["status"]),
-                f"{d['record_count']:,}",
-                _when(d["created_at"]),
+                str(d.id), d.name, _style(d.status), f"{d.record_count:,}", _when(d.created_at)
             )
         console.print(dtable)
 
 
-def status_summary(summary: Mapping[str, Any]) -> None:
+def status_summary(summary: StatusSummary) -> None:
     table = Table(show_header=False, title="connector-sync status", title_justify="left")
     table.add_column("What", style="bold")
     table.add_column("Value")
-    by_status = summary["connectors"]
     table.add_row(
         "connectors",
-        Text.assemble(f"{summary['connectors_total']} (", _counts(by_status), ")"),
+        Text.assemble(f"{summary.connectors_total} (", _counts(summary.connectors), ")"),
     )
-    table.add_row("due now", str(summary["due_now"]))
-    table.add_row("oldest due since (UTC)", _when(summary["oldest_due_since"]))
-    syncs = summary["syncs_last_24h"]
-    table.add_row("syncs, last 24 h", _counts(syncs))
-    table.add_row("records stored, last 24 h", f"{summary['records_last_24h']:,}")
+    table.add_row("due now", str(summary.due_now))
+    table.add_row("oldest due since (UTC)", _when(summary.oldest_due_since))
+    table.add_row("syncs, last 24 h", _counts(summary.syncs_last_24h))
+    table.add_row("records stored, last 24 h", f"{summary.records_last_24h:,}")
     console.print(table)
 
 
@@ -297,7 +310,7 @@ def _counts(by_status: Mapping[str, int]) -> Text:
     return Text(", ").join(Text.assemble(_style(k), f" {v}") for k, v in by_status.items())
 
 
-def health_report(problems: Sequence[Mapping[str, Any]]) -> None:
+def health_report(problems: Sequence[HealthProblem]) -> None:
     if not problems:
         say(("healthy", "green"), ": no connector in ERROR, no expired lease, none overdue")
         return
@@ -306,8 +319,28 @@ def health_report(problems: Sequence[Mapping[str, Any]]) -> None:
         table.add_column(column)
     for p in problems:
         table.add_row(
-            Text(p["problem"], style="red"),
-            f"{p['connector_name']} ({p['connector_id']})",
-            p["detail"],
+            Text(p.problem, style="red"), f"{p.connector_name} ({p.connector_id})", p.detail
         )
     console.print(table)
+
+
+def connector_check(check: ConnectorCheck) -> None:
+    result: CheckResult = check.result
+    verdict = ("ok", "green") if result.ok else ("failed", "red")
+    say(verdict, f" {check.connector.name}: {result.message}")
+
+
+def recovered_leases(recovered: Sequence[RecoveredLease]) -> None:
+    say(f"recovered {len(recovered)} connector(s)")
+    for item in recovered:
+        say(f"  {item.name} (id {item.id}): {item.reason}")
+
+
+def demo_result(result: DemoResult) -> None:
+    syncs_table(result.run.syncs, "Syncs in this run")
+    connectors_table(result.connectors, "Demo connectors")
+    say("Next: `connector-sync list`, `connector-sync history`, `connector-sync show demo-orders`.")
+
+
+def schema_revision(revision: SchemaRevision) -> None:
+    say(f"revision {revision.revision or 'none'} (this version needs {revision.expected})")

@@ -9,6 +9,7 @@ thread renews the leases of every sync in flight.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import signal
@@ -19,19 +20,18 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any
 
 import tenacity
 
 from connector_sync.connectors.base import ConnectorPlugin
 from connector_sync.connectors.registry import load_plugin
+from connector_sync.constants import CANCELLED, COMPLETED, FAILED
 from connector_sync.datasets import DatasetWriter, EncodedBatch, encode_batch
-from connector_sync.db import Database
 from connector_sync.exceptions import DatabaseError, LeaseLost, PluginError
-from connector_sync.models import CANCELLED, COMPLETED, FAILED
-from connector_sync.repository import Claim, Repository
-from connector_sync.scheduling import DEFAULT_BACKOFF_BASE, failure_backoff
+from connector_sync.scheduling import DEFAULT_BACKOFF_BASE, retry_delay
 from connector_sync.secrets import connector_secrets, redact, resolve_env_refs
+from connector_sync.store.base import Claim, Completion, Failure, RecoveredLease, Store
 
 log = logging.getLogger("connector_sync.runner")
 
@@ -44,7 +44,6 @@ QUICK_SYNC_SECONDS = 1.0
 #: The longest pause between tries of a sync within one run, in seconds.
 MAX_RETRY_WAIT_IN_RUN = 60.0
 _POLL_SECONDS = 0.2
-T = TypeVar("T")
 
 
 def default_worker_name() -> str:
@@ -86,7 +85,7 @@ class RunOptions:
 class RunReport:
     """What a run did."""
 
-    recovered: list[dict[str, Any]] = field(default_factory=list)
+    recovered: list[RecoveredLease] = field(default_factory=list)
     #: The syncs this run recorded (COMPLETED, FAILED or CANCELLED), in finishing order.
     sync_ids: list[int] = field(default_factory=list)
     failed: int = 0
@@ -139,8 +138,8 @@ class RunControl:
 class LeaseKeeper:
     """A background thread that extends the leases this process holds while syncs run."""
 
-    def __init__(self, repository: Repository, lease_seconds: float, every: float) -> None:
-        self.repository = repository
+    def __init__(self, store: Store, lease_seconds: float, every: float) -> None:
+        self.store = store
         self.lease_seconds = lease_seconds
         self.every = every
         self._held: dict[int, str] = {}
@@ -182,7 +181,7 @@ class LeaseKeeper:
             if not held:
                 continue
             try:
-                lost = self.repository.heartbeat(held, self.lease_seconds)
+                lost = self.store.heartbeat(held, self.lease_seconds)
             except DatabaseError as exc:  # try again next beat; the lease has slack
                 log.warning("heartbeat failed: %s", exc)
                 continue
@@ -279,8 +278,13 @@ class _Reader:
 
 
 def _retry_after(exc: BaseException | None) -> float:
-    """How long the source asked us to wait before trying again (0 if it did not say)."""
-    return float(getattr(exc, "retry_after", None) or 0.0)
+    """How long the source asked us to wait before trying again (0 if it did not say, or
+    said something that is no number of seconds)."""
+    try:
+        value = float(getattr(exc, "retry_after", None) or 0.0)
+    except (TypeError, ValueError, OverflowError):
+        return 0.0
+    return value if value > 0 and not math.isnan(value) else 0.0
 
 
 def _worth_retrying_now(exc: BaseException) -> bool:
@@ -293,29 +297,11 @@ def _worth_retrying_now(exc: BaseException) -> bool:
     )
 
 
-def _is_transient_db_error(exc: BaseException) -> bool:
-    return isinstance(exc, DatabaseError) and exc.transient
-
-
-# One policy object for every bookkeeping call (tenacity keeps per-call state in
-# thread-locals, so threads may share it).
-_DATABASE_RETRY = tenacity.Retrying(
-    stop=tenacity.stop_after_attempt(4),
-    wait=tenacity.wait_exponential_jitter(multiplier=0.2, max=2.0, jitter=0.2),
-    retry=tenacity.retry_if_exception(_is_transient_db_error),
-    before_sleep=lambda state: log.warning(
-        "database error, trying again: %s", state.outcome.exception() if state.outcome else ""
-    ),
-    reraise=True,
-)
-
-
 class Runner:
     """Runs syncs for one `connector-sync run`."""
 
-    def __init__(self, database: Database, options: RunOptions | None = None) -> None:
-        self.db = database
-        self.repository = Repository(database)
+    def __init__(self, store: Store, options: RunOptions | None = None) -> None:
+        self.store = store
         self.options = options or RunOptions()
         self.control = RunControl()
         self._lock = threading.Lock()
@@ -327,13 +313,11 @@ class Runner:
         """Run once. With `handle_signals` (the CLI), SIGTERM/SIGINT stop it gracefully."""
         report = RunReport()
         with self._signals_handled(handle_signals):
-            report.recovered = self._bookkeeping(
-                self.repository.recover_expired_leases, self.options.tenant
-            )
+            report.recovered = self.store.recover_expired_leases(self.options.tenant)
             for item in report.recovered:
-                log.warning("recovered connector %s: %s", item["name"], item["reason"])
+                log.warning("recovered connector %s: %s", item.name, item.reason)
             with LeaseKeeper(
-                self.repository, self.options.lease_seconds, self.options.heartbeat_seconds
+                self.store, self.options.lease_seconds, self.options.heartbeat_seconds
             ) as keeper:
                 self._run_workers(keeper, report)
         report.signal = self.control.signal
@@ -348,7 +332,7 @@ class Runner:
         else:
             # Only what was due when the run began: a connector this run synced (or
             # that failed and backs off) is due again later, never within this run.
-            due_before = self._bookkeeping(self.repository.database_now)
+            due_before = self.store.now()
         errors: list[BaseException] = []
 
         def work() -> None:
@@ -407,8 +391,7 @@ class Runner:
             if wanted <= 0:
                 return []
             self._reserved += wanted
-        found = self._bookkeeping(
-            self.repository.claim,
+        found = self.store.claim(
             worker=self.options.worker,
             limit=wanted,
             lease_seconds=self.options.lease_seconds,
@@ -424,8 +407,7 @@ class Runner:
     def _claim_named(
         self, ids: Sequence[int], keeper: LeaseKeeper, report: RunReport
     ) -> queue.Queue[Claim]:
-        claims = self._bookkeeping(
-            self.repository.claim,
+        claims = self.store.claim(
             worker=self.options.worker,
             limit=len(ids),
             lease_seconds=self.options.lease_seconds,
@@ -453,8 +435,9 @@ class Runner:
             except queue.Empty:
                 return
             try:
-                self._bookkeeping(self.repository.cancel, claim, reason=self.control.reason
-                                  or "cancelled: run stopped", duration=0.0)  # fmt: skip
+                self.store.cancel(
+                    claim, reason=self.control.reason or "cancelled: run stopped", duration=0.0
+                )
             except (DatabaseError, LeaseLost) as exc:  # its lease expires; recovery follows
                 log.error("could not release connector %s: %s", claim.name, exc)
                 continue
@@ -532,13 +515,14 @@ class Runner:
                     with attempt:
                         tries += 1
                         if tries > 1:
-                            self._bookkeeping(self.repository.discard_records, claim)
+                            self.store.discard_records(claim)
                         writer, plugin = self._read_once(claim, keeper, deadline, progress)
             except (LeaseLost, DatabaseError):
                 raise
             except SyncCancelled as exc:
-                self._bookkeeping(self.repository.cancel, claim, reason=str(exc)
-                                  or "cancelled", duration=time.monotonic() - started)  # fmt: skip
+                self.store.cancel(
+                    claim, reason=str(exc) or "cancelled", duration=time.monotonic() - started
+                )
                 log.warning("sync of %s cancelled: %s", claim.name, exc)
                 return CANCELLED
             except SyncTimeout:
@@ -550,16 +534,16 @@ class Runner:
                     retry_after=_retry_after(exc),
                 )  # fmt: skip
             duration = time.monotonic() - started
-            self._finish(
-                claim,
-                self.repository.complete,
+            done = Completion(
                 duration=duration,
                 records_fetched=progress.fetched,
                 records_processed=progress.stored,
                 schema=writer.schema(),
                 state=plugin.state or claim.state,
+                next_sync_in=claim.sync_interval,
                 attempts=tries,
             )
+            self.store.complete(claim, done)
             log.info("synced %s: %d records in %.2fs", claim.name, progress.stored, duration)
             return COMPLETED
         finally:
@@ -569,7 +553,7 @@ class Runner:
         self, claim: Claim, keeper: LeaseKeeper, deadline: float, progress: _Progress
     ) -> tuple[DatasetWriter, ConnectorPlugin]:
         plugin = load_plugin(claim.type)(resolve_env_refs(claim.config), claim.state)
-        writer = DatasetWriter(self.db, claim.dataset_id)
+        writer = DatasetWriter(self.store, claim.dataset_id)
 
         def between_batches() -> None:
             keeper.ensure_held(claim)
@@ -579,7 +563,7 @@ class Runner:
             try:
                 for batch in reader.batches_until(deadline, between_batches):
                     between_batches()
-                    self._bookkeeping(writer.write, batch)
+                    writer.write(batch)
             finally:
                 progress.fetched, progress.stored = reader.fetched, writer.count
         return writer, plugin
@@ -605,22 +589,22 @@ class Runner:
         tries: int,
         retry_after: float = 0.0,
     ) -> str:
-        retry_in = max(
-            failure_backoff(
-                claim.consecutive_failures + 1, claim.sync_interval, base=self.options.backoff_base
-            ),
-            retry_after,  # the source knows best when it will take requests again
-        )
-        outcome = self._finish(
+        outcome = self.store.fail(
             claim,
-            self.repository.fail,
-            error=error,
-            error_type=error_type,
-            duration=time.monotonic() - started,
-            records_fetched=progress.fetched,
-            records_processed=progress.stored,
-            retry_in=retry_in,
-            attempts=max(tries, 1),
+            Failure(
+                error=error,
+                error_type=error_type,
+                duration=time.monotonic() - started,
+                records_fetched=progress.fetched,
+                records_processed=progress.stored,
+                retry_in=retry_delay(
+                    claim.consecutive_failures + 1,
+                    claim.sync_interval,
+                    retry_after,
+                    base=self.options.backoff_base,
+                ),
+                attempts=max(tries, 1),
+            ),
         )
         if outcome is not None:
             log.error(
@@ -631,41 +615,6 @@ class Runner:
                 error,
             )
         return FAILED
-
-    def _finish(self, claim: Claim, record: Callable[..., T], **values: Any) -> T | None:
-        """Record an outcome, retrying a transient database error.
-
-        A retry after a commit whose acknowledgement was lost finds the lease already
-        released; the sync row then shows the outcome was recorded, so that is success.
-        """
-        tries = 0
-
-        def once() -> T:
-            nonlocal tries
-            tries += 1
-            return record(claim, **values)
-
-        try:
-            return self._bookkeeping(once)
-        except LeaseLost:
-            if tries > 1 and self.repository.sync_status(claim.sync_id) in (COMPLETED, FAILED):
-                return None
-            raise
-
-    @staticmethod
-    def _bookkeeping(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """A database call, tried again on a transient error (lost connection, busy, deadlock).
-
-        The first try runs outside tenacity: it nearly always succeeds, and this is
-        called twice per sync, where tenacity's bookkeeping showed in the profile.
-        """
-        try:
-            return fn(*args, **kwargs)
-        except DatabaseError as exc:
-            if not exc.transient:
-                raise
-            log.warning("database error, trying again: %s", exc)
-        return _DATABASE_RETRY(fn, *args, **kwargs)
 
     # -- signals --------------------------------------------------------------------
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import random
 from collections.abc import Callable
 
 #: First retry delay after a failure, in seconds; it doubles with every further failure.
 DEFAULT_BACKOFF_BASE = 60.0
+#: Whatever a source asks for (Retry-After), a failed connector is due again within its
+#: interval or this many seconds, whichever is longer: a source cannot park it for years.
+MAX_RETRY_DELAY_FLOOR = 86400.0
 #: A retry comes up to this fraction earlier than the exponential delay, at random,
 #: so connectors that failed together do not all retry in the same second.
 DEFAULT_JITTER = 0.25
@@ -58,3 +62,24 @@ def next_sync_at(
         return finished_at + dt.timedelta(seconds=interval)
     delay = failure_backoff(failures, interval, base=base, jitter=jitter, rand=rand)
     return finished_at + dt.timedelta(seconds=delay)
+
+
+def retry_delay(
+    failures: int,
+    interval: float,
+    retry_after: float = 0.0,
+    *,
+    base: float = DEFAULT_BACKOFF_BASE,
+    jitter: float = DEFAULT_JITTER,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """Seconds until a connector whose `failures`-th sync in a row failed is due again.
+
+    The failure backoff, or longer when the source asked for longer (`retry_after`, e.g.
+    HTTP Retry-After); never more than max(interval, MAX_RETRY_DELAY_FLOOR), whatever the
+    source sent (a NaN, an infinity or a negative number counts as not asked).
+    """
+    delay = failure_backoff(failures, interval, base=base, jitter=jitter, rand=rand)
+    if math.isfinite(retry_after) and retry_after > delay:
+        delay = retry_after
+    return min(delay, max(float(interval), MAX_RETRY_DELAY_FLOOR))

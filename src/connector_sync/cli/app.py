@@ -127,31 +127,18 @@ def _url(ctx: typer.Context) -> str:
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
     """Apply the schema migrations.  Example: connector-sync db upgrade"""
-    from connector_sync import render
-    from connector_sync.db import Database
+    from connector_sync import operations, render
 
-    with Database(_url(ctx)) as database:
-        database.upgrade()
-        render.say(f"database {database.display_url} is at the latest schema", err=True)
+    display_url = operations.upgrade_schema(_url(ctx))
+    render.say(f"database {display_url} is at the latest schema", err=True)
 
 
 @db_app.command("current")
 def db_current(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     """Show the schema revision.  Example: connector-sync db current"""
-    from connector_sync import render
-    from connector_sync.db import SCHEMA_REVISION, Database
+    from connector_sync import operations, render
 
-    with Database(_url(ctx)) as database:
-        revision = database.current_revision()
-    document = {
-        "revision": revision,
-        "expected": SCHEMA_REVISION,
-        "current": revision == SCHEMA_REVISION,
-    }
-    if as_json:
-        render.print_json(document)
-    else:
-        render.say(f"revision {revision or 'none'} (this version needs {SCHEMA_REVISION})")
+    render.output(as_json, operations.schema_revision(_url(ctx)), render.schema_revision)
 
 
 @app.command()
@@ -196,11 +183,12 @@ def add(
     Example: connector-sync add customers --type csv --config '{"path": "customers.csv"}'
     """
     from connector_sync import operations, render
+    from connector_sync.cli.inputs import parse_config
 
-    parsed = operations.parse_config(config, config_file)
-    with operations.open_repository(_url(ctx)) as repo:
+    parsed = parse_config(config, config_file)
+    with operations.session(_url(ctx)) as store:
         connector_id = operations.add_connector(
-            repo,
+            store,
             name=name,
             type_name=type_name,
             config=parsed,
@@ -222,8 +210,8 @@ def list_(ctx: typer.Context, tenant: TenantOpt = None, as_json: JsonOpt = False
     """List connectors.  Example: connector-sync list --json"""
     from connector_sync import operations, render
 
-    with operations.open_repository(_url(ctx)) as repo:
-        rows = repo.list_connectors(tenant)
+    with operations.session(_url(ctx)) as store:
+        rows = operations.list_connectors(store, tenant)
     render.output(as_json, rows, lambda rows: render.connectors_table(rows, "Connectors"))
 
 
@@ -237,19 +225,18 @@ def show(
     """
     from connector_sync import operations, render
 
-    with operations.open_repository(_url(ctx)) as repo:
-        view = operations.connector_detail(repo, repo.find_connector(connector, tenant))
+    with operations.session(_url(ctx)) as store:
+        view = operations.connector_detail(store, connector, tenant)
     render.output(as_json, view, render.connector_detail)
 
 
 def _set_auto_sync(ctx: typer.Context, connector: str, tenant: str | None, on: bool) -> None:
     from connector_sync import operations, render
 
-    with operations.open_repository(_url(ctx)) as repo:
-        row = repo.find_connector(connector, tenant)
-        repo.set_auto_sync(row["id"], on)
+    with operations.session(_url(ctx)) as store:
+        row = operations.set_auto_sync(store, connector, tenant, on)
     state = "enabled: ACTIVE and due now" if on else "disabled: no more scheduled syncs"
-    render.say(f"connector {row['name']} (id {row['id']}) {state}")
+    render.say(f"connector {row.name} (id {row.id}) {state}")
 
 
 @app.command()
@@ -278,12 +265,11 @@ def reset_state(ctx: typer.Context, connector: ConnectorArg, tenant: TenantOpt =
     """
     from connector_sync import operations, render
 
-    with operations.open_repository(_url(ctx)) as repo:
-        row = repo.find_connector(connector, tenant)
-        repo.reset_state(row["id"])
-    previous = "none" if row["state"] is None else render.json_line(row["state"])
+    with operations.session(_url(ctx)) as store:
+        row = operations.reset_state(store, connector, tenant)
+    previous = "none" if row.state is None else render.json_line(row.state)
     render.say(
-        f"connector {row['name']} (id {row['id']}): state cleared (was {previous}); "
+        f"connector {row.name} (id {row.id}): state cleared (was {previous}); "
         "the next sync is a full one"
     )
 
@@ -295,8 +281,8 @@ def due(
     """List the connectors due now, most overdue first.  Example: connector-sync due -n 10"""
     from connector_sync import operations, render
 
-    with operations.open_repository(_url(ctx)) as repo:
-        rows = repo.due_connectors(limit, tenant)
+    with operations.session(_url(ctx)) as store:
+        rows = operations.due_connectors(store, limit, tenant)
     render.output(as_json, rows, lambda rows: render.connectors_table(rows, "Due connectors"))
 
 
@@ -375,21 +361,23 @@ def run(
             "--limit applies to due connectors; with --connector, name fewer connectors",
             param_hint="'--limit'",
         )
-    with operations.open_repository(_url(ctx)) as repo:
-        ids = operations.resolve_connector_ids(repo, connector, tenant) if connector else None
-        options = RunOptions(
-            limit=limit, tenant=tenant, connector_ids=ids, concurrency=concurrency,
-            timeout=timeout, attempts=attempts, grace=grace, lease_seconds=lease_seconds,
-            heartbeat_seconds=heartbeat_seconds, batch_size=batch_size,
-        )  # fmt: skip
-        report, syncs = operations.run(repo, options)
+    options = RunOptions(
+        limit=limit, tenant=tenant, concurrency=concurrency, timeout=timeout,
+        attempts=attempts, grace=grace, lease_seconds=lease_seconds,
+        heartbeat_seconds=heartbeat_seconds, batch_size=batch_size,
+    )  # fmt: skip
+    with operations.session(_url(ctx)) as store:
+        if connector:
+            result = operations.run_connectors(store, connector, tenant, options)
+        else:
+            result = operations.run(store, options)
     if as_json:
-        render.print_json(syncs)
-    elif syncs:
-        render.syncs_table(syncs, "Syncs in this run")
+        render.print_json(result.syncs)
+    elif result.syncs:
+        render.syncs_table(result.syncs, "Syncs in this run")
     else:
         render.say("Nothing due.")
-    raise typer.Exit(_run_exit_code(report))
+    raise typer.Exit(_run_exit_code(result.report))
 
 
 def _run_exit_code(report: RunReport) -> int:
@@ -419,20 +407,9 @@ def history(
     """Show recent syncs, newest first.  Example: connector-sync history --status FAILED"""
     from connector_sync import operations, render
 
-    if status is not None:
-        status = status.upper()
-        if status not in SYNC_STATUSES:
-            raise typer.BadParameter(
-                f"'{status}' is not a sync status; use one of {', '.join(SYNC_STATUSES)}",
-                param_hint="'--status'",
-            )
-    with operations.open_repository(_url(ctx)) as repo:
-        connector_id = repo.find_connector(connector, tenant)["id"] if connector else None
-        rows = repo.history(
-            connector_id=connector_id,
-            tenant=tenant,
-            limit=limit,
-            status=status,
+    with operations.session(_url(ctx)) as store:
+        rows = operations.history(
+            store, connector=connector, status=status, tenant=tenant, limit=limit
         )
     render.output(as_json, rows, lambda rows: render.syncs_table(rows, "Sync history"))
 
@@ -445,8 +422,8 @@ def status(ctx: typer.Context, tenant: TenantOpt = None, as_json: JsonOpt = Fals
     """
     from connector_sync import operations, render
 
-    with operations.open_repository(_url(ctx)) as repo:
-        summary = repo.status_summary(tenant)
+    with operations.session(_url(ctx)) as store:
+        summary = operations.status(store, tenant)
     render.output(as_json, summary, render.status_summary)
 
 
@@ -466,8 +443,8 @@ def health(
     """
     from connector_sync import operations, render
 
-    with operations.open_repository(_url(ctx)) as repo:
-        problems = repo.health_problems(tenant, overdue_after)
+    with operations.session(_url(ctx)) as store:
+        problems = operations.health(store, tenant, overdue_after)
     render.output(as_json, problems, render.health_report)
     raise typer.Exit(EXIT_FAILURE if problems else EXIT_OK)
 
@@ -482,24 +459,10 @@ def test(
     """
     from connector_sync import operations, render
 
-    with operations.open_repository(_url(ctx)) as repo:
-        row = repo.find_connector(connector, tenant)
-    result = operations.check_connector(row)
-    if as_json:
-        render.print_json(
-            {
-                "connector_id": row["id"],
-                "connector_name": row["name"],
-                "ok": result.ok,
-                "message": result.message,
-                "details": result.details,
-            }
-        )
-    elif result.ok:
-        render.say(("ok", "green"), f" {row['name']}: {result.message}")
-    else:
-        render.say(("failed", "red"), f" {row['name']}: {result.message}")
-    raise typer.Exit(EXIT_OK if result.ok else EXIT_FAILURE)
+    with operations.session(_url(ctx)) as store:
+        check = operations.test_connector(store, connector, tenant)
+    render.output(as_json, check, render.connector_check)
+    raise typer.Exit(EXIT_OK if check.result.ok else EXIT_FAILURE)
 
 
 @app.command()
@@ -522,14 +485,9 @@ def recover(ctx: typer.Context, tenant: TenantOpt = None, as_json: JsonOpt = Fal
     """
     from connector_sync import operations, render
 
-    with operations.open_repository(_url(ctx)) as repo:
-        recovered = repo.recover_expired_leases(tenant)
-    if as_json:
-        render.print_json(recovered)
-    else:
-        render.say(f"recovered {len(recovered)} connector(s)")
-        for item in recovered:
-            render.say(f"  {item['name']} (id {item['id']}): {item['reason']}")
+    with operations.session(_url(ctx)) as store:
+        recovered = operations.recover(store, tenant)
+    render.output(as_json, recovered, render.recovered_leases)
 
 
 @app.command()
@@ -539,19 +497,12 @@ def demo(ctx: typer.Context) -> None:
     Example: connector-sync demo
     """
     from connector_sync import operations, render
-    from connector_sync.runner import RunOptions
 
-    with operations.open_repository(_url(ctx)) as repo:
-        ids = operations.ensure_demo_connectors(repo)
-        report, syncs = operations.run(repo, RunOptions(connector_ids=ids))
-        connectors = [repo.find_connector(str(i)) for i in ids]
-        render.say(f"Database: {repo.db.display_url}")
-    render.syncs_table(syncs, "Syncs in this run")
-    render.connectors_table(connectors, "Demo connectors")
-    render.say(
-        "Next: `connector-sync list`, `connector-sync history`, `connector-sync show demo-orders`."
-    )
-    raise typer.Exit(_run_exit_code(report))
+    with operations.session(_url(ctx)) as store:
+        result = operations.demo(store)
+        render.say(f"Database: {store.display_url}")
+    render.demo_result(result)
+    raise typer.Exit(_run_exit_code(result.run.report))
 
 
 def main() -> None:

@@ -15,6 +15,20 @@ from connector_sync.exceptions import EXIT_FAILURE, EXIT_USAGE, ConnectorSyncErr
 PROG = "connector-sync"
 
 
+#: How the command line names what an operation's BadInput.param names.
+_FLAGS = {"name": "NAME", "tenant": "--tenant", "database URL": "--database-url",
+          "status": "--status"}  # fmt: skip
+
+
+def _in_cli_terms(exc: ConnectorSyncError) -> str:
+    """The message, naming the input the way the command line does (`--tenant`)."""
+    param = getattr(exc, "param", None)
+    flag = _FLAGS.get(param or "")
+    if param and flag and exc.message.startswith(param):
+        return flag + exc.message[len(param) :]
+    return exc.message
+
+
 class Flags:
     """Process-wide switches set by the global options."""
 
@@ -47,7 +61,7 @@ class CommandLine(TyperGroup):
         except ConnectorSyncError as exc:
             if Flags.debug:
                 traceback.print_exc()
-            error_line(exc.message)
+            error_line(_in_cli_terms(exc))
             sys.exit(exc.exit_code)
         except typer.TyperException as exc:  # usage errors: bad option, bad value
             if type(exc).__name__ == "NoArgsIsHelpError":

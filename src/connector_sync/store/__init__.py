@@ -1,0 +1,42 @@
+"""Where connectors, syncs and datasets are kept: one Store per database."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from connector_sync.db import Database
+from connector_sync.store.base import Clock, Store
+
+
+def open_store(
+    url_or_database: str | sa.URL | sa.Engine | Database,
+    *,
+    clock: Clock | None = None,
+    ensure_schema: bool = True,
+) -> Store:
+    """The store for a database URL (or engine, or Database), its schema made current:
+    SQLite upgrades itself, PostgreSQL says how (SchemaOutOfDate).
+
+    Closing the store disposes only an engine it created.
+    """
+    owns = not isinstance(url_or_database, Database)
+    database = (
+        url_or_database if isinstance(url_or_database, Database) else Database(url_or_database)
+    )
+    try:
+        if ensure_schema:
+            database.ensure_schema()
+        if database.is_postgresql:
+            from connector_sync.store.postgres import PostgresStore
+
+            return PostgresStore(database, clock, owns_database=owns)
+        from connector_sync.store.sqlite import SqliteStore
+
+        return SqliteStore(database, clock, owns_database=owns)
+    except BaseException:
+        if owns:
+            database.close()
+        raise
+
+
+__all__ = ["Clock", "Store", "open_store"]

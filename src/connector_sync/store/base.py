@@ -1,0 +1,573 @@
+"""The Store contract: what the runner and the operations may ask of a database, and the
+typed rows it answers with.
+
+Each database has its own implementation written for it (store/postgres.py with its
+named queries in queries.sql, store/sqlite.py with SQLAlchemy Core); the same contract
+test suite (tests/store) runs against both. Callers never branch on the dialect.
+
+Times: every "now" a store uses comes from its clock. Without an injected clock that is
+the database's own clock (`now()` on PostgreSQL, so workers on machines with skewed
+clocks agree; this host's UTC clock on SQLite, one host). Tests inject a `ManualClock`
+and move time instead of sleeping.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+import functools
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, ParamSpec, TypeVar
+
+import tenacity
+
+from connector_sync.constants import (
+    COMPLETED,
+    DEFAULT_MAX_CONSECUTIVE_FAILURES,
+    DEFAULT_TENANT,
+    FAILED,
+)
+from connector_sync.db import Database
+from connector_sync.exceptions import BadInput, DatabaseError, LeaseLost, NotFound
+
+log = logging.getLogger("connector_sync.store")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+#: A clock: returns the current time, timezone-aware UTC.
+Clock = Callable[[], dt.datetime]
+
+
+class ManualClock:
+    """A clock that stands still until moved: tests move time instead of sleeping."""
+
+    def __init__(self, start: dt.datetime | None = None) -> None:
+        self.current = start or dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+    def __call__(self) -> dt.datetime:
+        return self.current
+
+    def advance(self, seconds: float) -> dt.datetime:
+        self.current += dt.timedelta(seconds=seconds)
+        return self.current
+
+
+# -- typed rows ------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ConnectorSummary:
+    """A connector as listings show it: everything but its config and state."""
+
+    id: int
+    tenant: str
+    name: str
+    type: str
+    status: str
+    auto_sync: bool
+    sync_interval: int
+    sync_timeout: int | None
+    last_sync_at: dt.datetime | None
+    last_sync_status: str | None
+    last_sync_error: str | None
+    next_sync_at: dt.datetime | None
+    consecutive_failures: int
+    max_consecutive_failures: int
+    lease_owner: str | None
+    lease_expires_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass(slots=True)
+class Connector(ConnectorSummary):
+    """A whole connector: the summary plus its config (with `env:` references) and state."""
+
+    config: dict[str, Any]
+    state: dict[str, Any] | None
+
+
+@dataclass(slots=True)
+class Sync:
+    """One sync of a connector, as history shows it."""
+
+    id: int
+    connector_id: int
+    connector_name: str
+    tenant: str
+    status: str
+    trigger: str
+    worker: str | None
+    attempts: int
+    started_at: dt.datetime
+    completed_at: dt.datetime | None
+    duration: float | None
+    records_fetched: int
+    records_processed: int
+    dataset_id: int | None
+    error: str | None
+    error_type: str | None
+
+
+@dataclass(slots=True)
+class DatasetSummary:
+    """A dataset of a connector."""
+
+    id: int
+    sync_id: int | None
+    name: str
+    status: str
+    record_count: int
+    created_at: dt.datetime
+    completed_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewConnector:
+    """What `add` stores; the connector is due at once."""
+
+    name: str
+    type: str
+    config: dict[str, Any]
+    sync_interval: int
+    auto_sync: bool = True
+    tenant: str = DEFAULT_TENANT
+    sync_timeout: int | None = None
+    max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A connector this worker holds under a lease, with its open sync and BUILDING dataset."""
+
+    connector_id: int
+    tenant: str
+    name: str
+    type: str
+    config: dict[str, Any]
+    state: dict[str, Any] | None
+    sync_interval: int
+    consecutive_failures: int
+    max_consecutive_failures: int
+    sync_timeout: int | None
+    lease_token: str
+    worker: str
+    trigger: str
+    sync_id: int
+    dataset_id: int
+    started_at: dt.datetime
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any], worker: str, trigger: str) -> Claim:
+        """From a claimed row: CLAIM_CONNECTOR_COLUMNS, then sync_id, dataset_id, started_at."""
+        values = dict(zip(CLAIM_CONNECTOR_COLUMNS, row, strict=False))
+        sync_id, dataset_id, started_at = row[len(CLAIM_CONNECTOR_COLUMNS) :]
+        return cls(
+            connector_id=values.pop("id"), **values, worker=worker, trigger=trigger,
+            sync_id=sync_id, dataset_id=dataset_id, started_at=started_at,
+        )  # fmt: skip
+
+
+#: The columns of `connectors` a claim returns, in Claim's order (up to lease_token).
+CLAIM_CONNECTOR_COLUMNS = (
+    "id", "tenant", "name", "type", "config", "state", "sync_interval",
+    "consecutive_failures", "max_consecutive_failures", "sync_timeout", "lease_token",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """What a completed sync records."""
+
+    duration: float
+    records_fetched: int
+    records_processed: int
+    schema: dict[str, list[str]]
+    state: dict[str, Any] | None
+    #: Seconds from now (the store's clock) until the connector is due again.
+    next_sync_in: float
+    attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """What a failed sync records. The connector is due again `retry_in` seconds from now."""
+
+    error: str
+    error_type: str
+    duration: float
+    records_fetched: int
+    records_processed: int
+    retry_in: float
+    attempts: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a finished sync left its connector."""
+
+    connector_status: str
+    consecutive_failures: int
+    next_sync_at: dt.datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveredLease:
+    """A connector released after its worker's lease expired."""
+
+    id: int
+    name: str
+    worker: str | None
+    lease_expires_at: dt.datetime
+    syncs: list[int]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSummary:
+    """Counts for `status`."""
+
+    connectors: dict[str, int]
+    connectors_total: int
+    due_now: int
+    oldest_due_since: dt.datetime | None
+    syncs_last_24h: dict[str, int]
+    records_last_24h: int
+    checked_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class HealthProblem:
+    """One thing an operator must look at."""
+
+    problem: str
+    connector_id: int
+    connector_name: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryFilter:
+    """Which syncs `history` shows, newest first."""
+
+    connector_id: int | None = None
+    status: str | None = None
+    tenant: str | None = None
+    limit: int | None = 20
+
+
+def as_dict(row: Any) -> dict[str, Any]:
+    """A typed row as a plain dict, keys in field order (for JSON documents)."""
+    return {f.name: getattr(row, f.name) for f in fields(row)}
+
+
+def lease_lost(name: str) -> LeaseLost:
+    return LeaseLost(f"lease on connector '{name}' was lost; another worker owns it now")
+
+
+def not_found(ref: str, tenant: str | None) -> NotFound:
+    where = f" in tenant '{tenant}'" if tenant else ""
+    return NotFound(f"no connector '{ref}'{where}: give an id or name from 'connector-sync list'")
+
+
+def ambiguous_name(ref: str, tenants: Sequence[str]) -> BadInput:
+    return BadInput(
+        f"connector name '{ref}' exists in tenants {', '.join(sorted(tenants))}: "
+        "give its id or a tenant"
+    )
+
+
+# -- transient errors are retried here, not by the callers --------------------------------
+
+
+def _is_transient(exc: BaseException) -> bool:
+    return isinstance(exc, DatabaseError) and exc.transient
+
+
+_RETRYING = tenacity.Retrying(
+    stop=tenacity.stop_after_attempt(4),
+    wait=tenacity.wait_exponential_jitter(multiplier=0.2, max=2.0, jitter=0.2),
+    retry=tenacity.retry_if_exception(_is_transient),
+    before_sleep=lambda state: log.warning(
+        "database error, trying again: %s", state.outcome.exception() if state.outcome else ""
+    ),
+    reraise=True,
+)
+
+
+def retried(method: Callable[P, T]) -> Callable[P, T]:
+    """Run a store method again on a transient database error (lost connection, busy,
+    deadlock, serialization failure), up to four tries with jittered backoff.
+
+    The first try runs outside tenacity: it nearly always succeeds, and the claim and
+    finish methods run once per sync, where tenacity's bookkeeping showed in profiles.
+    """
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(*args, **kwargs)
+        except DatabaseError as exc:
+            if not exc.transient:
+                raise
+            log.warning("database error, trying again: %s", exc)
+        return _RETRYING(method, *args, **kwargs)
+
+    return wrapper
+
+
+def finish_once(
+    claim: Claim, record: Callable[[], Outcome], sync_status: Callable[[int], str | None]
+) -> Outcome | None:
+    """Record a sync's outcome, trying again on a transient database error.
+
+    A retry after a commit whose acknowledgement was lost finds the lease already
+    released; when the sync row shows the outcome was recorded, that is success (None).
+    """
+    tries = 0
+
+    def once() -> Outcome:
+        nonlocal tries
+        tries += 1
+        return record()
+
+    try:
+        return retried(once)()
+    except LeaseLost:
+        if tries > 1 and retried(sync_status)(claim.sync_id) in (COMPLETED, FAILED):
+            return None
+        raise
+
+
+# -- the contract ------------------------------------------------------------------------
+
+
+class Store(abc.ABC):
+    """Every read and write of connectors, syncs and datasets.
+
+    Every method is one short transaction (the dataset writes one per batch), and is
+    tried again inside the store on a transient database error.
+    """
+
+    def __init__(
+        self, database: Database, clock: Clock | None = None, *, owns_database: bool = True
+    ) -> None:
+        self.database = database
+        #: None: the database's clock.
+        self.clock = clock
+        self._owns_database = owns_database
+
+    @property
+    def display_url(self) -> str:
+        return self.database.display_url
+
+    def close(self) -> None:
+        if self._owns_database:
+            self.database.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- time ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def now(self) -> dt.datetime:
+        """The store's current time: the injected clock's, else the database's."""
+
+    # -- connectors ------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def add_connector(self, new: NewConnector) -> int:
+        """Store a connector, due now; returns its id.
+
+        Raises:
+            AlreadyExists: the name is taken in that tenant.
+        """
+
+    @abc.abstractmethod
+    def find_connector(self, ref: str, tenant: str | None = None) -> Connector:
+        """A connector by id or by name (unique within the tenant, or across tenants).
+
+        Raises:
+            NotFound: no such connector.
+            BadInput: the name exists in several tenants and no tenant was given.
+        """
+
+    @abc.abstractmethod
+    def list_connectors(self, tenant: str | None = None) -> list[ConnectorSummary]:
+        """Every connector, by tenant and name."""
+
+    @abc.abstractmethod
+    def due_connectors(
+        self, limit: int | None = None, tenant: str | None = None
+    ) -> list[ConnectorSummary]:
+        """Connectors due now, most overdue first, answered from the partial due index."""
+
+    @abc.abstractmethod
+    def set_auto_sync(self, connector_id: int, enabled: bool) -> None:
+        """On: auto-sync on, ACTIVE (unless SYNCING), failures forgotten, due now.
+        Off: auto-sync off, nothing else changes."""
+
+    @abc.abstractmethod
+    def reset_state(self, connector_id: int) -> None:
+        """Forget the incremental state: the next sync reads the whole source."""
+
+    # -- claim, heartbeat, finish ------------------------------------------------------
+
+    @abc.abstractmethod
+    def claim(
+        self,
+        *,
+        worker: str,
+        limit: int,
+        lease_seconds: float,
+        due_before: dt.datetime | None = None,
+        tenant: str | None = None,
+        connector_ids: Sequence[int] | None = None,
+    ) -> list[Claim]:
+        """Claim connectors in one short transaction and open a sync and dataset for each.
+
+        Without `connector_ids`: up to `limit` connectors due at `due_before` (default
+        now), most overdue first, skipping rows other workers hold. With
+        `connector_ids`: a manual sync of those, due or not, except one that a worker is
+        syncing now. Returns the claims in next_sync_at order.
+        """
+
+    @abc.abstractmethod
+    def heartbeat(self, leases: Mapping[int, str], lease_seconds: float) -> set[int]:
+        """Extend the leases still held (connector id -> lease token) to now + lease_seconds.
+
+        Returns the ids whose lease was lost to another worker.
+        """
+
+    @abc.abstractmethod
+    def append_records(self, dataset_id: int, start: int, lines: Sequence[str]) -> None:
+        """Append JSON-encoded records to a BUILDING dataset as seq start+1.., one
+        transaction.
+
+        Raises:
+            RecordError: a record the database cannot store.
+        """
+
+    @abc.abstractmethod
+    def discard_records(self, claim: Claim) -> None:
+        """Empty the claim's BUILDING dataset before the sync is tried again."""
+
+    @abc.abstractmethod
+    def complete(self, claim: Claim, done: Completion) -> Outcome | None:
+        """Sync COMPLETED, dataset READY, state saved, connector ACTIVE and due
+        done.next_sync_in seconds from now; written only under the claim's lease.
+
+        Returns None when a retry found the outcome already recorded (the first commit's
+        acknowledgement was lost).
+
+        Raises:
+            LeaseLost: another worker holds the connector; nothing was written.
+        """
+
+    @abc.abstractmethod
+    def fail(self, claim: Claim, failure: Failure) -> Outcome | None:
+        """Sync FAILED, partial dataset deleted, consecutive_failures + 1; the connector
+        is due failure.retry_in seconds from now, or goes to ERROR on its
+        max_consecutive_failures-th failure in a row. Written only under the lease.
+
+        Returns None when a retry found the outcome already recorded.
+
+        Raises:
+            LeaseLost: another worker holds the connector; nothing was written.
+        """
+
+    @abc.abstractmethod
+    def cancel(self, claim: Claim, *, reason: str, duration: float) -> None:
+        """Give the connector back ACTIVE and due now; the sync CANCELLED, its dataset
+        deleted.
+
+        Raises:
+            LeaseLost: another worker holds the connector; nothing was written.
+        """
+
+    @abc.abstractmethod
+    def recover_expired_leases(self, tenant: str | None = None) -> list[RecoveredLease]:
+        """Release connectors whose lease expired: ACTIVE and due now (ERROR if this was
+        their last allowed failure), their IN_PROGRESS sync FAILED naming the lost
+        worker, its BUILDING dataset deleted."""
+
+    # -- reads -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def status_summary(self, tenant: str | None = None) -> StatusSummary:
+        """Connectors by status, due now, syncs and records of the last 24 hours."""
+
+    @abc.abstractmethod
+    def health_problems(
+        self, tenant: str | None = None, overdue_after: float = 3600.0
+    ) -> list[HealthProblem]:
+        """Connectors in ERROR, expired leases, and connectors due for longer than
+        `overdue_after` seconds (at most 100 of those)."""
+
+    @abc.abstractmethod
+    def history(self, where: HistoryFilter) -> list[Sync]:
+        """Syncs, newest first."""
+
+    @abc.abstractmethod
+    def syncs_by_id(self, sync_ids: Sequence[int]) -> list[Sync]:
+        """These syncs, in the order given (missing ids left out)."""
+
+    @abc.abstractmethod
+    def datasets_of(self, connector_id: int, limit: int = 10) -> list[DatasetSummary]:
+        """A connector's datasets, newest first."""
+
+
+def recovery_reason(worker: str | None, expired_at: dt.datetime) -> str:
+    return f"abandoned: lease of {worker} expired at {expired_at:%Y-%m-%dT%H:%M:%SZ}"
+
+
+def health_problems_of(
+    errors: Sequence[Mapping[str, Any]],
+    stuck: Sequence[Mapping[str, Any]],
+    overdue: Sequence[Mapping[str, Any]],
+) -> list[HealthProblem]:
+    """The problems, in the order `health` reports them, from the three queries' rows."""
+    problems = [
+        HealthProblem("ERROR", r["id"], r["name"],
+            f"parked after {r['consecutive_failures']} consecutive failures; last error: "
+            f"{r['last_sync_error']}; fix it, then 'connector-sync enable {r['name']}'")
+        for r in errors
+    ]  # fmt: skip
+    problems += [
+        HealthProblem("LEASE_EXPIRED", r["id"], r["name"],
+            f"lease of {r['lease_owner']} expired at {r['lease_expires_at']:%Y-%m-%dT%H:%M:%SZ}; "
+            "the next run (or 'connector-sync recover') releases it")
+        for r in stuck
+    ]  # fmt: skip
+    problems += [
+        HealthProblem("OVERDUE", r["id"], r["name"],
+            f"due since {r['next_sync_at']:%Y-%m-%dT%H:%M:%SZ}; is the scheduler running "
+            "'connector-sync run'?")
+        for r in overdue
+    ]  # fmt: skip
+    return problems
+
+
+def status_summary_of(
+    by_status: Mapping[str, int],
+    due_now: int,
+    oldest_due: dt.datetime | None,
+    syncs: Sequence[tuple[str, int, int]],
+    at: dt.datetime,
+) -> StatusSummary:
+    return StatusSummary(
+        connectors={status: int(n) for status, n in sorted(by_status.items())},
+        connectors_total=int(sum(by_status.values())),
+        due_now=int(due_now),
+        oldest_due_since=oldest_due,
+        syncs_last_24h={status: int(n) for status, n, _ in syncs},
+        records_last_24h=int(sum(int(r) for _, _, r in syncs)),
+        checked_at=at,
+    )

@@ -1,0 +1,314 @@
+"""The PostgreSQL store: every statement is a named query from queries.sql, run on the
+psycopg connection under SQLAlchemy's pool (one round trip per call; SQLAlchemy's
+per-execution machinery cost more than the statements on the hot path)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from functools import cache
+from importlib.resources import files
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from connector_sync.exceptions import AlreadyExists, RecordError
+from connector_sync.store.base import (
+    Claim,
+    Completion,
+    Connector,
+    ConnectorSummary,
+    DatasetSummary,
+    Failure,
+    HealthProblem,
+    HistoryFilter,
+    NewConnector,
+    Outcome,
+    RecoveredLease,
+    StatusSummary,
+    Store,
+    Sync,
+    ambiguous_name,
+    finish_once,
+    health_problems_of,
+    lease_lost,
+    not_found,
+    retried,
+    status_summary_of,
+)
+
+_QUERY_HEADER = re.compile(r"^-- name: (\w+) --$", re.MULTILINE)
+
+
+@cache
+def queries() -> dict[str, str]:
+    """queries.sql, by name (each statement under its `-- name: x --` header)."""
+    text = files("connector_sync.store").joinpath("queries.sql").read_text(encoding="utf-8")
+    parts = _QUERY_HEADER.split(text)[1:]
+    return {
+        name: body.strip().rstrip(";") for name, body in zip(parts[::2], parts[1::2], strict=True)
+    }
+
+
+class PostgresStore(Store):
+    """The Store on PostgreSQL: row locks (FOR UPDATE SKIP LOCKED), the database's clock."""
+
+    @contextmanager
+    def _cursor(self) -> Iterator[psycopg.Cursor[Any]]:
+        """A cursor in one transaction; driver errors become DatabaseError (transient
+        where trying again may succeed)."""
+        with self.database.begin() as conn:
+            raw: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
+            try:
+                with raw.cursor() as cursor:
+                    yield cursor
+            except psycopg.Error as exc:
+                if raw.broken:
+                    conn.invalidate()
+                raise self.database.driver_error(exc, connection_lost=raw.broken) from exc
+
+    def _run(self, query: str, /, **params: Any) -> list[tuple[Any, ...]]:
+        params.setdefault("now", self.clock() if self.clock else None)
+        with self._cursor() as cursor:
+            cursor.execute(queries()[query], params)
+            return cursor.fetchall() if cursor.description else []
+
+    # -- time --------------------------------------------------------------------------
+
+    @retried
+    def now(self) -> dt.datetime:
+        if self.clock is not None:
+            return self.clock()
+        value: dt.datetime = self._run("now")[0][0]
+        return value
+
+    # -- connectors --------------------------------------------------------------------
+
+    @retried
+    def add_connector(self, new: NewConnector) -> int:
+        rows = self._run(
+            "add_connector",
+            tenant=new.tenant,
+            name=new.name,
+            type=new.type,
+            config=Jsonb(new.config),
+            auto_sync=new.auto_sync,
+            sync_interval=new.sync_interval,
+            sync_timeout=new.sync_timeout,
+            max_consecutive_failures=new.max_consecutive_failures,
+        )
+        if not rows:
+            raise AlreadyExists(
+                f"connector '{new.name}' already exists in tenant '{new.tenant}': "
+                "choose another NAME"
+            )
+        return int(rows[0][0])
+
+    @retried
+    def find_connector(self, ref: str, tenant: str | None = None) -> Connector:
+        if ref.isdigit() and int(ref) < 2**31:
+            rows = self._run("find_connector_by_id", id=int(ref), tenant=tenant)
+            if rows:
+                return Connector(*rows[0])
+        rows = self._run("find_connectors_by_name", name=ref, tenant=tenant)
+        if not rows:
+            raise not_found(ref, tenant)
+        if len(rows) > 1:
+            raise ambiguous_name(ref, [row[1] for row in rows])
+        return Connector(*rows[0])
+
+    @retried
+    def list_connectors(self, tenant: str | None = None) -> list[ConnectorSummary]:
+        return [ConnectorSummary(*row) for row in self._run("list_connectors", tenant=tenant)]
+
+    @retried
+    def due_connectors(
+        self, limit: int | None = None, tenant: str | None = None
+    ) -> list[ConnectorSummary]:
+        rows = self._run("due_connectors", limit=limit, tenant=tenant)
+        return [ConnectorSummary(*row) for row in rows]
+
+    @retried
+    def set_auto_sync(self, connector_id: int, enabled: bool) -> None:
+        self._run("enable_connector" if enabled else "disable_connector", id=connector_id)
+
+    @retried
+    def reset_state(self, connector_id: int) -> None:
+        self._run("reset_state", id=connector_id)
+
+    # -- claim, heartbeat, finish --------------------------------------------------------
+
+    @retried
+    def claim(
+        self,
+        *,
+        worker: str,
+        limit: int,
+        lease_seconds: float,
+        due_before: dt.datetime | None = None,
+        tenant: str | None = None,
+        connector_ids: Sequence[int] | None = None,
+    ) -> list[Claim]:
+        if limit <= 0:
+            return []
+        params: dict[str, Any] = {
+            "worker": worker, "lease_seconds": lease_seconds, "tenant": tenant,
+        }  # fmt: skip
+        if connector_ids is None:
+            name, trigger = "claim_due", "schedule"
+            params.update(limit=limit, due_before=due_before)
+        else:
+            name, trigger = "claim_named", "manual"
+            params["ids"] = list(connector_ids)
+        return [Claim.from_row(row, worker, trigger) for row in self._run(name, **params)]
+
+    @retried
+    def heartbeat(self, leases: Mapping[int, str], lease_seconds: float) -> set[int]:
+        if not leases:
+            return set()
+        rows = self._run(
+            "heartbeat",
+            ids=list(leases),
+            tokens=list(leases.values()),
+            lease_seconds=lease_seconds,
+        )
+        kept = set(rows)
+        return {cid for cid, token in leases.items() if (cid, token) not in kept}
+
+    @retried
+    def append_records(self, dataset_id: int, start: int, lines: Sequence[str]) -> None:
+        # COPY text format: JSON escapes every control character, so the only byte COPY
+        # treats specially that can remain is the backslash; double it in one pass.
+        prefix = f"{dataset_id}\t"
+        payload = "".join(
+            [f"{prefix}{seq}\t{text}\n" for seq, text in enumerate(lines, start + 1)]
+        ).replace("\\", "\\\\")
+        try:
+            with (
+                self._cursor() as cursor,
+                cursor.copy("COPY dataset_records (dataset_id, seq, data) FROM STDIN") as copy,
+            ):
+                copy.write(payload)
+        except RecordError:
+            raise
+        except Exception as exc:
+            if isinstance(exc.__cause__, psycopg.errors.UntranslatableCharacter):
+                # jsonb has no text for \u0000. Name the batch, not the data.
+                raise RecordError(
+                    f"a record among {start + 1}-{start + len(lines)} holds a NUL character "
+                    "(\\u0000), which PostgreSQL cannot store in jsonb; remove it in the source"
+                ) from None
+            raise
+
+    @retried
+    def discard_records(self, claim: Claim) -> None:
+        self._run("discard_records", dataset_id=claim.dataset_id)
+
+    def _release(self, name: str, claim: Claim, **params: Any) -> Outcome:
+        rows = self._run(
+            name,
+            connector_id=claim.connector_id,
+            lease_token=claim.lease_token,
+            sync_id=claim.sync_id,
+            dataset_id=claim.dataset_id,
+            **params,
+        )
+        if not rows:
+            raise lease_lost(claim.name)
+        return Outcome(*rows[0])
+
+    def complete(self, claim: Claim, done: Completion) -> Outcome | None:
+        return self._finish(
+            claim,
+            "complete",
+            duration=done.duration,
+            records_fetched=done.records_fetched,
+            records_processed=done.records_processed,
+            attempts=done.attempts,
+            schema=Jsonb(done.schema),
+            state=None if done.state is None else Jsonb(done.state),
+            next_sync_in=done.next_sync_in,
+        )
+
+    def fail(self, claim: Claim, failure: Failure) -> Outcome | None:
+        return self._finish(
+            claim,
+            "fail",
+            duration=failure.duration,
+            records_fetched=failure.records_fetched,
+            records_processed=failure.records_processed,
+            attempts=failure.attempts,
+            error=failure.error,
+            error_type=failure.error_type,
+            retry_in=failure.retry_in,
+        )
+
+    def _finish(self, claim: Claim, name: str, **params: Any) -> Outcome | None:
+        return finish_once(claim, lambda: self._release(name, claim, **params), self._sync_status)
+
+    @retried
+    def cancel(self, claim: Claim, *, reason: str, duration: float) -> None:
+        self._release("cancel", claim, reason=reason, duration=duration)
+
+    def _sync_status(self, sync_id: int) -> str | None:
+        rows = self._run("sync_status", sync_id=sync_id)
+        return str(rows[0][0]) if rows else None
+
+    @retried
+    def recover_expired_leases(self, tenant: str | None = None) -> list[RecoveredLease]:
+        rows = self._run("recover_expired_leases", tenant=tenant)
+        return [RecoveredLease(*row) for row in rows]
+
+    # -- reads ---------------------------------------------------------------------------
+
+    @retried
+    def status_summary(self, tenant: str | None = None) -> StatusSummary:
+        now = self.now()
+        by_status = dict(self._run("connectors_by_status", tenant=tenant, now=now))
+        due_now, oldest = self._run("due_count", tenant=tenant, now=now)[0]
+        syncs = self._run("syncs_since", tenant=tenant, now=now, seconds=86400)
+        return status_summary_of(by_status, due_now, oldest, syncs, now)
+
+    @retried
+    def health_problems(
+        self, tenant: str | None = None, overdue_after: float = 3600.0
+    ) -> list[HealthProblem]:
+        with self._cursor() as cursor:
+            now = self.clock() if self.clock else None
+
+            def rows(name: str, **params: Any) -> list[dict[str, Any]]:
+                cursor.execute(queries()[name], {"now": now, "tenant": tenant, **params})
+                columns = [c.name for c in cursor.description or ()]
+                return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+            return health_problems_of(
+                rows("connectors_in_error"),
+                rows("expired_leases"),
+                rows("overdue_connectors", seconds=overdue_after),
+            )
+
+    @retried
+    def history(self, where: HistoryFilter) -> list[Sync]:
+        rows = self._run(
+            "history",
+            connector_id=where.connector_id,
+            status=where.status,
+            tenant=where.tenant,
+            limit=where.limit,
+        )
+        return [Sync(*row) for row in rows]
+
+    @retried
+    def syncs_by_id(self, sync_ids: Sequence[int]) -> list[Sync]:
+        if not sync_ids:
+            return []
+        by_id = {row[0]: Sync(*row) for row in self._run("syncs_by_id", ids=list(sync_ids))}
+        return [by_id[i] for i in sync_ids if i in by_id]
+
+    @retried
+    def datasets_of(self, connector_id: int, limit: int = 10) -> list[DatasetSummary]:
+        rows = self._run("datasets_of", connector_id=connector_id, limit=limit)
+        return [DatasetSummary(*row) for row in rows]

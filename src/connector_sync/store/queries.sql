@@ -1,0 +1,340 @@
+-- Every statement the PostgreSQL store runs, by name (store/postgres.py loads this file
+-- once). Parameters are psycopg's %(name)s. Every "now" is coalesce(%(now)s, now()):
+-- the database's clock, unless a test injected one. Due predicates repeat the partial
+-- index's own text (models.DUE_INDEX_PREDICATE_PG) with literals, not parameters, so
+-- the planner proves ix_connectors_due applies even in a generic plan; tests/store
+-- checks each due query's plan with EXPLAIN.
+
+-- name: now --
+SELECT coalesce(%(now)s, now());
+
+-- name: add_connector --
+INSERT INTO connectors (tenant, name, type, config, status, auto_sync, sync_interval,
+                        sync_timeout, max_consecutive_failures, next_sync_at, created_at,
+                        updated_at)
+VALUES (%(tenant)s, %(name)s, %(type)s, %(config)s, 'ACTIVE', %(auto_sync)s,
+        %(sync_interval)s, %(sync_timeout)s, %(max_consecutive_failures)s,
+        coalesce(%(now)s, now()), coalesce(%(now)s, now()), coalesce(%(now)s, now()))
+ON CONFLICT (tenant, name) DO NOTHING
+RETURNING id;
+
+-- name: find_connector_by_id --
+SELECT id, tenant, name, type, status, auto_sync, sync_interval, sync_timeout,
+       last_sync_at, last_sync_status, last_sync_error, next_sync_at, consecutive_failures,
+       max_consecutive_failures, lease_owner, lease_expires_at, created_at, updated_at,
+       config, state
+FROM connectors
+WHERE id = %(id)s AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s);
+
+-- name: find_connectors_by_name --
+SELECT id, tenant, name, type, status, auto_sync, sync_interval, sync_timeout,
+       last_sync_at, last_sync_status, last_sync_error, next_sync_at, consecutive_failures,
+       max_consecutive_failures, lease_owner, lease_expires_at, created_at, updated_at,
+       config, state
+FROM connectors
+WHERE name = %(name)s AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+ORDER BY tenant;
+
+-- name: list_connectors --
+SELECT id, tenant, name, type, status, auto_sync, sync_interval, sync_timeout,
+       last_sync_at, last_sync_status, last_sync_error, next_sync_at, consecutive_failures,
+       max_consecutive_failures, lease_owner, lease_expires_at, created_at, updated_at
+FROM connectors
+WHERE %(tenant)s::text IS NULL OR tenant = %(tenant)s
+ORDER BY tenant, name;
+
+-- name: due_connectors --
+-- What operators and schedulers poll most: an index range scan of ix_connectors_due.
+SELECT id, tenant, name, type, status, auto_sync, sync_interval, sync_timeout,
+       last_sync_at, last_sync_status, last_sync_error, next_sync_at, consecutive_failures,
+       max_consecutive_failures, lease_owner, lease_expires_at, created_at, updated_at
+FROM connectors
+WHERE auto_sync AND status = 'ACTIVE' AND next_sync_at <= coalesce(%(now)s, now())
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+ORDER BY next_sync_at, id
+LIMIT %(limit)s;
+
+-- name: enable_connector --
+-- A connector a worker holds stays SYNCING; its finish makes it ACTIVE.
+UPDATE connectors
+SET auto_sync = true, consecutive_failures = 0, next_sync_at = coalesce(%(now)s, now()),
+    status = CASE WHEN status = 'SYNCING' THEN 'SYNCING' ELSE 'ACTIVE' END,
+    updated_at = coalesce(%(now)s, now())
+WHERE id = %(id)s;
+
+-- name: disable_connector --
+UPDATE connectors SET auto_sync = false, updated_at = coalesce(%(now)s, now())
+WHERE id = %(id)s;
+
+-- name: reset_state --
+UPDATE connectors SET state = NULL, updated_at = coalesce(%(now)s, now()) WHERE id = %(id)s;
+
+-- name: claim_due --
+-- One statement: pick due rows (skipping rows other workers have locked), lease them,
+-- open a sync and a BUILDING dataset for each. The claim need not wait for its WAL
+-- flush: if the server crashes before the flush the claim is lost, the connector is
+-- still due, and the worker's finish (durable) finds no lease and records nothing.
+WITH picked AS MATERIALIZED (
+    SELECT id FROM connectors
+    WHERE auto_sync AND status = 'ACTIVE'
+      AND next_sync_at <= coalesce(%(due_before)s, %(now)s, now())
+      AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+    ORDER BY next_sync_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE connectors AS c
+    SET status = 'SYNCING', lease_owner = %(worker)s, lease_token = gen_random_uuid()::text,
+        lease_expires_at = coalesce(%(now)s, now()) + make_interval(secs => %(lease_seconds)s),
+        updated_at = coalesce(%(now)s, now())
+    FROM picked WHERE c.id = picked.id
+    RETURNING c.id, c.tenant, c.name, c.type, c.config, c.state, c.sync_interval,
+              c.consecutive_failures, c.max_consecutive_failures, c.sync_timeout,
+              c.lease_token, c.next_sync_at
+), opened AS (
+    INSERT INTO connector_syncs (connector_id, tenant, status, trigger, worker, lease_token,
+                                 attempts, started_at)
+    SELECT id, tenant, 'IN_PROGRESS', 'schedule', %(worker)s, lease_token, 1,
+           coalesce(%(now)s, now())
+    FROM claimed
+    RETURNING id, connector_id, started_at
+), building AS (
+    INSERT INTO datasets (connector_id, sync_id, tenant, name, status, created_at)
+    SELECT o.connector_id, o.id, cl.tenant, cl.name || '#' || o.id, 'BUILDING', o.started_at
+    FROM opened AS o JOIN claimed AS cl ON cl.id = o.connector_id
+    RETURNING id, sync_id
+)
+SELECT cl.id, cl.tenant, cl.name, cl.type, cl.config, cl.state, cl.sync_interval,
+       cl.consecutive_failures, cl.max_consecutive_failures, cl.sync_timeout, cl.lease_token,
+       o.id AS sync_id, b.id AS dataset_id, o.started_at
+FROM claimed AS cl
+JOIN opened AS o ON o.connector_id = cl.id
+JOIN building AS b ON b.sync_id = o.id
+CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+ORDER BY cl.next_sync_at, cl.id;
+
+-- name: claim_named --
+-- A manual sync of the connectors named, due or not, unless a worker holds one now.
+WITH picked AS MATERIALIZED (
+    SELECT id FROM connectors
+    WHERE id = ANY(%(ids)s) AND status <> 'SYNCING'
+      AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+    ORDER BY next_sync_at, id
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE connectors AS c
+    SET status = 'SYNCING', lease_owner = %(worker)s, lease_token = gen_random_uuid()::text,
+        lease_expires_at = coalesce(%(now)s, now()) + make_interval(secs => %(lease_seconds)s),
+        updated_at = coalesce(%(now)s, now())
+    FROM picked WHERE c.id = picked.id
+    RETURNING c.id, c.tenant, c.name, c.type, c.config, c.state, c.sync_interval,
+              c.consecutive_failures, c.max_consecutive_failures, c.sync_timeout,
+              c.lease_token, c.next_sync_at
+), opened AS (
+    INSERT INTO connector_syncs (connector_id, tenant, status, trigger, worker, lease_token,
+                                 attempts, started_at)
+    SELECT id, tenant, 'IN_PROGRESS', 'manual', %(worker)s, lease_token, 1,
+           coalesce(%(now)s, now())
+    FROM claimed
+    RETURNING id, connector_id, started_at
+), building AS (
+    INSERT INTO datasets (connector_id, sync_id, tenant, name, status, created_at)
+    SELECT o.connector_id, o.id, cl.tenant, cl.name || '#' || o.id, 'BUILDING', o.started_at
+    FROM opened AS o JOIN claimed AS cl ON cl.id = o.connector_id
+    RETURNING id, sync_id
+)
+SELECT cl.id, cl.tenant, cl.name, cl.type, cl.config, cl.state, cl.sync_interval,
+       cl.consecutive_failures, cl.max_consecutive_failures, cl.sync_timeout, cl.lease_token,
+       o.id AS sync_id, b.id AS dataset_id, o.started_at
+FROM claimed AS cl
+JOIN opened AS o ON o.connector_id = cl.id
+JOIN building AS b ON b.sync_id = o.id
+CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
+ORDER BY cl.next_sync_at, cl.id;
+
+-- name: heartbeat --
+UPDATE connectors
+SET lease_expires_at = coalesce(%(now)s, now()) + make_interval(secs => %(lease_seconds)s)
+WHERE id = ANY(%(ids)s) AND lease_token = ANY(%(tokens)s)
+RETURNING id, lease_token;
+
+-- name: complete --
+-- Written only under this worker's lease: the sync and dataset change only if the
+-- connector row did (EXISTS on the first CTE).
+WITH released AS (
+    UPDATE connectors
+    SET status = 'ACTIVE', last_sync_status = 'COMPLETED', last_sync_error = NULL,
+        consecutive_failures = 0, state = %(state)s,
+        next_sync_at = coalesce(%(now)s, now()) + make_interval(secs => %(next_sync_in)s),
+        last_sync_at = coalesce(%(now)s, now()), updated_at = coalesce(%(now)s, now()),
+        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+    WHERE id = %(connector_id)s AND lease_token = %(lease_token)s
+    RETURNING status, consecutive_failures, next_sync_at
+), closed AS (
+    UPDATE connector_syncs
+    SET status = 'COMPLETED', completed_at = coalesce(%(now)s, now()), duration = %(duration)s,
+        records_fetched = %(records_fetched)s, records_processed = %(records_processed)s,
+        attempts = %(attempts)s, dataset_id = %(dataset_id)s
+    WHERE id = %(sync_id)s AND EXISTS (SELECT 1 FROM released)
+), ready AS (
+    UPDATE datasets
+    SET status = 'READY', record_count = %(records_processed)s, schema = %(schema)s,
+        completed_at = coalesce(%(now)s, now())
+    WHERE id = %(dataset_id)s AND EXISTS (SELECT 1 FROM released)
+)
+SELECT status, consecutive_failures, next_sync_at FROM released;
+
+-- name: fail --
+-- The connector goes to ERROR on its max_consecutive_failures-th failure in a row.
+WITH released AS (
+    UPDATE connectors
+    SET status = CASE WHEN consecutive_failures + 1 >= max_consecutive_failures
+                      THEN 'ERROR' ELSE 'ACTIVE' END,
+        last_sync_status = 'FAILED', last_sync_error = %(error)s,
+        consecutive_failures = consecutive_failures + 1,
+        next_sync_at = coalesce(%(now)s, now()) + make_interval(secs => %(retry_in)s),
+        last_sync_at = coalesce(%(now)s, now()), updated_at = coalesce(%(now)s, now()),
+        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+    WHERE id = %(connector_id)s AND lease_token = %(lease_token)s
+    RETURNING status, consecutive_failures, next_sync_at
+), closed AS (
+    UPDATE connector_syncs
+    SET status = 'FAILED', completed_at = coalesce(%(now)s, now()), duration = %(duration)s,
+        records_fetched = %(records_fetched)s, records_processed = %(records_processed)s,
+        attempts = %(attempts)s, error = %(error)s, error_type = %(error_type)s
+    WHERE id = %(sync_id)s AND EXISTS (SELECT 1 FROM released)
+), dropped AS (
+    DELETE FROM datasets
+    WHERE sync_id = %(sync_id)s AND status <> 'READY' AND EXISTS (SELECT 1 FROM released)
+)
+SELECT status, consecutive_failures, next_sync_at FROM released;
+
+-- name: cancel --
+-- The connector is given back ACTIVE and due now.
+WITH released AS (
+    UPDATE connectors
+    SET status = 'ACTIVE', next_sync_at = coalesce(%(now)s, now()),
+        updated_at = coalesce(%(now)s, now()),
+        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
+    WHERE id = %(connector_id)s AND lease_token = %(lease_token)s
+    RETURNING status, consecutive_failures, next_sync_at
+), closed AS (
+    UPDATE connector_syncs
+    SET status = 'CANCELLED', completed_at = coalesce(%(now)s, now()), duration = %(duration)s,
+        error = %(reason)s, error_type = 'Cancelled'
+    WHERE id = %(sync_id)s AND EXISTS (SELECT 1 FROM released)
+), dropped AS (
+    DELETE FROM datasets
+    WHERE sync_id = %(sync_id)s AND status <> 'READY' AND EXISTS (SELECT 1 FROM released)
+)
+SELECT status, consecutive_failures, next_sync_at FROM released;
+
+-- name: discard_records --
+DELETE FROM dataset_records WHERE dataset_id = %(dataset_id)s;
+
+-- name: sync_status --
+SELECT status FROM connector_syncs WHERE id = %(sync_id)s;
+
+-- name: recover_expired_leases --
+-- Each connector whose lease expired: released (ACTIVE and due now, or ERROR when this
+-- abandonment was its last allowed failure in a row), its IN_PROGRESS sync FAILED
+-- naming the lost worker, that sync's BUILDING dataset deleted.
+WITH expired AS MATERIALIZED (
+    SELECT id, lease_owner, lease_token, lease_expires_at,
+           'abandoned: lease of ' || coalesce(lease_owner, 'None') || ' expired at '
+           || to_char(lease_expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+           AS reason
+    FROM connectors
+    WHERE status = 'SYNCING' AND lease_expires_at < coalesce(%(now)s, now())
+      AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+    ORDER BY lease_expires_at
+    FOR UPDATE SKIP LOCKED
+), released AS (
+    UPDATE connectors AS c
+    SET status = CASE WHEN c.consecutive_failures + 1 >= c.max_consecutive_failures
+                      THEN 'ERROR' ELSE 'ACTIVE' END,
+        consecutive_failures = c.consecutive_failures + 1,
+        last_sync_at = coalesce(%(now)s, now()), last_sync_status = 'FAILED',
+        last_sync_error = e.reason, next_sync_at = coalesce(%(now)s, now()),
+        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+        updated_at = coalesce(%(now)s, now())
+    FROM expired AS e
+    WHERE c.id = e.id AND c.lease_token = e.lease_token
+    RETURNING c.id, c.name, e.lease_owner, e.lease_expires_at, e.reason
+), closed AS (
+    UPDATE connector_syncs AS s
+    SET status = 'FAILED', completed_at = coalesce(%(now)s, now()), error = r.reason,
+        error_type = 'LeaseExpired'
+    FROM released AS r
+    WHERE s.connector_id = r.id AND s.status = 'IN_PROGRESS'
+    RETURNING s.id, s.connector_id
+), dropped AS (
+    DELETE FROM datasets AS d USING closed
+    WHERE d.sync_id = closed.id AND d.status <> 'READY'
+)
+SELECT r.id, r.name, r.lease_owner, r.lease_expires_at,
+       coalesce(array_agg(closed.id ORDER BY closed.id)
+                FILTER (WHERE closed.id IS NOT NULL), '{}') AS syncs,
+       r.reason
+FROM released AS r LEFT JOIN closed ON closed.connector_id = r.id
+GROUP BY r.id, r.name, r.lease_owner, r.lease_expires_at, r.reason
+ORDER BY r.lease_expires_at, r.id;
+
+-- name: connectors_by_status --
+SELECT status, count(*) FROM connectors
+WHERE %(tenant)s::text IS NULL OR tenant = %(tenant)s
+GROUP BY status;
+
+-- name: due_count --
+SELECT count(*), min(next_sync_at) FROM connectors
+WHERE auto_sync AND status = 'ACTIVE' AND next_sync_at <= coalesce(%(now)s, now())
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s);
+
+-- name: syncs_since --
+SELECT status, count(*), coalesce(sum(records_processed), 0) FROM connector_syncs
+WHERE started_at >= coalesce(%(now)s, now()) - make_interval(secs => %(seconds)s)
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+GROUP BY status;
+
+-- name: connectors_in_error --
+SELECT id, name, consecutive_failures, last_sync_error FROM connectors
+WHERE status = 'ERROR' AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+ORDER BY id;
+
+-- name: expired_leases --
+SELECT id, name, lease_owner, lease_expires_at FROM connectors
+WHERE status = 'SYNCING' AND lease_expires_at < coalesce(%(now)s, now())
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+ORDER BY id;
+
+-- name: overdue_connectors --
+SELECT id, name, next_sync_at FROM connectors
+WHERE auto_sync AND status = 'ACTIVE'
+  AND next_sync_at <= coalesce(%(now)s, now()) - make_interval(secs => %(seconds)s)
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+ORDER BY next_sync_at
+LIMIT 100;
+
+-- name: history --
+SELECT s.id, s.connector_id, c.name, s.tenant, s.status, s.trigger, s.worker, s.attempts,
+       s.started_at, s.completed_at, s.duration, s.records_fetched, s.records_processed,
+       s.dataset_id, s.error, s.error_type
+FROM connector_syncs AS s JOIN connectors AS c ON c.id = s.connector_id
+WHERE (%(connector_id)s::integer IS NULL OR s.connector_id = %(connector_id)s)
+  AND (%(status)s::text IS NULL OR s.status = %(status)s)
+  AND (%(tenant)s::text IS NULL OR s.tenant = %(tenant)s)
+ORDER BY s.started_at DESC, s.id DESC
+LIMIT %(limit)s;
+
+-- name: syncs_by_id --
+SELECT s.id, s.connector_id, c.name, s.tenant, s.status, s.trigger, s.worker, s.attempts,
+       s.started_at, s.completed_at, s.duration, s.records_fetched, s.records_processed,
+       s.dataset_id, s.error, s.error_type
+FROM connector_syncs AS s JOIN connectors AS c ON c.id = s.connector_id
+WHERE s.id = ANY(%(ids)s);
+
+-- name: datasets_of --
+SELECT id, sync_id, name, status, record_count, created_at, completed_at FROM datasets
+WHERE connector_id = %(connector_id)s
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s;

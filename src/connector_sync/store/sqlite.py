@@ -1,0 +1,572 @@
+"""The SQLite store, in SQLAlchemy Core: one host, one writer at a time.
+
+SQLite has no row locks (SQLAlchemy drops FOR UPDATE there), so a claim is a single
+`UPDATE ... WHERE id IN (SELECT ...) AND <eligibility repeated> RETURNING`: two workers
+can never claim the same row, since the second's UPDATE re-tests the row it writes.
+Every transaction starts with BEGIN IMMEDIATE (db.py), so writers queue on the busy
+timeout instead of failing. Times are this host's UTC clock (or the injected one).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from connector_sync.constants import (
+    ACTIVE,
+    BUILDING,
+    CANCELLED,
+    COMPLETED,
+    ERROR,
+    FAILED,
+    IN_PROGRESS,
+    READY,
+    SYNCING,
+)
+from connector_sync.exceptions import AlreadyExists
+from connector_sync.models import (
+    DUE_INDEX_PREDICATE_SQLITE,
+    UTCDateTime,
+    connector_syncs,
+    connectors,
+    dataset_records,
+    datasets,
+)
+from connector_sync.store.base import (
+    CLAIM_CONNECTOR_COLUMNS,
+    Claim,
+    Completion,
+    Connector,
+    ConnectorSummary,
+    DatasetSummary,
+    Failure,
+    HealthProblem,
+    HistoryFilter,
+    NewConnector,
+    Outcome,
+    RecoveredLease,
+    StatusSummary,
+    Store,
+    Sync,
+    ambiguous_name,
+    finish_once,
+    health_problems_of,
+    lease_lost,
+    not_found,
+    recovery_reason,
+    retried,
+    status_summary_of,
+)
+
+c = connectors.c
+s = connector_syncs.c
+d = datasets.c
+
+SUMMARY_COLUMNS = tuple(c[f] for f in ConnectorSummary.__dataclass_fields__)
+CONNECTOR_COLUMNS = (*SUMMARY_COLUMNS, c.config, c.state)
+SYNC_COLUMNS = tuple(
+    c.name if key == "connector_name" else s[key] for key in Sync.__dataclass_fields__
+)
+DATASET_COLUMNS = tuple(d[f] for f in DatasetSummary.__dataclass_fields__)
+CLAIM_COLUMNS = tuple(c[f] for f in CLAIM_CONNECTOR_COLUMNS)
+_SYNCS = connector_syncs.join(connectors, c.id == s.connector_id)
+
+
+def _due(at: sa.ColumnElement[dt.datetime]) -> sa.ColumnElement[bool]:
+    """Due at `at`: the partial index's predicate, as its own text so SQLite's planner
+    proves ix_connectors_due applies, and next_sync_at <= at."""
+    return sa.and_(sa.text(DUE_INDEX_PREDICATE_SQLITE), c.next_sync_at <= at)
+
+
+def _time(value: dt.datetime) -> sa.ColumnElement[dt.datetime]:
+    return sa.bindparam(None, value, type_=UTCDateTime())
+
+
+def _tenant(column: sa.ColumnElement[str], tenant: str | None) -> list[sa.ColumnElement[bool]]:
+    return [] if tenant is None else [column == tenant]
+
+
+def _fails_again() -> dict[str, Any]:
+    """The connector's failure count one higher, and ERROR once that reaches its limit."""
+    failures = c.consecutive_failures + 1
+    return {
+        "consecutive_failures": failures,
+        "status": sa.case((failures >= c.max_consecutive_failures, ERROR), else_=ACTIVE),
+    }
+
+
+class SqliteStore(Store):
+    """The Store on a SQLite file."""
+
+    def now(self) -> dt.datetime:
+        return self.clock() if self.clock else dt.datetime.now(dt.UTC)
+
+    # -- connectors --------------------------------------------------------------------
+
+    @retried
+    def add_connector(self, new: NewConnector) -> int:
+        now = self.now()
+        stmt = (
+            sa.insert(connectors)
+            .values(
+                tenant=new.tenant,
+                name=new.name,
+                type=new.type,
+                config=new.config,
+                status=ACTIVE,
+                auto_sync=new.auto_sync,
+                sync_interval=new.sync_interval,
+                sync_timeout=new.sync_timeout,
+                max_consecutive_failures=new.max_consecutive_failures,
+                next_sync_at=now,  # a new connector is due at once
+                created_at=now,
+                updated_at=now,
+            )
+            .returning(c.id)
+        )
+        try:
+            with self.database.begin() as conn:
+                return int(conn.execute(stmt).scalar_one())
+        except sa.exc.IntegrityError:
+            raise AlreadyExists(
+                f"connector '{new.name}' already exists in tenant '{new.tenant}': "
+                "choose another NAME"
+            ) from None
+
+    @retried
+    def find_connector(self, ref: str, tenant: str | None = None) -> Connector:
+        query = sa.select(*CONNECTOR_COLUMNS).where(*_tenant(c.tenant, tenant))
+        with self.database.begin() as conn:
+            if ref.isdigit() and int(ref) < 2**63:
+                row = conn.execute(query.where(c.id == int(ref))).first()
+                if row is not None:
+                    return Connector(*row)
+            rows = conn.execute(query.where(c.name == ref).order_by(c.tenant)).all()
+        if not rows:
+            raise not_found(ref, tenant)
+        if len(rows) > 1:
+            raise ambiguous_name(ref, [row.tenant for row in rows])
+        return Connector(*rows[0])
+
+    @retried
+    def list_connectors(self, tenant: str | None = None) -> list[ConnectorSummary]:
+        query = (
+            sa.select(*SUMMARY_COLUMNS).where(*_tenant(c.tenant, tenant)).order_by(c.tenant, c.name)
+        )
+        with self.database.begin() as conn:
+            return [ConnectorSummary(*row) for row in conn.execute(query)]
+
+    @retried
+    def due_connectors(
+        self, limit: int | None = None, tenant: str | None = None
+    ) -> list[ConnectorSummary]:
+        query = (
+            sa.select(*SUMMARY_COLUMNS)
+            .where(_due(_time(self.now())), *_tenant(c.tenant, tenant))
+            .order_by(c.next_sync_at, c.id)
+            .limit(limit)
+        )
+        with self.database.begin() as conn:
+            return [ConnectorSummary(*row) for row in conn.execute(query)]
+
+    @retried
+    def set_auto_sync(self, connector_id: int, enabled: bool) -> None:
+        now = self.now()
+        values: dict[str, Any] = {"auto_sync": enabled, "updated_at": now}
+        if enabled:
+            # A connector a worker holds stays SYNCING; the finish makes it ACTIVE.
+            values.update(
+                status=sa.case((c.status == SYNCING, SYNCING), else_=ACTIVE),
+                consecutive_failures=0,
+                next_sync_at=now,
+            )
+        with self.database.begin() as conn:
+            conn.execute(sa.update(connectors).where(c.id == connector_id).values(**values))
+
+    @retried
+    def reset_state(self, connector_id: int) -> None:
+        with self.database.begin() as conn:
+            conn.execute(
+                sa.update(connectors)
+                .where(c.id == connector_id)
+                .values(state=None, updated_at=self.now())
+            )
+
+    # -- claim, heartbeat, finish --------------------------------------------------------
+
+    @retried
+    def claim(
+        self,
+        *,
+        worker: str,
+        limit: int,
+        lease_seconds: float,
+        due_before: dt.datetime | None = None,
+        tenant: str | None = None,
+        connector_ids: Sequence[int] | None = None,
+    ) -> list[Claim]:
+        if limit <= 0:
+            return []
+        now = self.now()
+        if connector_ids is None:
+            eligible = _due(_time(due_before or now))
+            trigger = "schedule"
+        else:
+            eligible = sa.and_(c.id.in_(list(connector_ids)), c.status != SYNCING)
+            trigger = "manual"
+        eligible = sa.and_(eligible, *_tenant(c.tenant, tenant))
+        picked = sa.select(c.id).where(eligible).order_by(c.next_sync_at, c.id).limit(limit)
+        claim_stmt = (
+            sa.update(connectors)
+            .where(c.id.in_(picked), eligible)  # eligibility repeated: see the module doc
+            .values(
+                status=SYNCING,
+                lease_owner=worker,
+                lease_token=sa.func.lower(sa.func.hex(sa.func.randomblob(16))),
+                lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
+                updated_at=now,
+            )
+            .returning(*CLAIM_COLUMNS, c.next_sync_at)
+        )
+        with self.database.begin() as conn:
+            rows = sorted(conn.execute(claim_stmt).all(), key=lambda r: (r[-1], r[0]))
+            if not rows:
+                return []
+            sync_ids = (
+                conn.execute(
+                    sa.insert(connector_syncs).returning(s.id, sort_by_parameter_order=True),
+                    [
+                        {
+                            "connector_id": r.id,
+                            "tenant": r.tenant,
+                            "status": IN_PROGRESS,
+                            "trigger": trigger,
+                            "worker": worker,
+                            "lease_token": r.lease_token,
+                            "attempts": 1,
+                            "started_at": now,
+                        }
+                        for r in rows
+                    ],
+                )
+                .scalars()
+                .all()
+            )
+            dataset_ids = (
+                conn.execute(
+                    sa.insert(datasets).returning(d.id, sort_by_parameter_order=True),
+                    [
+                        {
+                            "connector_id": r.id,
+                            "sync_id": sync_id,
+                            "tenant": r.tenant,
+                            "name": f"{r.name}#{sync_id}",
+                            "status": BUILDING,
+                            "created_at": now,
+                        }
+                        for r, sync_id in zip(rows, sync_ids, strict=True)
+                    ],
+                )
+                .scalars()
+                .all()
+            )
+        return [
+            Claim.from_row((*r[:-1], sync_id, dataset_id, now), worker, trigger)
+            for r, sync_id, dataset_id in zip(rows, sync_ids, dataset_ids, strict=True)
+        ]
+
+    @retried
+    def heartbeat(self, leases: Mapping[int, str], lease_seconds: float) -> set[int]:
+        if not leases:
+            return set()
+        stmt = (
+            sa.update(connectors)
+            .where(c.id.in_(sorted(leases)), c.lease_token.in_(sorted(leases.values())))
+            .values(lease_expires_at=self.now() + dt.timedelta(seconds=lease_seconds))
+            .returning(c.id, c.lease_token)
+        )
+        with self.database.begin() as conn:
+            kept = {(row.id, row.lease_token) for row in conn.execute(stmt)}
+        return {cid for cid, token in leases.items() if (cid, token) not in kept}
+
+    @retried
+    def append_records(self, dataset_id: int, start: int, lines: Sequence[str]) -> None:
+        with self.database.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO dataset_records (dataset_id, seq, data) VALUES (?, ?, ?)",
+                [(dataset_id, seq, text) for seq, text in enumerate(lines, start + 1)],
+            )
+
+    @retried
+    def discard_records(self, claim: Claim) -> None:
+        with self.database.begin() as conn:
+            conn.execute(
+                sa.delete(dataset_records).where(dataset_records.c.dataset_id == claim.dataset_id)
+            )
+
+    def _release(
+        self, conn: sa.Connection, claim: Claim, now: dt.datetime, values: dict[str, Any]
+    ) -> Outcome:
+        """Write the connector's new state only if this worker still holds the lease."""
+        row = conn.execute(
+            sa.update(connectors)
+            .where(c.id == claim.connector_id, c.lease_token == claim.lease_token)
+            .values(
+                lease_owner=None, lease_token=None, lease_expires_at=None, updated_at=now, **values
+            )
+            .returning(c.status, c.consecutive_failures, c.next_sync_at)
+        ).first()
+        if row is None:
+            raise lease_lost(claim.name)
+        return Outcome(*row)
+
+    @staticmethod
+    def _close_sync(conn: sa.Connection, sync_id: int, **values: Any) -> None:
+        """End a sync; one that did not complete loses its partial dataset (records cascade)."""
+        conn.execute(sa.update(connector_syncs).where(s.id == sync_id).values(**values))
+        if values["status"] != COMPLETED:
+            conn.execute(sa.delete(datasets).where(d.sync_id == sync_id, d.status != READY))
+
+    def complete(self, claim: Claim, done: Completion) -> Outcome | None:
+        def record() -> Outcome:
+            now = self.now()
+            with self.database.begin() as conn:
+                outcome = self._release(
+                    conn,
+                    claim,
+                    now,
+                    {
+                        "status": ACTIVE,
+                        "last_sync_at": now,
+                        "last_sync_status": COMPLETED,
+                        "last_sync_error": None,
+                        "consecutive_failures": 0,
+                        "state": done.state,
+                        "next_sync_at": now + dt.timedelta(seconds=done.next_sync_in),
+                    },
+                )
+                self._close_sync(
+                    conn,
+                    claim.sync_id,
+                    status=COMPLETED,
+                    completed_at=now,
+                    duration=done.duration,
+                    records_fetched=done.records_fetched,
+                    records_processed=done.records_processed,
+                    dataset_id=claim.dataset_id,
+                    attempts=done.attempts,
+                )
+                conn.execute(
+                    sa.update(datasets)
+                    .where(d.id == claim.dataset_id)
+                    .values(
+                        status=READY,
+                        record_count=done.records_processed,
+                        schema=done.schema,
+                        completed_at=now,
+                    )
+                )
+            return outcome
+
+        return finish_once(claim, record, self._sync_status)
+
+    def fail(self, claim: Claim, failure: Failure) -> Outcome | None:
+        def record() -> Outcome:
+            now = self.now()
+            with self.database.begin() as conn:
+                outcome = self._release(
+                    conn,
+                    claim,
+                    now,
+                    {
+                        **_fails_again(),
+                        "last_sync_at": now,
+                        "last_sync_status": FAILED,
+                        "last_sync_error": failure.error,
+                        "next_sync_at": now + dt.timedelta(seconds=failure.retry_in),
+                    },
+                )
+                self._close_sync(
+                    conn,
+                    claim.sync_id,
+                    status=FAILED,
+                    completed_at=now,
+                    duration=failure.duration,
+                    records_fetched=failure.records_fetched,
+                    records_processed=failure.records_processed,
+                    error=failure.error,
+                    error_type=failure.error_type,
+                    attempts=failure.attempts,
+                )
+            return outcome
+
+        return finish_once(claim, record, self._sync_status)
+
+    def _sync_status(self, sync_id: int) -> str | None:
+        with self.database.begin() as conn:
+            return conn.execute(sa.select(s.status).where(s.id == sync_id)).scalar()
+
+    @retried
+    def cancel(self, claim: Claim, *, reason: str, duration: float) -> None:
+        now = self.now()
+        with self.database.begin() as conn:
+            self._release(conn, claim, now, {"status": ACTIVE, "next_sync_at": now})
+            self._close_sync(
+                conn,
+                claim.sync_id,
+                status=CANCELLED,
+                completed_at=now,
+                duration=duration,
+                error=reason,
+                error_type="Cancelled",
+            )
+
+    @retried
+    def recover_expired_leases(self, tenant: str | None = None) -> list[RecoveredLease]:
+        now = self.now()
+        expired = (
+            sa.select(c.id, c.name, c.lease_owner, c.lease_token, c.lease_expires_at)
+            .where(c.lease_expires_at < _time(now), c.status == SYNCING, *_tenant(c.tenant, tenant))
+            .order_by(c.lease_expires_at, c.id)
+        )
+        recovered: list[RecoveredLease] = []
+        with self.database.begin() as conn:
+            for row in conn.execute(expired).all():
+                reason = recovery_reason(row.lease_owner, row.lease_expires_at)
+                released = conn.execute(
+                    sa.update(connectors)
+                    .where(c.id == row.id, c.lease_token == row.lease_token)
+                    .values(
+                        **_fails_again(),
+                        last_sync_at=now,
+                        last_sync_status=FAILED,
+                        last_sync_error=reason,
+                        next_sync_at=now,
+                        lease_owner=None,
+                        lease_token=None,
+                        lease_expires_at=None,
+                        updated_at=now,
+                    )
+                ).rowcount
+                if not released:
+                    continue
+                open_syncs = (
+                    conn.execute(
+                        sa.select(s.id).where(s.connector_id == row.id, s.status == IN_PROGRESS)
+                    )
+                    .scalars()
+                    .all()
+                )
+                for sync_id in open_syncs:
+                    self._close_sync(
+                        conn,
+                        sync_id,
+                        status=FAILED,
+                        completed_at=now,
+                        error=reason,
+                        error_type="LeaseExpired",
+                    )
+                recovered.append(
+                    RecoveredLease(
+                        row.id,
+                        row.name,
+                        row.lease_owner,
+                        row.lease_expires_at,
+                        list(open_syncs),
+                        reason,
+                    )
+                )
+        return recovered
+
+    # -- reads ---------------------------------------------------------------------------
+
+    @retried
+    def status_summary(self, tenant: str | None = None) -> StatusSummary:
+        now = self.now()
+        scope = _tenant(c.tenant, tenant)
+        with self.database.begin() as conn:
+            by_status: dict[str, int] = dict(
+                conn.execute(sa.select(c.status, sa.func.count()).where(*scope).group_by(c.status))
+                .tuples()
+                .all()
+            )
+            due_now, oldest = conn.execute(
+                sa.select(sa.func.count(), sa.func.min(c.next_sync_at)).where(
+                    _due(_time(now)), *scope
+                )
+            ).one()
+            syncs = (
+                conn.execute(
+                    sa.select(
+                        s.status,
+                        sa.func.count(),
+                        sa.func.coalesce(sa.func.sum(s.records_processed), 0),
+                    )
+                    .where(
+                        s.started_at >= _time(now - dt.timedelta(days=1)),
+                        *_tenant(s.tenant, tenant),
+                    )
+                    .group_by(s.status)
+                )
+                .tuples()
+                .all()
+            )
+        return status_summary_of(by_status, due_now, oldest, syncs, now)
+
+    @retried
+    def health_problems(
+        self, tenant: str | None = None, overdue_after: float = 3600.0
+    ) -> list[HealthProblem]:
+        now = self.now()
+        scope = _tenant(c.tenant, tenant)
+        with self.database.begin() as conn:
+
+            def rows(*where: Any, order: Any = c.id, limit: int | None = None) -> list[Any]:
+                query = sa.select(connectors).where(*where, *scope).order_by(order).limit(limit)
+                return list(conn.execute(query).mappings())
+
+            overdue_at = _time(now - dt.timedelta(seconds=overdue_after))
+            return health_problems_of(
+                rows(c.status == ERROR),
+                rows(c.status == SYNCING, c.lease_expires_at < _time(now)),
+                rows(_due(overdue_at), order=c.next_sync_at, limit=100),
+            )
+
+    @retried
+    def history(self, where: HistoryFilter) -> list[Sync]:
+        query = (
+            sa.select(*SYNC_COLUMNS)
+            .select_from(_SYNCS)
+            .order_by(s.started_at.desc(), s.id.desc())
+            .limit(where.limit)
+        )
+        if where.connector_id is not None:
+            query = query.where(s.connector_id == where.connector_id)
+        if where.status is not None:
+            query = query.where(s.status == where.status)
+        query = query.where(*_tenant(s.tenant, where.tenant))
+        with self.database.begin() as conn:
+            return [Sync(*row) for row in conn.execute(query)]
+
+    @retried
+    def syncs_by_id(self, sync_ids: Sequence[int]) -> list[Sync]:
+        if not sync_ids:
+            return []
+        query = sa.select(*SYNC_COLUMNS).select_from(_SYNCS).where(s.id.in_(list(sync_ids)))
+        with self.database.begin() as conn:
+            by_id = {row.id: Sync(*row) for row in conn.execute(query)}
+        return [by_id[i] for i in sync_ids if i in by_id]
+
+    @retried
+    def datasets_of(self, connector_id: int, limit: int = 10) -> list[DatasetSummary]:
+        query = (
+            sa.select(*DATASET_COLUMNS)
+            .where(d.connector_id == connector_id)
+            .order_by(d.created_at.desc(), d.id.desc())
+            .limit(limit)
+        )
+        with self.database.begin() as conn:
+            return [DatasetSummary(*row) for row in conn.execute(query)]
