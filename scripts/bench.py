@@ -16,7 +16,7 @@ Every figure is the median of several repetitions, ours and the baseline interle
 (ABBA) so load from other processes falls on both alike, and is paired with a raw
 baseline measured in the same run, doing the same work:
 
-1. due: `Repository.due_connectors(limit=100)` over N connectors (about 1% due) vs
+1. due: `Store.due_connectors(limit=100)` over N connectors (about 1% due) vs
    the very SQL text it sends, run by the bare driver in a transaction + commit, and vs
    the naive per-row predicate (`last_sync_at + sync_interval <= now()`); plus the
    EXPLAIN line that names ix_connectors_due.
@@ -59,11 +59,12 @@ import psycopg
 import sqlalchemy as sa
 
 import connector_sync
-from connector_sync import repository as repository_module
 from connector_sync.connectors.demo import demo_record
 from connector_sync.db import Database
-from connector_sync.repository import Repository
 from connector_sync.runner import Runner, RunOptions
+from connector_sync.store import open_store
+from connector_sync.store.base import NewConnector, as_dict
+from connector_sync.store.postgres import queries
 
 SECTIONS = ("due", "schedule", "ingest", "memory", "startup")
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -361,25 +362,17 @@ LIMIT 100""",
 
 def captured_due_sql(database: Database) -> tuple[str, Any]:
     """The statement and parameters our due_connectors(limit=100) sends to the driver."""
+    if database.is_postgresql:  # the named query, run on the psycopg cursor
+        return queries()["due_connectors"], {"now": None, "tenant": None, "limit": DUE_LIMIT}
     seen: list[tuple[str, Any]] = []
 
     def listener(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
         seen.append((statement, params))
 
-    # Hot-path statements on PostgreSQL go to the psycopg cursor directly, past
-    # SQLAlchemy's events: spy on that helper too.
-    run_on_driver = repository_module._pg_rows
-
-    def spy(conn: Any, statement: Any, params: Any) -> Any:
-        seen.append((str(statement.compile(dialect=conn.dialect)), dict(params)))
-        return run_on_driver(conn, statement, params)
-
     sa.event.listen(database.engine, "before_cursor_execute", listener)
-    repository_module._pg_rows = spy
     try:
-        Repository(database).due_connectors(limit=DUE_LIMIT)
+        open_store(database).due_connectors(limit=DUE_LIMIT)
     finally:
-        repository_module._pg_rows = run_on_driver
         sa.event.remove(database.engine, "before_cursor_execute", listener)
     return next((s, p) for s, p in seen if "FROM connectors" in s)
 
@@ -480,7 +473,7 @@ def due_counts(raw: RawQuery, statement: str, params: Any) -> tuple[int, int]:
     naive_where = NAIVE_TAIL[raw.dialect][: NAIVE_TAIL[raw.dialect].index("ORDER BY")]
     # On SQLite the first parameter is the time; the LIMIT/OFFSET parameters follow it.
     # On PostgreSQL only the tenant filter is a parameter in the WHERE clause.
-    params = params[:1] if raw.dialect == "sqlite" else {"tenant": None}
+    params = params[:1] if raw.dialect == "sqlite" else {"tenant": None, "now": None}
     indexed = raw.run(f"SELECT count(*) FROM connectors {ours_where}", params)[0][0]
     naive = raw.run(f"SELECT count(*) FROM connectors {naive_where}")[0][0]
     return int(indexed), int(naive)
@@ -503,20 +496,20 @@ def bench_due(settings: Settings, scratch: Scratch, dialect: str) -> list[Figure
 def measure_due(
     settings: Settings, database: Database, url: str, dialect: str, n: int
 ) -> list[Figure]:
-    repository = Repository(database)
+    store = open_store(database)
     statement, params = captured_due_sql(database)
     naive = naive_sql(statement, dialect)
     raw = RawQuery(dialect, url if dialect == "postgresql" else url.removeprefix("sqlite:///"))
     try:
         plan = explain_line(raw, statement, params)
         due_indexed, due_naive = due_counts(raw, statement, params)
-        ours_rows = [tuple(r.values()) for r in repository.due_connectors(limit=DUE_LIMIT)]
+        ours_rows = [tuple(as_dict(r).values()) for r in store.due_connectors(limit=DUE_LIMIT)]
         raw_rows = raw.run(statement, params, decode=True)
         same = ours_rows == raw_rows and [r[0] for r in raw_rows] == [r[0] for r in raw.run(naive)]
         log(f"due/{dialect}: {due_indexed:,} due ({due_naive:,} naive), same rows: {same}")
         log(f"due/{dialect}: {plan}")
         ours_s, raw_s = interleaved(
-            per_call(lambda: repository.due_connectors(limit=DUE_LIMIT), settings.due_calls),
+            per_call(lambda: store.due_connectors(limit=DUE_LIMIT), settings.due_calls),
             per_call(lambda: raw.run(statement, params, decode=True), settings.due_calls),
             settings.due_samples,
         )
@@ -649,7 +642,7 @@ def raw_transition_loop(url: str, concurrency: int) -> tuple[float, int]:
 
 def our_run(database: Database, concurrency: int) -> tuple[float, int]:
     start = time.perf_counter()
-    report = Runner(database, RunOptions(concurrency=concurrency)).run()
+    report = Runner(open_store(database), RunOptions(concurrency=concurrency)).run()
     seconds = time.perf_counter() - start
     if report.failed or report.cancelled or report.lost:
         raise RuntimeError(f"benchmark run had failures: {report}")
@@ -843,8 +836,8 @@ class IngestTarget:
         if dialect == "postgresql":
             scratch.reset_tables()
         with migrated(url) as database:
-            self.connector_id = Repository(database).add_connector(
-                name="ingest", type="demo", config={"records": 0}, sync_interval=3600
+            self.connector_id = open_store(database).add_connector(
+                NewConnector(name="ingest", type="demo", config={"records": 0}, sync_interval=3600)
             )
 
     def fresh(self, records: int) -> dict[str, Any]:

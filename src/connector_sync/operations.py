@@ -69,6 +69,19 @@ def schema_revision(url: str) -> SchemaRevision:
     return SchemaRevision(revision, SCHEMA_REVISION, revision == SCHEMA_REVISION)
 
 
+def connector_names(url: str, prefix: str, tenant: str | None = None) -> list[str]:
+    """Names of connectors starting with `prefix` (at most 100), for shell completion.
+
+    Asks only an existing database with a current schema: completing never creates or
+    upgrades anything.
+    """
+    with Database(url) as database:
+        if database.current_revision() != SCHEMA_REVISION:
+            return []
+        store = open_store(database, ensure_schema=False)
+        return store.connector_names(prefix, tenant, limit=100)
+
+
 @contextmanager
 def session(url: str) -> Iterator[Store]:
     """The store of the database at `url`, its schema current (SQLite upgrades itself)."""

@@ -33,7 +33,9 @@ app = typer.Typer(
     name="connector-sync",
     help="Keep data from many connectors fresh. Run `connector-sync run` from a scheduler.",
     no_args_is_help=True,
-    add_completion=False,
+    # `--install-completion` / `--show-completion`; connector names complete from the
+    # database (complete_connector imports what it needs only when asked).
+    add_completion=True,
     pretty_exceptions_enable=False,
     # Plain help: Typer's rich help imports rich.markdown and friends, tripling start-up.
     rich_markup_mode=None,
@@ -70,7 +72,23 @@ def _seconds_option(*, min: float, help: str, envvar: str | None = None) -> Any:
     return typer.Option(min=min, max=MAX_SECONDS, envvar=envvar, help=help)
 
 
-ConnectorArg = Annotated[str, typer.Argument(help="Connector id or unique name.")]
+def complete_connector(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Shell completion: the names of connectors starting with what was typed so far."""
+    from connector_sync import operations
+
+    root = ctx.find_root()
+    try:
+        url = resolve_database_url(root.params.get("database_url"))
+        tenant = ctx.params.get("tenant")
+        return operations.connector_names(url, incomplete, tenant)
+    except Exception:  # completion must never print an error into the user's shell
+        return []
+
+
+ConnectorArg = Annotated[
+    str,
+    typer.Argument(help="Connector id or unique name.", autocompletion=complete_connector),
+]
 
 
 def _print_version(value: bool) -> None:
@@ -292,7 +310,12 @@ def run(
     limit: LimitOpt = None,
     connector: Annotated[
         list[str] | None,
-        typer.Option("--connector", "-c", help="Sync this connector now, due or not (repeat)."),
+        typer.Option(
+            "--connector",
+            "-c",
+            help="Sync this connector now, due or not (repeat).",
+            autocompletion=complete_connector,
+        ),
     ] = None,
     tenant: TenantOpt = None,
     concurrency: Annotated[
@@ -390,7 +413,10 @@ def _run_exit_code(report: RunReport) -> int:
 def history(
     ctx: typer.Context,
     connector: Annotated[
-        str | None, typer.Option("--connector", "-c", help="Only this connector.")
+        str | None,
+        typer.Option(
+            "--connector", "-c", help="Only this connector.", autocompletion=complete_connector
+        ),
     ] = None,
     status: Annotated[
         str | None,

@@ -404,6 +404,10 @@ class Store(abc.ABC):
         """Every connector, by tenant and name."""
 
     @abc.abstractmethod
+    def connector_names(self, prefix: str, tenant: str | None, limit: int) -> list[str]:
+        """Names starting with `prefix`, sorted, at most `limit` (for shell completion)."""
+
+    @abc.abstractmethod
     def due_connectors(
         self, limit: int | None = None, tenant: str | None = None
     ) -> list[ConnectorSummary]:

@@ -125,6 +125,11 @@ class PostgresStore(Store):
         return [ConnectorSummary(*row) for row in self._run("list_connectors", tenant=tenant)]
 
     @retried
+    def connector_names(self, prefix: str, tenant: str | None, limit: int) -> list[str]:
+        rows = self._run("connector_names", prefix=prefix, tenant=tenant, limit=limit)
+        return [row[0] for row in rows]
+
+    @retried
     def due_connectors(
         self, limit: int | None = None, tenant: str | None = None
     ) -> list[ConnectorSummary]:

@@ -43,6 +43,14 @@ FROM connectors
 WHERE %(tenant)s::text IS NULL OR tenant = %(tenant)s
 ORDER BY tenant, name;
 
+-- name: connector_names --
+-- Shell completion. left() rather than LIKE: the prefix may hold % or _.
+SELECT DISTINCT name FROM connectors
+WHERE left(name, length(%(prefix)s)) = %(prefix)s
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+ORDER BY name
+LIMIT %(limit)s;
+
 -- name: due_connectors --
 -- What operators and schedulers poll most: an index range scan of ix_connectors_due.
 SELECT id, tenant, name, type, status, auto_sync, sync_interval, sync_timeout,

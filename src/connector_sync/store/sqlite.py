@@ -160,6 +160,18 @@ class SqliteStore(Store):
             return [ConnectorSummary(*row) for row in conn.execute(query)]
 
     @retried
+    def connector_names(self, prefix: str, tenant: str | None, limit: int) -> list[str]:
+        query = (
+            sa.select(c.name)
+            .where(sa.func.substr(c.name, 1, len(prefix)) == prefix, *_tenant(c.tenant, tenant))
+            .distinct()
+            .order_by(c.name)
+            .limit(limit)
+        )
+        with self.database.begin() as conn:
+            return list(conn.execute(query).scalars())
+
+    @retried
     def due_connectors(
         self, limit: int | None = None, tenant: str | None = None
     ) -> list[ConnectorSummary]:
