@@ -6,7 +6,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -113,7 +113,20 @@ def create_engine(url: str | sa.URL) -> sa.Engine:
     )
 
 
-class Database:
+class Closing:
+    """Something to close, usable as `with thing:`."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Database(Closing):
     """One database: the engine, transactions that turn driver errors into ours, the schema.
 
     Accepts a URL or an Engine; disposes only an engine it created.
@@ -133,12 +146,6 @@ class Database:
     def close(self) -> None:
         if self._owns_engine:
             self.engine.dispose()
-
-    def __enter__(self) -> Database:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def connect_error(self, exc: BaseException) -> DatabaseUnavailable:
         return DatabaseUnavailable(

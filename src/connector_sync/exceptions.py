@@ -13,8 +13,11 @@ class ConnectorSyncError(Exception):
 
     exit_code = EXIT_FAILURE
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, param: str | None = None) -> None:
         super().__init__(message or (self.__doc__ or "").strip())
+        #: The input the message starts by naming (`tenant`, `database URL`, ...), so a
+        #: front end can name it its own way (the CLI says `--tenant`).
+        self.param = param
 
     @property
     def message(self) -> str:
@@ -25,12 +28,6 @@ class BadInput(ConnectorSyncError):
     """The input is not valid."""
 
     exit_code = EXIT_USAGE
-
-    def __init__(self, message: str | None = None, *, param: str | None = None) -> None:
-        super().__init__(message)
-        #: The input the message starts by naming (`tenant`, `database URL`, ...), so a
-        #: front end can name it its own way (the CLI says `--tenant`).
-        self.param = param
 
 
 class NotFound(BadInput):

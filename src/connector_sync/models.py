@@ -97,6 +97,16 @@ def _now_default() -> dt.datetime:
     return dt.datetime.now(UTC)
 
 
+def _connector_id() -> sa.Column[int]:
+    """The owning connector: deleting a connector deletes its syncs and datasets."""
+    return sa.Column(
+        "connector_id",
+        sa.Integer,
+        sa.ForeignKey("connectors.id", ondelete="CASCADE"),
+        nullable=False,
+    )
+
+
 connectors = sa.Table(
     "connectors",
     metadata,
@@ -160,12 +170,7 @@ connector_syncs = sa.Table(
     "connector_syncs",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column(
-        "connector_id",
-        sa.Integer,
-        sa.ForeignKey("connectors.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    _connector_id(),
     sa.Column("tenant", sa.String(200), nullable=False),
     sa.Column("status", sa.String(20), nullable=False),
     sa.Column("trigger", sa.String(20), nullable=False, server_default="schedule"),
@@ -204,12 +209,7 @@ datasets = sa.Table(
     "datasets",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column(
-        "connector_id",
-        sa.Integer,
-        sa.ForeignKey("connectors.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    _connector_id(),
     sa.Column(
         "sync_id",
         sa.Integer,

@@ -18,7 +18,6 @@ from connector_sync import secrets
 from connector_sync.connectors.base import CheckResult, ConnectorPlugin
 from connector_sync.connectors.registry import available_types, load_plugin
 from connector_sync.constants import (
-    DEFAULT_MAX_CONSECUTIVE_FAILURES,
     DEFAULT_TENANT,
     MAX_NAME_LENGTH,
     SYNC_STATUSES,
@@ -33,13 +32,15 @@ from connector_sync.store.base import (
     DatasetSummary,
     HealthProblem,
     HistoryFilter,
-    NewConnector,
     RecoveredLease,
     StatusSummary,
-    Store,
     Sync,
     as_dict,
 )
+
+# The types the CLI and the server build requests with and read results of.
+from connector_sync.store.base import NewConnector as NewConnector
+from connector_sync.store.base import Store as Store
 
 DEMO_CONNECTORS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("demo-customers", {"records": 1000}),
@@ -110,39 +111,19 @@ def check_name(what: str, value: str) -> None:
         )
 
 
-def add_connector(
-    store: Store,
-    *,
-    name: str,
-    type_name: str,
-    config: dict[str, Any],
-    sync_interval: int,
-    auto_sync: bool = True,
-    tenant: str = DEFAULT_TENANT,
-    sync_timeout: int | None = None,
-    max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES,
-) -> int:
-    """Validate the config against the type's fields, then store the connector (due now)."""
-    check_name("name", name)
-    if name.isdigit():
+def add_connector(store: Store, new: NewConnector) -> int:
+    """Validate the name, tenant and config (against the type's fields), then store the
+    connector; it is due at once."""
+    check_name("name", new.name)
+    if new.name.isdigit():
         raise BadInput(
-            f"name '{name}' is all digits and would read as an id: add a letter", param="name"
+            f"name '{new.name}' is all digits and would read as an id: add a letter",
+            param="name",
         )
-    check_name("tenant", tenant)
-    secrets.check_env_refs(config)
-    load_plugin(type_name).validate_config(config)
-    return store.add_connector(
-        NewConnector(
-            name=name,
-            type=type_name,
-            config=config,
-            sync_interval=sync_interval,
-            auto_sync=auto_sync,
-            tenant=tenant,
-            sync_timeout=sync_timeout,
-            max_consecutive_failures=max_consecutive_failures,
-        )
-    )
+    check_name("tenant", new.tenant)
+    secrets.check_env_refs(new.config)
+    load_plugin(new.type).validate_config(new.config)
+    return store.add_connector(new)
 
 
 def list_connectors(store: Store, tenant: str | None = None) -> list[ConnectorSummary]:
@@ -331,6 +312,7 @@ def run_connectors(
 
 @dataclass(frozen=True)
 class DemoResult:
+    database: str
     run: RunResult
     connectors: list[Connector]
 
@@ -341,8 +323,8 @@ def demo(store: Store) -> DemoResult:
     for name, config in DEMO_CONNECTORS:
         if name not in existing:
             existing[name] = add_connector(
-                store, name=name, type_name="demo", config=config, sync_interval=3600
+                store, NewConnector(name=name, type="demo", config=config, sync_interval=3600)
             )
     ids = [existing[name] for name, _ in DEMO_CONNECTORS]
     result = run(store, RunOptions(connector_ids=ids))
-    return DemoResult(result, [store.find_connector(str(i)) for i in ids])
+    return DemoResult(store.display_url, result, [store.find_connector(str(i)) for i in ids])

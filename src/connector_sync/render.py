@@ -337,6 +337,7 @@ def recovered_leases(recovered: Sequence[RecoveredLease]) -> None:
 
 
 def demo_result(result: DemoResult) -> None:
+    say(f"Database: {result.database}")
     syncs_table(result.run.syncs, "Syncs in this run")
     connectors_table(result.connectors, "Demo connectors")
     say("Next: `connector-sync list`, `connector-sync history`, `connector-sync show demo-orders`.")

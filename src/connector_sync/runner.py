@@ -31,7 +31,14 @@ from connector_sync.datasets import DatasetWriter, EncodedBatch, encode_batch
 from connector_sync.exceptions import DatabaseError, LeaseLost, PluginError
 from connector_sync.scheduling import DEFAULT_BACKOFF_BASE, retry_delay
 from connector_sync.secrets import connector_secrets, redact, resolve_env_refs
-from connector_sync.store.base import Claim, Completion, Failure, RecoveredLease, Store
+from connector_sync.store.base import (
+    Claim,
+    ClaimRequest,
+    Completion,
+    Failure,
+    RecoveredLease,
+    Store,
+)
 
 log = logging.getLogger("connector_sync.runner")
 
@@ -392,11 +399,13 @@ class Runner:
                 return []
             self._reserved += wanted
         found = self.store.claim(
-            worker=self.options.worker,
-            limit=wanted,
-            lease_seconds=self.options.lease_seconds,
-            due_before=due_before,
-            tenant=self.options.tenant,
+            ClaimRequest(
+                worker=self.options.worker,
+                limit=wanted,
+                lease_seconds=self.options.lease_seconds,
+                due_before=due_before,
+                tenant=self.options.tenant,
+            )
         )
         with self._lock:
             self._reserved -= wanted - len(found)
@@ -408,12 +417,13 @@ class Runner:
         self, ids: Sequence[int], keeper: LeaseKeeper, report: RunReport
     ) -> queue.Queue[Claim]:
         claims = self.store.claim(
-            worker=self.options.worker,
-            limit=len(ids),
-            lease_seconds=self.options.lease_seconds,
-            due_before=None,
-            tenant=self.options.tenant,
-            connector_ids=ids,
+            ClaimRequest(
+                worker=self.options.worker,
+                limit=len(ids),
+                lease_seconds=self.options.lease_seconds,
+                tenant=self.options.tenant,
+                connector_ids=ids,
+            )
         )
         pending: queue.Queue[Claim] = queue.Queue()
         by_id = {claim.connector_id: claim for claim in claims}

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Concatenate, ParamSpec, TypeVar
 
 import typer
 
@@ -24,7 +25,11 @@ from connector_sync.settings import resolve_database_url
 # The modules below pull in SQLAlchemy, alembic and rich; each command imports
 # what it needs when it runs, so `--help` and argument errors stay fast.
 if TYPE_CHECKING:
+    from connector_sync import operations
     from connector_sync.runner import RunReport
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 ENV = "CONNECTOR_SYNC_"
 
@@ -85,6 +90,12 @@ def complete_connector(ctx: typer.Context, incomplete: str) -> list[str]:
         return []
 
 
+def _count_option(*names: str, max: int, help: str) -> Any:
+    """A whole number from 1 to `max`, with its CONNECTOR_SYNC_* environment twin."""
+    envvar = ENV + names[0].removeprefix("--").replace("-", "_").upper()
+    return typer.Option(*names, min=1, max=max, envvar=envvar, help=help)
+
+
 ConnectorArg = Annotated[
     str,
     typer.Argument(help="Connector id or unique name.", autocompletion=complete_connector),
@@ -140,6 +151,35 @@ def global_options(
 
 def _url(ctx: typer.Context) -> str:
     return str(ctx.obj)
+
+
+def _call(
+    ctx: typer.Context,
+    operation: Callable[Concatenate[operations.Store, P], T],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """Open the database, run one operation on its store, close it."""
+    from connector_sync import operations
+
+    with operations.session(_url(ctx)) as store:
+        return operation(store, *args, **kwargs)
+
+
+def _show(
+    ctx: typer.Context,
+    as_json: bool,
+    renderer: Callable[[T], None],
+    operation: Callable[Concatenate[operations.Store, P], T],
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> T:
+    """`_call`, then print the result: as a JSON document, or with `renderer` for people."""
+    from connector_sync import render
+
+    result = _call(ctx, operation, *args, **kwargs)
+    render.output(as_json, result, renderer)
+    return result
 
 
 @db_app.command("upgrade")
@@ -204,18 +244,12 @@ def add(
     from connector_sync.cli.inputs import parse_config
 
     parsed = parse_config(config, config_file)
-    with operations.session(_url(ctx)) as store:
-        connector_id = operations.add_connector(
-            store,
-            name=name,
-            type_name=type_name,
-            config=parsed,
-            sync_interval=interval,
-            auto_sync=not no_auto_sync,
-            tenant=tenant,
-            sync_timeout=timeout,
-            max_consecutive_failures=max_failures,
-        )
+    new = operations.NewConnector(
+        name=name, type=type_name, config=parsed, sync_interval=interval,
+        auto_sync=not no_auto_sync, tenant=tenant, sync_timeout=timeout,
+        max_consecutive_failures=max_failures,
+    )  # fmt: skip
+    connector_id = _call(ctx, operations.add_connector, new)
     if as_json:
         render.print_json({"id": connector_id})
     else:
@@ -228,8 +262,7 @@ def list_(ctx: typer.Context, tenant: TenantOpt = None, as_json: JsonOpt = False
     """List connectors.  Example: connector-sync list --json"""
     from connector_sync import operations, render
 
-    with operations.session(_url(ctx)) as store:
-        rows = operations.list_connectors(store, tenant)
+    rows = _call(ctx, operations.list_connectors, tenant)
     render.output(as_json, rows, lambda rows: render.connectors_table(rows, "Connectors"))
 
 
@@ -237,22 +270,16 @@ def list_(ctx: typer.Context, tenant: TenantOpt = None, as_json: JsonOpt = False
 def show(
     ctx: typer.Context, connector: ConnectorArg, tenant: TenantOpt = None, as_json: JsonOpt = False
 ) -> None:
-    """Show one connector: settings, state, recent syncs, datasets.
-
-    Example: connector-sync show customers
-    """
+    """Show a connector, its recent syncs and datasets.  Example: connector-sync show customers"""
     from connector_sync import operations, render
 
-    with operations.session(_url(ctx)) as store:
-        view = operations.connector_detail(store, connector, tenant)
-    render.output(as_json, view, render.connector_detail)
+    _show(ctx, as_json, render.connector_detail, operations.connector_detail, connector, tenant)
 
 
 def _set_auto_sync(ctx: typer.Context, connector: str, tenant: str | None, on: bool) -> None:
     from connector_sync import operations, render
 
-    with operations.session(_url(ctx)) as store:
-        row = operations.set_auto_sync(store, connector, tenant, on)
+    row = _call(ctx, operations.set_auto_sync, connector, tenant, on)
     state = "enabled: ACTIVE and due now" if on else "disabled: no more scheduled syncs"
     render.say(f"connector {row.name} (id {row.id}) {state}")
 
@@ -283,8 +310,7 @@ def reset_state(ctx: typer.Context, connector: ConnectorArg, tenant: TenantOpt =
     """
     from connector_sync import operations, render
 
-    with operations.session(_url(ctx)) as store:
-        row = operations.reset_state(store, connector, tenant)
+    row = _call(ctx, operations.reset_state, connector, tenant)
     previous = "none" if row.state is None else render.json_line(row.state)
     render.say(
         f"connector {row.name} (id {row.id}): state cleared (was {previous}); "
@@ -299,8 +325,7 @@ def due(
     """List the connectors due now, most overdue first.  Example: connector-sync due -n 10"""
     from connector_sync import operations, render
 
-    with operations.session(_url(ctx)) as store:
-        rows = operations.due_connectors(store, limit, tenant)
+    rows = _call(ctx, operations.due_connectors, limit, tenant)
     render.output(as_json, rows, lambda rows: render.connectors_table(rows, "Due connectors"))
 
 
@@ -319,15 +344,7 @@ def run(
     ] = None,
     tenant: TenantOpt = None,
     concurrency: Annotated[
-        int,
-        typer.Option(
-            "--concurrency",
-            "-j",
-            min=1,
-            max=64,
-            envvar=f"{ENV}CONCURRENCY",
-            help="Syncs in parallel in this process.",
-        ),
+        int, _count_option("--concurrency", "-j", max=64, help="Syncs in parallel in this process.")
     ] = 1,
     timeout: Annotated[
         float,
@@ -339,12 +356,7 @@ def run(
     ] = 3600.0,
     attempts: Annotated[
         int,
-        typer.Option(
-            min=1,
-            max=20,
-            envvar=f"{ENV}ATTEMPTS",
-            help="Tries per sync when the source fails transiently.",
-        ),
+        _count_option("--attempts", max=20, help="Tries per sync when a source fails transiently."),
     ] = 3,
     grace: Annotated[
         float,
@@ -389,11 +401,10 @@ def run(
         attempts=attempts, grace=grace, lease_seconds=lease_seconds,
         heartbeat_seconds=heartbeat_seconds, batch_size=batch_size,
     )  # fmt: skip
-    with operations.session(_url(ctx)) as store:
-        if connector:
-            result = operations.run_connectors(store, connector, tenant, options)
-        else:
-            result = operations.run(store, options)
+    if connector:
+        result = _call(ctx, operations.run_connectors, connector, tenant, options)
+    else:
+        result = _call(ctx, operations.run, options)
     if as_json:
         render.print_json(result.syncs)
     elif result.syncs:
@@ -433,24 +444,18 @@ def history(
     """Show recent syncs, newest first.  Example: connector-sync history --status FAILED"""
     from connector_sync import operations, render
 
-    with operations.session(_url(ctx)) as store:
-        rows = operations.history(
-            store, connector=connector, status=status, tenant=tenant, limit=limit
-        )
+    rows = _call(
+        ctx, operations.history, connector=connector, status=status, tenant=tenant, limit=limit
+    )
     render.output(as_json, rows, lambda rows: render.syncs_table(rows, "Sync history"))
 
 
 @app.command()
 def status(ctx: typer.Context, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
-    """Summarise connectors by status, what is due, and the last 24 hours of syncs.
-
-    Example: connector-sync status
-    """
+    """Summarise connectors by status, what is due, and the last 24 hours of syncs."""
     from connector_sync import operations, render
 
-    with operations.session(_url(ctx)) as store:
-        summary = operations.status(store, tenant)
-    render.output(as_json, summary, render.status_summary)
+    _show(ctx, as_json, render.status_summary, operations.status, tenant)
 
 
 @app.command()
@@ -469,9 +474,7 @@ def health(
     """
     from connector_sync import operations, render
 
-    with operations.session(_url(ctx)) as store:
-        problems = operations.health(store, tenant, overdue_after)
-    render.output(as_json, problems, render.health_report)
+    problems = _show(ctx, as_json, render.health_report, operations.health, tenant, overdue_after)
     raise typer.Exit(EXIT_FAILURE if problems else EXIT_OK)
 
 
@@ -485,9 +488,9 @@ def test(
     """
     from connector_sync import operations, render
 
-    with operations.session(_url(ctx)) as store:
-        check = operations.test_connector(store, connector, tenant)
-    render.output(as_json, check, render.connector_check)
+    check = _show(
+        ctx, as_json, render.connector_check, operations.test_connector, connector, tenant
+    )
     raise typer.Exit(EXIT_OK if check.result.ok else EXIT_FAILURE)
 
 
@@ -505,15 +508,10 @@ def types(as_json: JsonOpt = False) -> None:
 
 @app.command()
 def recover(ctx: typer.Context, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
-    """Release connectors whose worker died (expired lease); `run` does this first too.
-
-    Example: connector-sync recover
-    """
+    """Release connectors whose worker died (expired lease); `run` does this first too."""
     from connector_sync import operations, render
 
-    with operations.session(_url(ctx)) as store:
-        recovered = operations.recover(store, tenant)
-    render.output(as_json, recovered, render.recovered_leases)
+    _show(ctx, as_json, render.recovered_leases, operations.recover, tenant)
 
 
 @app.command()
@@ -524,9 +522,7 @@ def demo(ctx: typer.Context) -> None:
     """
     from connector_sync import operations, render
 
-    with operations.session(_url(ctx)) as store:
-        result = operations.demo(store)
-        render.say(f"Database: {store.display_url}")
+    result = _call(ctx, operations.demo)
     render.demo_result(result)
     raise typer.Exit(_run_exit_code(result.run.report))
 

@@ -29,7 +29,7 @@ from connector_sync.constants import (
     DEFAULT_TENANT,
     FAILED,
 )
-from connector_sync.db import Database
+from connector_sync.db import Closing, Database
 from connector_sync.exceptions import BadInput, DatabaseError, LeaseLost, NotFound
 
 log = logging.getLogger("connector_sync.store")
@@ -140,6 +140,22 @@ class NewConnector:
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """What to claim.
+
+    Without `connector_ids`: up to `limit` connectors due at `due_before` (default now),
+    most overdue first. With `connector_ids`: a manual sync of those, due or not.
+    """
+
+    worker: str
+    limit: int
+    lease_seconds: float
+    due_before: dt.datetime | None = None
+    tenant: str | None = None
+    connector_ids: Sequence[int] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Claim:
     """A connector this worker holds under a lease, with its open sync and BUILDING dataset."""
 
@@ -179,30 +195,32 @@ CLAIM_CONNECTOR_COLUMNS = (
 
 
 @dataclass(frozen=True, slots=True)
-class Completion:
-    """What a completed sync records."""
+class Finished:
+    """What every finished sync records."""
 
     duration: float
     records_fetched: int
     records_processed: int
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Completion(Finished):
+    """What a completed sync records."""
+
     schema: dict[str, list[str]]
     state: dict[str, Any] | None
     #: Seconds from now (the store's clock) until the connector is due again.
     next_sync_in: float
-    attempts: int = 1
 
 
 @dataclass(frozen=True, slots=True)
-class Failure:
+class Failure(Finished):
     """What a failed sync records. The connector is due again `retry_in` seconds from now."""
 
     error: str
     error_type: str
-    duration: float
-    records_fetched: int
-    records_processed: int
     retry_in: float
-    attempts: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,7 +363,7 @@ def finish_once(
 # -- the contract ------------------------------------------------------------------------
 
 
-class Store(abc.ABC):
+class Store(Closing, abc.ABC):
     """Every read and write of connectors, syncs and datasets.
 
     Every method is one short transaction (the dataset writes one per batch), and is
@@ -367,12 +385,6 @@ class Store(abc.ABC):
     def close(self) -> None:
         if self._owns_database:
             self.database.close()
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- time ------------------------------------------------------------------------
 
@@ -425,22 +437,12 @@ class Store(abc.ABC):
     # -- claim, heartbeat, finish ------------------------------------------------------
 
     @abc.abstractmethod
-    def claim(
-        self,
-        *,
-        worker: str,
-        limit: int,
-        lease_seconds: float,
-        due_before: dt.datetime | None = None,
-        tenant: str | None = None,
-        connector_ids: Sequence[int] | None = None,
-    ) -> list[Claim]:
+    def claim(self, request: ClaimRequest) -> list[Claim]:
         """Claim connectors in one short transaction and open a sync and dataset for each.
 
-        Without `connector_ids`: up to `limit` connectors due at `due_before` (default
-        now), most overdue first, skipping rows other workers hold. With
-        `connector_ids`: a manual sync of those, due or not, except one that a worker is
-        syncing now. Returns the claims in next_sync_at order.
+        Due connectors are taken most overdue first, skipping rows other workers hold; a
+        connector named for a manual sync is skipped while a worker is syncing it.
+        Returns the claims in next_sync_at order.
         """
 
     @abc.abstractmethod
@@ -538,25 +540,30 @@ def health_problems_of(
     overdue: Sequence[Mapping[str, Any]],
 ) -> list[HealthProblem]:
     """The problems, in the order `health` reports them, from the three queries' rows."""
-    problems = [
-        HealthProblem("ERROR", r["id"], r["name"],
-            f"parked after {r['consecutive_failures']} consecutive failures; last error: "
-            f"{r['last_sync_error']}; fix it, then 'connector-sync enable {r['name']}'")
-        for r in errors
-    ]  # fmt: skip
-    problems += [
-        HealthProblem("LEASE_EXPIRED", r["id"], r["name"],
-            f"lease of {r['lease_owner']} expired at {r['lease_expires_at']:%Y-%m-%dT%H:%M:%SZ}; "
-            "the next run (or 'connector-sync recover') releases it")
-        for r in stuck
-    ]  # fmt: skip
-    problems += [
-        HealthProblem("OVERDUE", r["id"], r["name"],
+
+    def detail(problem: str, r: Mapping[str, Any]) -> str:
+        if problem == "ERROR":
+            return (
+                f"parked after {r['consecutive_failures']} consecutive failures; last error: "
+                f"{r['last_sync_error']}; fix it, then 'connector-sync enable {r['name']}'"
+            )
+        if problem == "LEASE_EXPIRED":
+            return (
+                f"lease of {r['lease_owner']} expired at "
+                f"{r['lease_expires_at']:%Y-%m-%dT%H:%M:%SZ}; the next run (or "
+                "'connector-sync recover') releases it"
+            )
+        return (
             f"due since {r['next_sync_at']:%Y-%m-%dT%H:%M:%SZ}; is the scheduler running "
-            "'connector-sync run'?")
-        for r in overdue
-    ]  # fmt: skip
-    return problems
+            "'connector-sync run'?"
+        )
+
+    found = (("ERROR", errors), ("LEASE_EXPIRED", stuck), ("OVERDUE", overdue))
+    return [
+        HealthProblem(problem, r["id"], r["name"], detail(problem, r))
+        for problem, rows in found
+        for r in rows
+    ]
 
 
 def status_summary_of(

@@ -15,23 +15,13 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
+from connector_sync.constants import CANCELLED, COMPLETED, FAILED
 from connector_sync.exceptions import AlreadyExists, RecordError
+from connector_sync.store import base
 from connector_sync.store.base import (
-    Claim,
-    Completion,
-    Connector,
-    ConnectorSummary,
-    DatasetSummary,
-    Failure,
-    HealthProblem,
-    HistoryFilter,
-    NewConnector,
-    Outcome,
-    RecoveredLease,
-    StatusSummary,
     Store,
-    Sync,
     ambiguous_name,
+    as_dict,
     finish_once,
     health_problems_of,
     lease_lost,
@@ -88,7 +78,7 @@ class PostgresStore(Store):
     # -- connectors --------------------------------------------------------------------
 
     @retried
-    def add_connector(self, new: NewConnector) -> int:
+    def add_connector(self, new: base.NewConnector) -> int:
         rows = self._run(
             "add_connector",
             tenant=new.tenant,
@@ -108,21 +98,21 @@ class PostgresStore(Store):
         return int(rows[0][0])
 
     @retried
-    def find_connector(self, ref: str, tenant: str | None = None) -> Connector:
+    def find_connector(self, ref: str, tenant: str | None = None) -> base.Connector:
         if ref.isdigit() and int(ref) < 2**31:
             rows = self._run("find_connector_by_id", id=int(ref), tenant=tenant)
             if rows:
-                return Connector(*rows[0])
+                return base.Connector(*rows[0])
         rows = self._run("find_connectors_by_name", name=ref, tenant=tenant)
         if not rows:
             raise not_found(ref, tenant)
         if len(rows) > 1:
             raise ambiguous_name(ref, [row[1] for row in rows])
-        return Connector(*rows[0])
+        return base.Connector(*rows[0])
 
     @retried
-    def list_connectors(self, tenant: str | None = None) -> list[ConnectorSummary]:
-        return [ConnectorSummary(*row) for row in self._run("list_connectors", tenant=tenant)]
+    def list_connectors(self, tenant: str | None = None) -> list[base.ConnectorSummary]:
+        return [base.ConnectorSummary(*row) for row in self._run("list_connectors", tenant=tenant)]
 
     @retried
     def connector_names(self, prefix: str, tenant: str | None, limit: int) -> list[str]:
@@ -132,9 +122,9 @@ class PostgresStore(Store):
     @retried
     def due_connectors(
         self, limit: int | None = None, tenant: str | None = None
-    ) -> list[ConnectorSummary]:
+    ) -> list[base.ConnectorSummary]:
         rows = self._run("due_connectors", limit=limit, tenant=tenant)
-        return [ConnectorSummary(*row) for row in rows]
+        return [base.ConnectorSummary(*row) for row in rows]
 
     @retried
     def set_auto_sync(self, connector_id: int, enabled: bool) -> None:
@@ -147,28 +137,15 @@ class PostgresStore(Store):
     # -- claim, heartbeat, finish --------------------------------------------------------
 
     @retried
-    def claim(
-        self,
-        *,
-        worker: str,
-        limit: int,
-        lease_seconds: float,
-        due_before: dt.datetime | None = None,
-        tenant: str | None = None,
-        connector_ids: Sequence[int] | None = None,
-    ) -> list[Claim]:
-        if limit <= 0:
+    def claim(self, request: base.ClaimRequest) -> list[base.Claim]:
+        if request.limit <= 0:
             return []
-        params: dict[str, Any] = {
-            "worker": worker, "lease_seconds": lease_seconds, "tenant": tenant,
-        }  # fmt: skip
-        if connector_ids is None:
-            name, trigger = "claim_due", "schedule"
-            params.update(limit=limit, due_before=due_before)
-        else:
-            name, trigger = "claim_named", "manual"
-            params["ids"] = list(connector_ids)
-        return [Claim.from_row(row, worker, trigger) for row in self._run(name, **params)]
+        params = as_dict(request)
+        ids = params.pop("connector_ids")
+        params["ids"] = None if ids is None else list(ids)
+        rows = self._run("claim", **params)
+        trigger = "schedule" if ids is None else "manual"
+        return [base.Claim.from_row(row, request.worker, trigger) for row in rows]
 
     @retried
     def heartbeat(self, leases: Mapping[int, str], lease_seconds: float) -> set[int]:
@@ -209,68 +186,66 @@ class PostgresStore(Store):
             raise
 
     @retried
-    def discard_records(self, claim: Claim) -> None:
+    def discard_records(self, claim: base.Claim) -> None:
         self._run("discard_records", dataset_id=claim.dataset_id)
 
-    def _release(self, name: str, claim: Claim, **params: Any) -> Outcome:
-        rows = self._run(
-            name,
-            connector_id=claim.connector_id,
-            lease_token=claim.lease_token,
-            sync_id=claim.sync_id,
-            dataset_id=claim.dataset_id,
-            **params,
-        )
-        if not rows:
-            raise lease_lost(claim.name)
-        return Outcome(*rows[0])
-
-    def complete(self, claim: Claim, done: Completion) -> Outcome | None:
+    def complete(self, claim: base.Claim, done: base.Completion) -> base.Outcome | None:
         return self._finish(
-            claim,
-            "complete",
-            duration=done.duration,
-            records_fetched=done.records_fetched,
-            records_processed=done.records_processed,
-            attempts=done.attempts,
-            schema=Jsonb(done.schema),
+            claim, COMPLETED, done, schema=Jsonb(done.schema),
             state=None if done.state is None else Jsonb(done.state),
             next_sync_in=done.next_sync_in,
-        )
+        )  # fmt: skip
 
-    def fail(self, claim: Claim, failure: Failure) -> Outcome | None:
+    def fail(self, claim: base.Claim, failure: base.Failure) -> base.Outcome | None:
         return self._finish(
-            claim,
-            "fail",
-            duration=failure.duration,
-            records_fetched=failure.records_fetched,
-            records_processed=failure.records_processed,
-            attempts=failure.attempts,
-            error=failure.error,
-            error_type=failure.error_type,
-            retry_in=failure.retry_in,
-        )
-
-    def _finish(self, claim: Claim, name: str, **params: Any) -> Outcome | None:
-        return finish_once(claim, lambda: self._release(name, claim, **params), self._sync_status)
+            claim, FAILED, failure, error=failure.error, error_type=failure.error_type,
+            next_sync_in=failure.retry_in,
+        )  # fmt: skip
 
     @retried
-    def cancel(self, claim: Claim, *, reason: str, duration: float) -> None:
-        self._release("cancel", claim, reason=reason, duration=duration)
+    def cancel(self, claim: base.Claim, *, reason: str, duration: float) -> None:
+        cancelled = base.Finished(
+            duration=duration, records_fetched=0, records_processed=0, attempts=1
+        )
+        self._record(claim, CANCELLED, cancelled, error=reason, error_type="Cancelled")
+
+    def _finish(
+        self, claim: base.Claim, status: str, finished: base.Finished, **params: Any
+    ) -> base.Outcome | None:
+        return finish_once(
+            claim, lambda: self._record(claim, status, finished, **params), self._sync_status
+        )
+
+    def _record(
+        self, claim: base.Claim, status: str, finished: base.Finished, **params: Any
+    ) -> base.Outcome:
+        """The `finish` statement; raises LeaseLost when the lease is no longer ours."""
+        values: dict[str, Any] = {
+            "error": None, "error_type": None, "schema": None, "state": None, "next_sync_in": 0,
+            **as_dict(finished), **params,
+        }  # fmt: skip
+        rows = self._run(
+            "finish", status=status, connector_id=claim.connector_id,
+            lease_token=claim.lease_token, sync_id=claim.sync_id, dataset_id=claim.dataset_id,
+            **values,
+        )  # fmt: skip
+        if not rows:
+            raise lease_lost(claim.name)
+        return base.Outcome(*rows[0])
 
     def _sync_status(self, sync_id: int) -> str | None:
         rows = self._run("sync_status", sync_id=sync_id)
         return str(rows[0][0]) if rows else None
 
     @retried
-    def recover_expired_leases(self, tenant: str | None = None) -> list[RecoveredLease]:
+    def recover_expired_leases(self, tenant: str | None = None) -> list[base.RecoveredLease]:
         rows = self._run("recover_expired_leases", tenant=tenant)
-        return [RecoveredLease(*row) for row in rows]
+        return [base.RecoveredLease(*row) for row in rows]
 
     # -- reads ---------------------------------------------------------------------------
 
     @retried
-    def status_summary(self, tenant: str | None = None) -> StatusSummary:
+    def status_summary(self, tenant: str | None = None) -> base.StatusSummary:
         now = self.now()
         by_status = dict(self._run("connectors_by_status", tenant=tenant, now=now))
         due_now, oldest = self._run("due_count", tenant=tenant, now=now)[0]
@@ -280,7 +255,7 @@ class PostgresStore(Store):
     @retried
     def health_problems(
         self, tenant: str | None = None, overdue_after: float = 3600.0
-    ) -> list[HealthProblem]:
+    ) -> list[base.HealthProblem]:
         with self._cursor() as cursor:
             now = self.clock() if self.clock else None
 
@@ -296,24 +271,18 @@ class PostgresStore(Store):
             )
 
     @retried
-    def history(self, where: HistoryFilter) -> list[Sync]:
-        rows = self._run(
-            "history",
-            connector_id=where.connector_id,
-            status=where.status,
-            tenant=where.tenant,
-            limit=where.limit,
-        )
-        return [Sync(*row) for row in rows]
+    def history(self, where: base.HistoryFilter) -> list[base.Sync]:
+        rows = self._run("history", **as_dict(where))
+        return [base.Sync(*row) for row in rows]
 
     @retried
-    def syncs_by_id(self, sync_ids: Sequence[int]) -> list[Sync]:
+    def syncs_by_id(self, sync_ids: Sequence[int]) -> list[base.Sync]:
         if not sync_ids:
             return []
-        by_id = {row[0]: Sync(*row) for row in self._run("syncs_by_id", ids=list(sync_ids))}
+        by_id = {row[0]: base.Sync(*row) for row in self._run("syncs_by_id", ids=list(sync_ids))}
         return [by_id[i] for i in sync_ids if i in by_id]
 
     @retried
-    def datasets_of(self, connector_id: int, limit: int = 10) -> list[DatasetSummary]:
+    def datasets_of(self, connector_id: int, limit: int = 10) -> list[base.DatasetSummary]:
         rows = self._run("datasets_of", connector_id=connector_id, limit=limit)
-        return [DatasetSummary(*row) for row in rows]
+        return [base.DatasetSummary(*row) for row in rows]

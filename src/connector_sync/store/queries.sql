@@ -77,72 +77,43 @@ WHERE id = %(id)s;
 -- name: reset_state --
 UPDATE connectors SET state = NULL, updated_at = coalesce(%(now)s, now()) WHERE id = %(id)s;
 
--- name: claim_due --
--- One statement: pick due rows (skipping rows other workers have locked), lease them,
--- open a sync and a BUILDING dataset for each. The claim need not wait for its WAL
--- flush: if the server crashes before the flush the claim is lost, the connector is
--- still due, and the worker's finish (durable) finds no lease and records nothing.
-WITH picked AS MATERIALIZED (
+-- name: claim --
+-- One statement: pick connectors (skipping rows other workers have locked), lease them,
+-- open a sync and a BUILDING dataset for each. Without %(ids)s: up to %(limit)s due
+-- connectors, most overdue first. With %(ids)s: a manual sync of those, due or not,
+-- unless a worker holds one now (each CTE's one-time filter skips the other branch).
+-- The claim need not wait for its WAL flush: if the server crashes before the flush the
+-- claim is lost, the connector is still due, and the worker's finish (durable) finds no
+-- lease and records nothing.
+WITH due AS MATERIALIZED (
     SELECT id FROM connectors
-    WHERE auto_sync AND status = 'ACTIVE'
+    WHERE %(ids)s::integer[] IS NULL
+      AND auto_sync AND status = 'ACTIVE'
       AND next_sync_at <= coalesce(%(due_before)s, %(now)s, now())
       AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
     ORDER BY next_sync_at, id
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
-), claimed AS (
-    UPDATE connectors AS c
-    SET status = 'SYNCING', lease_owner = %(worker)s, lease_token = gen_random_uuid()::text,
-        lease_expires_at = coalesce(%(now)s, now()) + make_interval(secs => %(lease_seconds)s),
-        updated_at = coalesce(%(now)s, now())
-    FROM picked WHERE c.id = picked.id
-    RETURNING c.id, c.tenant, c.name, c.type, c.config, c.state, c.sync_interval,
-              c.consecutive_failures, c.max_consecutive_failures, c.sync_timeout,
-              c.lease_token, c.next_sync_at
-), opened AS (
-    INSERT INTO connector_syncs (connector_id, tenant, status, trigger, worker, lease_token,
-                                 attempts, started_at)
-    SELECT id, tenant, 'IN_PROGRESS', 'schedule', %(worker)s, lease_token, 1,
-           coalesce(%(now)s, now())
-    FROM claimed
-    RETURNING id, connector_id, started_at
-), building AS (
-    INSERT INTO datasets (connector_id, sync_id, tenant, name, status, created_at)
-    SELECT o.connector_id, o.id, cl.tenant, cl.name || '#' || o.id, 'BUILDING', o.started_at
-    FROM opened AS o JOIN claimed AS cl ON cl.id = o.connector_id
-    RETURNING id, sync_id
-)
-SELECT cl.id, cl.tenant, cl.name, cl.type, cl.config, cl.state, cl.sync_interval,
-       cl.consecutive_failures, cl.max_consecutive_failures, cl.sync_timeout, cl.lease_token,
-       o.id AS sync_id, b.id AS dataset_id, o.started_at
-FROM claimed AS cl
-JOIN opened AS o ON o.connector_id = cl.id
-JOIN building AS b ON b.sync_id = o.id
-CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS async_commit
-ORDER BY cl.next_sync_at, cl.id;
-
--- name: claim_named --
--- A manual sync of the connectors named, due or not, unless a worker holds one now.
-WITH picked AS MATERIALIZED (
+), named AS MATERIALIZED (
     SELECT id FROM connectors
-    WHERE id = ANY(%(ids)s) AND status <> 'SYNCING'
+    WHERE id = ANY(%(ids)s::integer[]) AND status <> 'SYNCING'
       AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
-    ORDER BY next_sync_at, id
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
     UPDATE connectors AS c
     SET status = 'SYNCING', lease_owner = %(worker)s, lease_token = gen_random_uuid()::text,
         lease_expires_at = coalesce(%(now)s, now()) + make_interval(secs => %(lease_seconds)s),
         updated_at = coalesce(%(now)s, now())
-    FROM picked WHERE c.id = picked.id
+    WHERE c.id IN (SELECT id FROM due UNION ALL SELECT id FROM named)
     RETURNING c.id, c.tenant, c.name, c.type, c.config, c.state, c.sync_interval,
               c.consecutive_failures, c.max_consecutive_failures, c.sync_timeout,
               c.lease_token, c.next_sync_at
 ), opened AS (
     INSERT INTO connector_syncs (connector_id, tenant, status, trigger, worker, lease_token,
                                  attempts, started_at)
-    SELECT id, tenant, 'IN_PROGRESS', 'manual', %(worker)s, lease_token, 1,
-           coalesce(%(now)s, now())
+    SELECT id, tenant, 'IN_PROGRESS',
+           CASE WHEN %(ids)s::integer[] IS NULL THEN 'schedule' ELSE 'manual' END,
+           %(worker)s, lease_token, 1, coalesce(%(now)s, now())
     FROM claimed
     RETURNING id, connector_id, started_at
 ), building AS (
@@ -166,74 +137,49 @@ SET lease_expires_at = coalesce(%(now)s, now()) + make_interval(secs => %(lease_
 WHERE id = ANY(%(ids)s) AND lease_token = ANY(%(tokens)s)
 RETURNING id, lease_token;
 
--- name: complete --
--- Written only under this worker's lease: the sync and dataset change only if the
--- connector row did (EXISTS on the first CTE).
+-- name: finish --
+-- Ends a sync as %(status)s: COMPLETED (dataset READY, state saved, failures forgotten),
+-- FAILED (one more failure in a row: ERROR once that reaches max_consecutive_failures;
+-- the partial dataset deleted) or CANCELLED (the run stopped: the connector is given
+-- back, its last outcome untouched; the partial dataset deleted). Written only under
+-- this worker's lease: the sync and dataset change only if the connector row did.
 WITH released AS (
     UPDATE connectors
-    SET status = 'ACTIVE', last_sync_status = 'COMPLETED', last_sync_error = NULL,
-        consecutive_failures = 0, state = %(state)s,
-        next_sync_at = coalesce(%(now)s, now()) + make_interval(secs => %(next_sync_in)s),
-        last_sync_at = coalesce(%(now)s, now()), updated_at = coalesce(%(now)s, now()),
-        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-    WHERE id = %(connector_id)s AND lease_token = %(lease_token)s
-    RETURNING status, consecutive_failures, next_sync_at
-), closed AS (
-    UPDATE connector_syncs
-    SET status = 'COMPLETED', completed_at = coalesce(%(now)s, now()), duration = %(duration)s,
-        records_fetched = %(records_fetched)s, records_processed = %(records_processed)s,
-        attempts = %(attempts)s, dataset_id = %(dataset_id)s
-    WHERE id = %(sync_id)s AND EXISTS (SELECT 1 FROM released)
-), ready AS (
-    UPDATE datasets
-    SET status = 'READY', record_count = %(records_processed)s, schema = %(schema)s,
-        completed_at = coalesce(%(now)s, now())
-    WHERE id = %(dataset_id)s AND EXISTS (SELECT 1 FROM released)
-)
-SELECT status, consecutive_failures, next_sync_at FROM released;
-
--- name: fail --
--- The connector goes to ERROR on its max_consecutive_failures-th failure in a row.
-WITH released AS (
-    UPDATE connectors
-    SET status = CASE WHEN consecutive_failures + 1 >= max_consecutive_failures
+    SET status = CASE WHEN %(status)s = 'FAILED'
+                       AND consecutive_failures + 1 >= max_consecutive_failures
                       THEN 'ERROR' ELSE 'ACTIVE' END,
-        last_sync_status = 'FAILED', last_sync_error = %(error)s,
-        consecutive_failures = consecutive_failures + 1,
-        next_sync_at = coalesce(%(now)s, now()) + make_interval(secs => %(retry_in)s),
-        last_sync_at = coalesce(%(now)s, now()), updated_at = coalesce(%(now)s, now()),
-        lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
-    WHERE id = %(connector_id)s AND lease_token = %(lease_token)s
-    RETURNING status, consecutive_failures, next_sync_at
-), closed AS (
-    UPDATE connector_syncs
-    SET status = 'FAILED', completed_at = coalesce(%(now)s, now()), duration = %(duration)s,
-        records_fetched = %(records_fetched)s, records_processed = %(records_processed)s,
-        attempts = %(attempts)s, error = %(error)s, error_type = %(error_type)s
-    WHERE id = %(sync_id)s AND EXISTS (SELECT 1 FROM released)
-), dropped AS (
-    DELETE FROM datasets
-    WHERE sync_id = %(sync_id)s AND status <> 'READY' AND EXISTS (SELECT 1 FROM released)
-)
-SELECT status, consecutive_failures, next_sync_at FROM released;
-
--- name: cancel --
--- The connector is given back ACTIVE and due now.
-WITH released AS (
-    UPDATE connectors
-    SET status = 'ACTIVE', next_sync_at = coalesce(%(now)s, now()),
+        consecutive_failures = CASE %(status)s WHEN 'COMPLETED' THEN 0
+                                   WHEN 'FAILED' THEN consecutive_failures + 1
+                                   ELSE consecutive_failures END,
+        last_sync_status = CASE WHEN %(status)s = 'CANCELLED' THEN last_sync_status
+                                ELSE %(status)s END,
+        last_sync_error = CASE WHEN %(status)s = 'CANCELLED' THEN last_sync_error
+                               ELSE %(error)s END,
+        last_sync_at = CASE WHEN %(status)s = 'CANCELLED' THEN last_sync_at
+                            ELSE coalesce(%(now)s, now()) END,
+        state = CASE WHEN %(status)s = 'COMPLETED' THEN %(state)s ELSE state END,
+        next_sync_at = coalesce(%(now)s, now()) + make_interval(secs => %(next_sync_in)s),
         updated_at = coalesce(%(now)s, now()),
         lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
     WHERE id = %(connector_id)s AND lease_token = %(lease_token)s
     RETURNING status, consecutive_failures, next_sync_at
 ), closed AS (
     UPDATE connector_syncs
-    SET status = 'CANCELLED', completed_at = coalesce(%(now)s, now()), duration = %(duration)s,
-        error = %(reason)s, error_type = 'Cancelled'
+    SET status = %(status)s, completed_at = coalesce(%(now)s, now()), duration = %(duration)s,
+        records_fetched = %(records_fetched)s, records_processed = %(records_processed)s,
+        attempts = %(attempts)s, error = %(error)s, error_type = %(error_type)s,
+        dataset_id = CASE WHEN %(status)s = 'COMPLETED' THEN %(dataset_id)s END
     WHERE id = %(sync_id)s AND EXISTS (SELECT 1 FROM released)
+), ready AS (
+    UPDATE datasets
+    SET status = 'READY', record_count = %(records_processed)s, schema = %(schema)s,
+        completed_at = coalesce(%(now)s, now())
+    WHERE %(status)s = 'COMPLETED' AND id = %(dataset_id)s
+      AND EXISTS (SELECT 1 FROM released)
 ), dropped AS (
     DELETE FROM datasets
-    WHERE sync_id = %(sync_id)s AND status <> 'READY' AND EXISTS (SELECT 1 FROM released)
+    WHERE %(status)s <> 'COMPLETED' AND sync_id = %(sync_id)s AND status <> 'READY'
+      AND EXISTS (SELECT 1 FROM released)
 )
 SELECT status, consecutive_failures, next_sync_at FROM released;
 

@@ -10,7 +10,7 @@ timeout instead of failing. Times are this host's UTC clock (or the injected one
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,11 +38,13 @@ from connector_sync.models import (
 from connector_sync.store.base import (
     CLAIM_CONNECTOR_COLUMNS,
     Claim,
+    ClaimRequest,
     Completion,
     Connector,
     ConnectorSummary,
     DatasetSummary,
     Failure,
+    Finished,
     HealthProblem,
     HistoryFilter,
     NewConnector,
@@ -210,27 +212,19 @@ class SqliteStore(Store):
     # -- claim, heartbeat, finish --------------------------------------------------------
 
     @retried
-    def claim(
-        self,
-        *,
-        worker: str,
-        limit: int,
-        lease_seconds: float,
-        due_before: dt.datetime | None = None,
-        tenant: str | None = None,
-        connector_ids: Sequence[int] | None = None,
-    ) -> list[Claim]:
-        if limit <= 0:
+    def claim(self, request: ClaimRequest) -> list[Claim]:
+        worker = request.worker
+        if request.limit <= 0:
             return []
         now = self.now()
-        if connector_ids is None:
-            eligible = _due(_time(due_before or now))
+        if request.connector_ids is None:
+            eligible = _due(_time(request.due_before or now))
             trigger = "schedule"
         else:
-            eligible = sa.and_(c.id.in_(list(connector_ids)), c.status != SYNCING)
+            eligible = sa.and_(c.id.in_(list(request.connector_ids)), c.status != SYNCING)
             trigger = "manual"
-        eligible = sa.and_(eligible, *_tenant(c.tenant, tenant))
-        picked = sa.select(c.id).where(eligible).order_by(c.next_sync_at, c.id).limit(limit)
+        eligible = sa.and_(eligible, *_tenant(c.tenant, request.tenant))
+        picked = sa.select(c.id).where(eligible).order_by(c.next_sync_at, c.id).limit(request.limit)
         claim_stmt = (
             sa.update(connectors)
             .where(c.id.in_(picked), eligible)  # eligibility repeated: see the module doc
@@ -238,7 +232,7 @@ class SqliteStore(Store):
                 status=SYNCING,
                 lease_owner=worker,
                 lease_token=sa.func.lower(sa.func.hex(sa.func.randomblob(16))),
-                lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
+                lease_expires_at=now + dt.timedelta(seconds=request.lease_seconds),
                 updated_at=now,
             )
             .returning(*CLAIM_COLUMNS, c.next_sync_at)
@@ -343,76 +337,59 @@ class SqliteStore(Store):
             conn.execute(sa.delete(datasets).where(d.sync_id == sync_id, d.status != READY))
 
     def complete(self, claim: Claim, done: Completion) -> Outcome | None:
-        def record() -> Outcome:
-            now = self.now()
-            with self.database.begin() as conn:
-                outcome = self._release(
-                    conn,
-                    claim,
-                    now,
-                    {
-                        "status": ACTIVE,
-                        "last_sync_at": now,
-                        "last_sync_status": COMPLETED,
-                        "last_sync_error": None,
-                        "consecutive_failures": 0,
-                        "state": done.state,
-                        "next_sync_at": now + dt.timedelta(seconds=done.next_sync_in),
-                    },
-                )
-                self._close_sync(
-                    conn,
-                    claim.sync_id,
-                    status=COMPLETED,
-                    completed_at=now,
-                    duration=done.duration,
-                    records_fetched=done.records_fetched,
-                    records_processed=done.records_processed,
-                    dataset_id=claim.dataset_id,
-                    attempts=done.attempts,
-                )
-                conn.execute(
-                    sa.update(datasets)
-                    .where(d.id == claim.dataset_id)
-                    .values(
-                        status=READY,
-                        record_count=done.records_processed,
-                        schema=done.schema,
-                        completed_at=now,
-                    )
-                )
-            return outcome
+        def record(now: dt.datetime) -> dict[str, Any]:
+            return {
+                "status": ACTIVE, "last_sync_status": COMPLETED, "last_sync_error": None,
+                "consecutive_failures": 0, "state": done.state,
+                "next_sync_at": now + dt.timedelta(seconds=done.next_sync_in),
+            }  # fmt: skip
 
-        return finish_once(claim, record, self._sync_status)
+        return self._finish(
+            claim, done, record, ready_schema=done.schema, status=COMPLETED,
+            dataset_id=claim.dataset_id,
+        )  # fmt: skip
 
     def fail(self, claim: Claim, failure: Failure) -> Outcome | None:
+        def record(now: dt.datetime) -> dict[str, Any]:
+            return {
+                **_fails_again(), "last_sync_status": FAILED, "last_sync_error": failure.error,
+                "next_sync_at": now + dt.timedelta(seconds=failure.retry_in),
+            }  # fmt: skip
+
+        return self._finish(
+            claim, failure, record, status=FAILED, error=failure.error,
+            error_type=failure.error_type,
+        )  # fmt: skip
+
+    def _finish(
+        self,
+        claim: Claim,
+        finished: Finished,
+        connector_values: Callable[[dt.datetime], dict[str, Any]],
+        ready_schema: dict[str, list[str]] | None = None,
+        **sync_values: Any,
+    ) -> Outcome | None:
+        """Release the connector (with `connector_values(now)`), close the sync, and with
+        `ready_schema` make the dataset READY; one transaction, only under the lease."""
+
         def record() -> Outcome:
             now = self.now()
             with self.database.begin() as conn:
-                outcome = self._release(
-                    conn,
-                    claim,
-                    now,
-                    {
-                        **_fails_again(),
-                        "last_sync_at": now,
-                        "last_sync_status": FAILED,
-                        "last_sync_error": failure.error,
-                        "next_sync_at": now + dt.timedelta(seconds=failure.retry_in),
-                    },
-                )
+                values = {**connector_values(now), "last_sync_at": now}
+                outcome = self._release(conn, claim, now, values)
                 self._close_sync(
-                    conn,
-                    claim.sync_id,
-                    status=FAILED,
-                    completed_at=now,
-                    duration=failure.duration,
-                    records_fetched=failure.records_fetched,
-                    records_processed=failure.records_processed,
-                    error=failure.error,
-                    error_type=failure.error_type,
-                    attempts=failure.attempts,
-                )
+                    conn, claim.sync_id, completed_at=now, duration=finished.duration,
+                    records_fetched=finished.records_fetched,
+                    records_processed=finished.records_processed, attempts=finished.attempts,
+                    **sync_values,
+                )  # fmt: skip
+                if ready_schema is not None:
+                    conn.execute(
+                        sa.update(datasets)
+                        .where(d.id == claim.dataset_id)
+                        .values(status=READY, record_count=finished.records_processed,
+                                schema=ready_schema, completed_at=now)
+                    )  # fmt: skip
             return outcome
 
         return finish_once(claim, record, self._sync_status)
