@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from connector_sync.connectors.demo import DemoConnector
 from connector_sync.connectors.http import HttpConnector
-from connector_sync.connectors.registry import load_plugin
+from connector_sync.connectors.registry import load_plugin, secret_fields
 from connector_sync.connectors.sql import SqlConnector
 from connector_sync.exceptions import ConfigError
 from connector_sync.secrets import (
@@ -96,7 +96,7 @@ HTTP_RAW: dict[str, Any] = {
 
 def test_secret_values_finds_every_secret_in_use_and_nothing_else() -> None:
     resolved = resolve_env_refs(HTTP_RAW, ENV)
-    found = secret_values(HttpConnector, HTTP_RAW, resolved)
+    found = secret_values(HttpConnector.secret_fields(), HTTP_RAW, resolved)
     assert found == {
         "url-pass",  # the URL's password
         "qs-tok",  # a secret-looking query-string parameter
@@ -112,7 +112,7 @@ def test_secret_values_finds_every_secret_in_use_and_nothing_else() -> None:
 
 def test_secret_values_of_sql_urls() -> None:
     raw = {"url": "postgresql://app:p%40ss@db/shop", "query": "SELECT 1"}
-    assert secret_values(SqlConnector, raw, raw) == {"p%40ss", "p@ss"}
+    assert secret_values(SqlConnector.secret_fields(), raw, raw) == {"p%40ss", "p@ss"}
 
 
 def test_redact_replaces_secrets_url_passwords_and_secret_query_values() -> None:
@@ -147,14 +147,16 @@ def test_redact_hides_any_url_password(password: str) -> None:
 
 def test_mask_config_masks_for_display_and_shows_env_refs() -> None:
     original = copy.deepcopy(HTTP_RAW)
-    assert mask_config(HttpConnector, HTTP_RAW) == {
+    assert mask_config(HttpConnector.secret_fields(), HTTP_RAW) == {
         "url": "https://bob:***@api.example.com/v1/items?access_token=***&lang=en",
         "token": "env:API_TOKEN",  # a reference is not the secret
         "headers": {"Authorization": "***", "Cookie": "***", "Accept": "json"},
         "params": {"api_key": "***", "q": "env:DB_PASSWORD", "dir": "env:DATA_DIR"},
     }
     assert original == HTTP_RAW
-    literal = mask_config(HttpConnector, {"token": "tok-Zq81", "body": {"password": "x", "n": 1}})
+    literal = mask_config(
+        HttpConnector.secret_fields(), {"token": "tok-Zq81", "body": {"password": "x", "n": 1}}
+    )
     assert literal == {"token": "***", "body": {"password": "***", "n": 1}}
 
 
@@ -214,7 +216,9 @@ def test_redact_masks_the_percent_encoding_of_any_secret(secret: str) -> None:
 
 
 def test_every_caller_of_redact_masks_escaped_forms_of_a_connectors_secrets() -> None:
-    hidden = connector_secrets("http", {"url": "https://h/x", "token": 'Bearer t/"ok"é'})
+    hidden = connector_secrets(
+        secret_fields("http"), {"url": "https://h/x", "token": 'Bearer t/"ok"é'}
+    )
     text = 'HTTP 403 {"detail": "token t\\/\\"ok\\"\\u00e9 revoked", "q": "t%2F%22ok%22%C3%A9"}'
     assert redact(text, hidden) == 'HTTP 403 {"detail": "token *** revoked", "q": "***"}'
 
@@ -266,6 +270,6 @@ def test_a_malformed_env_reference_stored_earlier_is_sent_as_written_and_masked(
     and a secret field holding one is still masked wherever the connector reports."""
     config = {"url": "https://h/x", "token": "env:ghp_abc-XYZ", "params": {"r": "env:eu-west-1"}}
     assert resolve_env_refs(config, {}) == config
-    hidden = connector_secrets("http", config)
+    hidden = connector_secrets(secret_fields("http"), config)
     assert "env:ghp_abc-XYZ" in hidden and "env:eu-west-1" not in hidden
     assert redact("401: bad token env:ghp_abc-XYZ", hidden) == "401: bad token ***"

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from connector_sync import secrets
-from connector_sync.connectors.base import JSON_VALUE_TYPE_NAMES, CheckResult, ConnectorPlugin
-from connector_sync.connectors.registry import available_types, load_plugin
+from connector_sync.connectors.base import JSON_VALUE_TYPE_NAMES, CheckResult
+from connector_sync.connectors.registry import available_types, load_plugin, secret_fields
 from connector_sync.constants import MAX_NAME_LENGTH
 from connector_sync.db import Database
 from connector_sync.exceptions import BadInput, ConnectorSyncError, PluginError
@@ -119,11 +119,7 @@ def add_connector(
 
 
 def masked_config(type_name: str, config: dict[str, Any]) -> dict[str, Any]:
-    try:
-        plugin_cls: type[ConnectorPlugin] | None = load_plugin(type_name)
-    except ConnectorSyncError:  # not installed: mask by key names and URLs alone
-        plugin_cls = None
-    return secrets.mask_config(plugin_cls, config)
+    return secrets.mask_config(secret_fields(type_name), config)
 
 
 def connector_detail(repository: Repository, row: dict[str, Any]) -> dict[str, Any]:
@@ -149,7 +145,7 @@ def check_connector(row: dict[str, Any]) -> CheckResult:
         result = CheckResult(False, exc.message, {"error_type": type(exc).__name__})
     except Exception as exc:  # a plugin bug must still be reported as a failed check
         result = CheckResult(False, f"{type(exc).__name__}: {exc}", {"error_type": "PluginBug"})
-    hidden = secrets.connector_secrets(row["type"], row["config"])
+    hidden = secrets.connector_secrets(secret_fields(row["type"]), row["config"])
     return CheckResult(
         result.ok, secrets.redact(result.message, hidden), _redact_all(result.details, hidden)
     )

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import tenacity
 
 from connector_sync.connectors.base import ConnectorPlugin
-from connector_sync.connectors.registry import load_plugin
+from connector_sync.connectors.registry import load_plugin, secret_fields
 from connector_sync.datasets import DatasetWriter, EncodedBatch, encode_batch
 from connector_sync.db import Database
 from connector_sync.exceptions import DatabaseError, LeaseLost, PluginError
@@ -590,7 +590,7 @@ class Runner:
         if exc is None:
             return ""
         try:
-            hidden = connector_secrets(claim.type, claim.config)
+            hidden = connector_secrets(secret_fields(claim.type), claim.config)
         except Exception:  # describing a failure must not fail: mask what redact finds alone
             hidden = set()
         return redact(describe_error(exc), hidden)

@@ -13,15 +13,12 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
 
 from connector_sync.exceptions import ConfigError
-
-if TYPE_CHECKING:
-    from connector_sync.connectors.base import ConnectorPlugin
 
 SECRET_MASK = "***"
 
@@ -131,43 +128,37 @@ def _resolve(value: Any, env: Mapping[str, str], path: str) -> Any:
 
 
 def secret_values(
-    plugin_cls: type[ConnectorPlugin],
+    secret_fields: Collection[str],
     raw_config: Mapping[str, Any],
     resolved_config: Mapping[str, Any],
 ) -> set[str]:
     """Every secret string in use by a connector, to be redacted from whatever it reports.
 
-    `raw_config` is the stored config (with `env:NAME` references), `resolved_config`
-    the one the plugin runs with; a value read from a variable named like a secret
-    is secret wherever it is used.
+    `secret_fields` are the config fields its type declares secret; `raw_config` is the
+    stored config (with `env:NAME` references), `resolved_config` the one the plugin
+    runs with; a value read from a variable named like a secret is secret wherever it
+    is used.
     """
-    declared = {f.name for f in plugin_cls.config_fields if f.secret}
     found: set[str] = set()
     for key, value in resolved_config.items():
-        secret = key in declared or is_secret_name(str(key))
+        secret = key in secret_fields or is_secret_name(str(key))
         _collect(raw_config.get(key), value, secret, found)
     found.discard("")
     found.discard(SECRET_MASK)
     return found
 
 
-def connector_secrets(type_name: str, config: Mapping[str, Any]) -> set[str]:
+def connector_secrets(secret_fields: Collection[str], config: Mapping[str, Any]) -> set[str]:
     """The secret strings a stored connector uses, as far as they can be known.
 
-    Resolves its `env:` references where it can; a type that is not installed
-    yields only the URL passwords and secret query values found by `redact` anyway.
+    `secret_fields` are the fields its type declares secret (none for a type that is
+    not installed: then secret-named keys, variables and URLs alone tell). Resolves its
+    `env:` references where it can.
     """
-    from connector_sync.connectors.registry import load_plugin  # base imports this module
-    from connector_sync.exceptions import ConnectorSyncError
-
-    try:
-        plugin_cls = load_plugin(type_name)
-    except ConnectorSyncError:
-        return set()
     # A variable that is not set resolves to "" here: the reference `env:NAME` itself
     # is not a secret and must stay readable in the error that names it.
     environ = {name: "" for name in _referenced_names(config)} | dict(os.environ)
-    return secret_values(plugin_cls, config, resolve_env_refs(config, environ))
+    return secret_values(secret_fields, config, resolve_env_refs(config, environ))
 
 
 def _referenced_names(value: Any) -> set[str]:
@@ -270,17 +261,15 @@ def _mask_query_value(match: re.Match[str]) -> str:
     return match[0]
 
 
-def mask_config(
-    plugin_cls: type[ConnectorPlugin] | None, config: Mapping[str, Any]
-) -> dict[str, Any]:
+def mask_config(secret_fields: Collection[str], config: Mapping[str, Any]) -> dict[str, Any]:
     """The config as it may be shown: secret fields, secret-named keys (headers, params)
     and URL passwords as ***; `env:NAME` references are shown as they are.
 
-    `plugin_cls` None (a type that is not installed) masks by names and URLs alone.
+    `secret_fields` are the fields its type declares secret; with none (a type that is
+    not installed) it masks by names and URLs alone.
     """
-    declared = {f.name for f in plugin_cls.config_fields if f.secret} if plugin_cls else set()
     return {
-        key: _mask(value, key in declared or is_secret_name(str(key)))
+        key: _mask(value, key in secret_fields or is_secret_name(str(key)))
         for key, value in config.items()
     }
 
