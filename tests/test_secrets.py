@@ -23,8 +23,10 @@ from connector_sync.secrets import (
     is_secret_name,
     mask_config,
     redact,
+    redact_json,
     resolve_env_refs,
     secret_values,
+    walk_json,
 )
 
 ENV = {"API_TOKEN": "tok-Zq81", "DATA_DIR": "/srv/data", "DB_PASSWORD": "pw-77", "EMPTY": ""}
@@ -273,3 +275,38 @@ def test_a_malformed_env_reference_stored_earlier_is_sent_as_written_and_masked(
     hidden = connector_secrets(secret_fields("http"), config)
     assert "env:ghp_abc-XYZ" in hidden and "env:eu-west-1" not in hidden
     assert redact("401: bad token env:ghp_abc-XYZ", hidden) == "401: bad token ***"
+
+
+def test_walk_json_names_each_place_and_whether_it_is_secret() -> None:
+    doc = {
+        "token": 1,
+        "url": "u",
+        "headers": {"X-Api-Key": ["a", {"b": "c"}], "Accept": "json"},
+        "nested": {"url": "v"},  # declared secret fields are top-level fields
+        "list": [{"password": None}, "x"],
+    }
+    places: list[tuple[str, bool]] = []
+    walk_json(doc, lambda _, place: places.append((place.path, place.secret)), {"url"})
+    assert places == [
+        ("token", True),
+        ("url", True),
+        ("headers.X-Api-Key[0]", True),
+        ("headers.X-Api-Key[1].b", True),
+        ("headers.Accept", False),
+        ("nested.url", False),
+        ("list[0].password", True),
+        ("list[1]", False),
+    ]
+
+
+def test_redact_json_redacts_every_string_and_keeps_everything_else() -> None:
+    details = {
+        "url": "https://h/x?token=abc&page=2",
+        "seen": ["tok-Zq81 rejected", 3, 2.5, None, True, {"why": "tok-Zq81"}],
+    }
+    original = copy.deepcopy(details)
+    assert redact_json(details, {"tok-Zq81"}) == {
+        "url": "https://h/x?token=***&page=2",
+        "seen": ["*** rejected", 3, 2.5, None, True, {"why": "***"}],
+    }
+    assert details == original

@@ -147,18 +147,10 @@ def check_connector(row: dict[str, Any]) -> CheckResult:
         result = CheckResult(False, f"{type(exc).__name__}: {exc}", {"error_type": "PluginBug"})
     hidden = secrets.connector_secrets(secret_fields(row["type"]), row["config"])
     return CheckResult(
-        result.ok, secrets.redact(result.message, hidden), _redact_all(result.details, hidden)
+        result.ok,
+        secrets.redact(result.message, hidden),
+        secrets.redact_json(result.details, hidden),
     )
-
-
-def _redact_all(value: Any, hidden: set[str]) -> Any:
-    if isinstance(value, str):
-        return secrets.redact(value, hidden)
-    if isinstance(value, dict):
-        return {k: _redact_all(v, hidden) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact_all(v, hidden) for v in value]
-    return value
 
 
 def describe_types() -> list[dict[str, Any]]:

@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
@@ -49,12 +50,73 @@ _QUERY_PARAM = re.compile(
 
 def is_env_ref(value: object) -> bool:
     """Whether `value` is an `env:NAME` reference."""
-    return isinstance(value, str) and _ENV_REF.fullmatch(value) is not None
+    return _env_ref(value) is not None
+
+
+def _env_ref(value: object) -> re.Match[str] | None:
+    """The match of an `env:NAME` reference (NAME is group 1), or None."""
+    return _ENV_REF.fullmatch(value) if isinstance(value, str) else None
 
 
 def is_secret_name(name: str) -> bool:
     """Whether a key, header, parameter or variable of this name holds a secret."""
     return _SECRET_NAME.search(name) is not None
+
+
+@dataclass(frozen=True)
+class JsonPlace:
+    """Where a value sits in a JSON document: its keys from the top, and whether the
+    place is secret (under a declared secret field or a key whose name looks secret)."""
+
+    keys: tuple[str | int, ...] = ()
+    secret: bool = False
+
+    @property
+    def path(self) -> str:
+        """The field path as messages name it: `headers.X-Api-Key`, `list[0]`."""
+        path = ""
+        for key in self.keys:
+            if isinstance(key, int):
+                path += f"[{key}]"
+            else:
+                path += f".{key}" if path else key
+        return path
+
+    def child(self, key: str | int, *, secret: bool = False) -> JsonPlace:
+        """The place of an item (`key` an index) or of a field, secret if `secret`, if
+        this place is, or if the field's name looks secret."""
+        if isinstance(key, str):
+            secret = secret or is_secret_name(key)
+        return JsonPlace((*self.keys, key), self.secret or secret)
+
+
+def walk_json(
+    value: Any,
+    leaf: Callable[[Any, JsonPlace], Any],
+    secret_fields: Collection[str] = (),
+    place: JsonPlace = JsonPlace(),
+) -> Any:
+    """`value` rebuilt, objects and arrays copied, every other value replaced by
+    `leaf(value, place)`; the original is left as it is.
+
+    `secret_fields` names the top-level fields whose whole content is secret. Object keys
+    are taken as strings (`headers.X-Api-Key`), array items by index (`list[0]`).
+    """
+    if isinstance(value, Mapping):
+        return {
+            key: walk_json(item, leaf, (), place.child(str(key), secret=key in secret_fields))
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [walk_json(item, leaf, (), place.child(i)) for i, item in enumerate(value)]
+    return leaf(value, place)
+
+
+def _leaves(value: Any, secret_fields: Collection[str] = ()) -> list[tuple[Any, JsonPlace]]:
+    """Every value inside `value` that is not an object or an array, with its place."""
+    found: list[tuple[Any, JsonPlace]] = []
+    walk_json(value, lambda leaf, place: found.append((leaf, place)), secret_fields)
+    return found
 
 
 def check_env_refs(config: Mapping[str, Any]) -> None:
@@ -67,28 +129,13 @@ def check_env_refs(config: Mapping[str, Any]) -> None:
     Raises:
         ConfigError: naming the field, never its value (it may be a mistyped secret).
     """
-    for path, value in _strings(config, ""):
-        if value.startswith(_ENV_PREFIX) and _ENV_REF.fullmatch(value) is None:
+    for value, place in _leaves(config):
+        if isinstance(value, str) and value.startswith(_ENV_PREFIX) and not is_env_ref(value):
             raise ConfigError(
-                f"config field '{path}' starts with env: but is not a valid env: reference: "
-                "use env:NAME where NAME is letters, digits and _ (not starting with a digit)"
+                f"config field '{place.path}' starts with env: but is not a valid env: "
+                "reference: use env:NAME where NAME is letters, digits and _ (not starting "
+                "with a digit)"
             )
-
-
-def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
-    """Every string inside `value` with its field path (`headers.X-Api-Key`, `list[0]`)."""
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, Mapping):
-        for k, v in value.items():
-            yield from _strings(v, _key_path(path, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _strings(v, f"{path}[{i}]")
-
-
-def _key_path(path: str, key: object) -> str:
-    return f"{path}.{key}" if path else str(key)
 
 
 def resolve_env_refs(
@@ -103,28 +150,20 @@ def resolve_env_refs(
         ConfigError: a referenced variable is not set (the message names it and the field).
     """
     env = os.environ if environ is None else environ
-    resolved = _resolve(config, env, "")
-    assert isinstance(resolved, dict)
-    return resolved
 
-
-def _resolve(value: Any, env: Mapping[str, str], path: str) -> Any:
-    if isinstance(value, str):
-        match = _ENV_REF.fullmatch(value)
+    def resolve(value: Any, place: JsonPlace) -> Any:
+        match = _env_ref(value)
         if match is None:
             return value
-        name = match[1]
-        if name not in env:
+        if match[1] not in env:
             raise ConfigError(
-                f"config field '{path}' refers to environment variable {name}, which is not "
-                "set: set it where connector-sync runs"
+                f"config field '{place.path}' refers to environment variable {match[1]}, "
+                "which is not set: set it where connector-sync runs"
             )
-        return env[name]
-    if isinstance(value, Mapping):
-        return {k: _resolve(v, env, _key_path(path, k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolve(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
-    return value
+        return env[match[1]]
+
+    resolved: dict[str, Any] = walk_json(config, resolve)
+    return resolved
 
 
 def secret_values(
@@ -139,10 +178,20 @@ def secret_values(
     runs with; a value read from a variable named like a secret is secret wherever it
     is used.
     """
+    from_secret_variables = {
+        place.keys
+        for value, place in _leaves(raw_config)
+        if (match := _env_ref(value)) and is_secret_name(match[1])
+    }
     found: set[str] = set()
-    for key, value in resolved_config.items():
-        secret = key in secret_fields or is_secret_name(str(key))
-        _collect(raw_config.get(key), value, secret, found)
+    for value, place in _leaves(resolved_config, secret_fields):
+        secret = place.secret or place.keys in from_secret_variables
+        if isinstance(value, str):
+            if secret:
+                found.update(_secret_forms(value))
+            found.update(_url_secrets(value))
+        elif secret and _is_number(value):
+            found.add(str(value))
     found.discard("")
     found.discard(SECRET_MASK)
     return found
@@ -157,39 +206,13 @@ def connector_secrets(secret_fields: Collection[str], config: Mapping[str, Any])
     """
     # A variable that is not set resolves to "" here: the reference `env:NAME` itself
     # is not a secret and must stay readable in the error that names it.
-    environ = {name: "" for name in _referenced_names(config)} | dict(os.environ)
+    referenced = {match[1] for value, _ in _leaves(config) if (match := _env_ref(value))}
+    environ = dict.fromkeys(referenced, "") | dict(os.environ)
     return secret_values(secret_fields, config, resolve_env_refs(config, environ))
 
 
-def _referenced_names(value: Any) -> set[str]:
-    if isinstance(value, str):
-        match = _ENV_REF.fullmatch(value)
-        return {match[1]} if match else set()
-    if isinstance(value, Mapping):
-        return set().union(*(_referenced_names(v) for v in value.values()))
-    if isinstance(value, list):
-        return set().union(*(_referenced_names(v) for v in value))
-    return set()
-
-
-def _collect(raw: Any, value: Any, secret: bool, found: set[str]) -> None:
-    if isinstance(raw, str):
-        match = _ENV_REF.fullmatch(raw)
-        secret = secret or (match is not None and is_secret_name(match[1]))
-    if isinstance(value, str):
-        if secret:
-            found.update(_secret_forms(value))
-        found.update(_url_secrets(value))
-    elif isinstance(value, Mapping):
-        raw_map = raw if isinstance(raw, Mapping) else {}
-        for key, item in value.items():
-            _collect(raw_map.get(key), item, secret or is_secret_name(str(key)), found)
-    elif isinstance(value, list):
-        raw_list = raw if isinstance(raw, list) and len(raw) == len(value) else [None] * len(value)
-        for raw_item, item in zip(raw_list, value, strict=True):
-            _collect(raw_item, item, secret, found)
-    elif secret and isinstance(value, int | float) and not isinstance(value, bool):
-        found.add(str(value))
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _secret_forms(value: str) -> set[str]:
@@ -220,6 +243,12 @@ def _url_secrets(text: str) -> set[str]:
             if is_secret_name(unquote(raw["name"])) and raw["value"]:
                 found.add(raw["value"])
     return found
+
+
+def redact_json(value: Any, secrets: Iterable[str]) -> Any:
+    """`value` rebuilt with every string inside it redacted (see `redact`)."""
+    hidden = frozenset(secrets)
+    return walk_json(value, lambda leaf, _: redact(leaf, hidden) if isinstance(leaf, str) else leaf)
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -268,23 +297,17 @@ def mask_config(secret_fields: Collection[str], config: Mapping[str, Any]) -> di
     `secret_fields` are the fields its type declares secret; with none (a type that is
     not installed) it masks by names and URLs alone.
     """
-    return {
-        key: _mask(value, key in secret_fields or is_secret_name(str(key)))
-        for key, value in config.items()
-    }
+    masked: dict[str, Any] = walk_json(config, _masked, secret_fields)
+    return masked
 
 
-def _mask(value: Any, secret: bool) -> Any:
+def _masked(value: Any, place: JsonPlace) -> Any:
     if isinstance(value, str):
         if is_env_ref(value):
             return value
-        if secret:
+        if place.secret:
             return SECRET_MASK if value else value
         return mask_urls(value)
-    if isinstance(value, Mapping):
-        return {k: _mask(v, secret or is_secret_name(str(k))) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_mask(v, secret) for v in value]
-    if secret and isinstance(value, int | float) and not isinstance(value, bool):
+    if place.secret and _is_number(value):
         return SECRET_MASK
     return value
