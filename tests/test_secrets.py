@@ -310,3 +310,40 @@ def test_redact_json_redacts_every_string_and_keeps_everything_else() -> None:
         "seen": ["*** rejected", 3, 2.5, None, True, {"why": "***"}],
     }
     assert details == original
+
+
+@pytest.mark.parametrize(
+    ("written", "sent"),
+    [
+        (
+            "https://Hooks.Example.COM/services/T0/tok-Zq81",
+            "https://hooks.example.com/services/T0/tok-Zq81",
+        ),
+        ("http://h.example:80/hook/tok-Zq81", "http://h.example/hook/tok-Zq81"),
+        ("https://h.example/a b/tok-Zq81", "https://h.example/a%20b/tok-Zq81"),
+        ("https://h.example/x/../hook/tok-Zq81#top", "https://h.example/hook/tok-Zq81"),
+        ("https://bücher.example/tok-Zq81", "https://xn--bcher-kva.example/tok-Zq81"),
+    ],
+)
+def test_a_secret_url_is_masked_as_httpx_sends_it(written: str, sent: str) -> None:
+    hidden = secret_values(frozenset(), {"url": "env:HOOK_SECRET"}, {"url": written})
+    assert redact(f"GET {sent}: HTTP 401", hidden) == "GET ***: HTTP 401"
+    assert redact(json.dumps({"url": sent}), hidden) == '{"url": "***"}'
+
+
+def test_a_secret_url_is_masked_when_the_connector_adds_query_parameters() -> None:
+    written = "https://H.example/hook/a b/tok-Zq81?v=1"
+    hidden = secret_values(frozenset(), {"url": "env:HOOK_SECRET"}, {"url": written})
+    for sent in (
+        "https://h.example/hook/a%20b/tok-Zq81?v=1&page=2",
+        "https://h.example/hook/a%20b/tok-Zq81?page=2",
+    ):
+        redacted = redact(f"GET {sent}: HTTP 401", hidden)
+        assert "tok-Zq81" not in redacted and redacted.startswith("GET ***")
+
+
+def test_a_url_password_and_secret_query_values_are_masked_as_httpx_encodes_them() -> None:
+    url = "https://bob:p w+x!$@h.example/x?token=a b+c&page=2"
+    hidden = secret_values(frozenset(), {"url": url}, {"url": url})
+    echoed = "401: password p%20w+x!$ or token a%20b+c refused"
+    assert redact(echoed, hidden) == "401: password *** or token *** refused"

@@ -14,12 +14,14 @@ import json
 import os
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
-from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus, urlsplit
 
 from connector_sync.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    import httpx
 
 SECRET_MASK = "***"
 
@@ -39,6 +41,7 @@ _SECRET_NAME = re.compile(
 )
 
 _URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s\"'<>]+")
+_URL_START = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*://")
 # The password between `scheme://user:` and the last `@` of the authority.
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s/?#@:]*:)[^\s/?#]*(?=@)")
 # A value ends at the next separator; a `:` right before white space or the end is
@@ -63,8 +66,7 @@ def is_secret_name(name: str) -> bool:
     return _SECRET_NAME.search(name) is not None
 
 
-@dataclass(frozen=True)
-class JsonPlace:
+class JsonPlace(NamedTuple):
     """Where a value sits in a JSON document: its keys from the top, and whether the
     place is secret (under a declared secret field or a key whose name looks secret)."""
 
@@ -85,9 +87,8 @@ class JsonPlace:
     def child(self, key: str | int, *, secret: bool = False) -> JsonPlace:
         """The place of an item (`key` an index) or of a field, secret if `secret`, if
         this place is, or if the field's name looks secret."""
-        if isinstance(key, str):
-            secret = secret or is_secret_name(key)
-        return JsonPlace((*self.keys, key), self.secret or secret)
+        secret = self.secret or secret or (isinstance(key, str) and is_secret_name(key))
+        return JsonPlace((*self.keys, key), secret)
 
 
 def walk_json(
@@ -226,8 +227,10 @@ def _secret_forms(value: str) -> set[str]:
 
 
 def _url_secrets(text: str) -> set[str]:
-    """The passwords and secret query-string values of the URLs inside `text`."""
-    found: set[str] = set()
+    """The passwords and secret query-string values of the URLs inside `text`, and of
+    `text` itself, if it is a URL, as httpx sends it."""
+    sent = _as_sent(text)
+    found = set() if sent is None else _sent_url_secrets(sent)
     for match in _URL.finditer(text):
         try:
             parts = urlsplit(match[0])
@@ -245,6 +248,47 @@ def _url_secrets(text: str) -> set[str]:
     return found
 
 
+def _as_sent(value: str) -> httpx.URL | None:
+    """`value` parsed as httpx parses the URL it sends, or None when it is not a URL.
+
+    httpx normalises what it sends (a lower-case host, no default port, a space as `%20`,
+    no `..` segments, IDNA): that is the form its errors, and our messages, echo.
+    """
+    if not _URL_START.match(value):
+        return None
+    import httpx  # only once a URL is seen: `--help` and plain text do without it
+
+    try:
+        return httpx.URL(value)
+    except httpx.InvalidURL:
+        return None
+
+
+def _sent_url_secrets(url: httpx.URL) -> set[str]:
+    """The password and secret query values of `url`, decoded and as httpx encodes them."""
+    found: set[str] = set()
+    if url.password:
+        found |= {url.password, url.userinfo.decode("ascii").partition(":")[2]}
+    for pair in url.query.decode("ascii").split("&"):
+        name, _, value = pair.partition("=")
+        if value and is_secret_name(unquote(name)):
+            found |= {value, unquote_plus(value)}
+    return found
+
+
+def _sent_forms(secret: str) -> set[str]:
+    """A secret URL as httpx sends it: normalised, without its fragment, and without its
+    query string (which a connector rebuilds when it adds parameters: `?page=2`)."""
+    sent = _as_sent(secret)
+    if sent is None:
+        return set()
+    return {
+        str(sent),
+        str(sent.copy_with(fragment=None)),
+        str(sent.copy_with(query=None, fragment=None)),
+    }
+
+
 def redact_json(value: Any, secrets: Iterable[str]) -> Any:
     """`value` rebuilt with every string inside it redacted (see `redact`)."""
     hidden = frozenset(secrets)
@@ -255,7 +299,8 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     """`text` with each secret, every URL password and secret query-string value as ***.
 
     A secret is masked as it is and as a server may echo it: JSON-escaped (`\\"`,
-    `\\u00e9`, `\\/`) and percent-encoded (`%2F`, `+` for a space).
+    `\\u00e9`, `\\/`) and percent-encoded (`%2F`, `+` for a space); a secret URL also
+    as httpx sends it (`_sent_forms`).
     """
     forms: set[str] = set()
     for secret in set(secrets):
@@ -268,6 +313,11 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 
 @lru_cache(maxsize=1024)
 def _text_forms(secret: str) -> frozenset[str]:
+    """`secret`, the forms httpx sends it in, and the escaped and encoded forms of each."""
+    return frozenset().union(*map(_escaped_forms, {secret, *_sent_forms(secret)}))
+
+
+def _escaped_forms(secret: str) -> frozenset[str]:
     """`secret` and the escaped and encoded forms of it that text may hold instead."""
     json_forms = {json.dumps(secret, ensure_ascii=flag)[1:-1] for flag in (True, False)}
     derived = json_forms | {form.replace("/", "\\/") for form in json_forms}
