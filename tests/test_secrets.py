@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from connector_sync.connectors.demo import DemoConnector
 from connector_sync.connectors.http import HttpConnector
-from connector_sync.connectors.registry import load_plugin
+from connector_sync.connectors.registry import load_plugin, secret_fields
 from connector_sync.connectors.sql import SqlConnector
 from connector_sync.exceptions import ConfigError
 from connector_sync.secrets import (
@@ -23,8 +23,10 @@ from connector_sync.secrets import (
     is_secret_name,
     mask_config,
     redact,
+    redact_json,
     resolve_env_refs,
     secret_values,
+    walk_json,
 )
 
 ENV = {"API_TOKEN": "tok-Zq81", "DATA_DIR": "/srv/data", "DB_PASSWORD": "pw-77", "EMPTY": ""}
@@ -96,7 +98,7 @@ HTTP_RAW: dict[str, Any] = {
 
 def test_secret_values_finds_every_secret_in_use_and_nothing_else() -> None:
     resolved = resolve_env_refs(HTTP_RAW, ENV)
-    found = secret_values(HttpConnector, HTTP_RAW, resolved)
+    found = secret_values(HttpConnector.secret_fields(), HTTP_RAW, resolved)
     assert found == {
         "url-pass",  # the URL's password
         "qs-tok",  # a secret-looking query-string parameter
@@ -112,7 +114,7 @@ def test_secret_values_finds_every_secret_in_use_and_nothing_else() -> None:
 
 def test_secret_values_of_sql_urls() -> None:
     raw = {"url": "postgresql://app:p%40ss@db/shop", "query": "SELECT 1"}
-    assert secret_values(SqlConnector, raw, raw) == {"p%40ss", "p@ss"}
+    assert secret_values(SqlConnector.secret_fields(), raw, raw) == {"p%40ss", "p@ss"}
 
 
 def test_redact_replaces_secrets_url_passwords_and_secret_query_values() -> None:
@@ -147,14 +149,16 @@ def test_redact_hides_any_url_password(password: str) -> None:
 
 def test_mask_config_masks_for_display_and_shows_env_refs() -> None:
     original = copy.deepcopy(HTTP_RAW)
-    assert mask_config(HttpConnector, HTTP_RAW) == {
+    assert mask_config(HttpConnector.secret_fields(), HTTP_RAW) == {
         "url": "https://bob:***@api.example.com/v1/items?access_token=***&lang=en",
         "token": "env:API_TOKEN",  # a reference is not the secret
         "headers": {"Authorization": "***", "Cookie": "***", "Accept": "json"},
         "params": {"api_key": "***", "q": "env:DB_PASSWORD", "dir": "env:DATA_DIR"},
     }
     assert original == HTTP_RAW
-    literal = mask_config(HttpConnector, {"token": "tok-Zq81", "body": {"password": "x", "n": 1}})
+    literal = mask_config(
+        HttpConnector.secret_fields(), {"token": "tok-Zq81", "body": {"password": "x", "n": 1}}
+    )
     assert literal == {"token": "***", "body": {"password": "***", "n": 1}}
 
 
@@ -214,7 +218,9 @@ def test_redact_masks_the_percent_encoding_of_any_secret(secret: str) -> None:
 
 
 def test_every_caller_of_redact_masks_escaped_forms_of_a_connectors_secrets() -> None:
-    hidden = connector_secrets("http", {"url": "https://h/x", "token": 'Bearer t/"ok"é'})
+    hidden = connector_secrets(
+        secret_fields("http"), {"url": "https://h/x", "token": 'Bearer t/"ok"é'}
+    )
     text = 'HTTP 403 {"detail": "token t\\/\\"ok\\"\\u00e9 revoked", "q": "t%2F%22ok%22%C3%A9"}'
     assert redact(text, hidden) == 'HTTP 403 {"detail": "token *** revoked", "q": "***"}'
 
@@ -266,6 +272,78 @@ def test_a_malformed_env_reference_stored_earlier_is_sent_as_written_and_masked(
     and a secret field holding one is still masked wherever the connector reports."""
     config = {"url": "https://h/x", "token": "env:ghp_abc-XYZ", "params": {"r": "env:eu-west-1"}}
     assert resolve_env_refs(config, {}) == config
-    hidden = connector_secrets("http", config)
+    hidden = connector_secrets(secret_fields("http"), config)
     assert "env:ghp_abc-XYZ" in hidden and "env:eu-west-1" not in hidden
     assert redact("401: bad token env:ghp_abc-XYZ", hidden) == "401: bad token ***"
+
+
+def test_walk_json_names_each_place_and_whether_it_is_secret() -> None:
+    doc = {
+        "token": 1,
+        "url": "u",
+        "headers": {"X-Api-Key": ["a", {"b": "c"}], "Accept": "json"},
+        "nested": {"url": "v"},  # declared secret fields are top-level fields
+        "list": [{"password": None}, "x"],
+    }
+    places: list[tuple[str, bool]] = []
+    walk_json(doc, lambda _, place: places.append((place.path, place.secret)), {"url"})
+    assert places == [
+        ("token", True),
+        ("url", True),
+        ("headers.X-Api-Key[0]", True),
+        ("headers.X-Api-Key[1].b", True),
+        ("headers.Accept", False),
+        ("nested.url", False),
+        ("list[0].password", True),
+        ("list[1]", False),
+    ]
+
+
+def test_redact_json_redacts_every_string_and_keeps_everything_else() -> None:
+    details = {
+        "url": "https://h/x?token=abc&page=2",
+        "seen": ["tok-Zq81 rejected", 3, 2.5, None, True, {"why": "tok-Zq81"}],
+    }
+    original = copy.deepcopy(details)
+    assert redact_json(details, {"tok-Zq81"}) == {
+        "url": "https://h/x?token=***&page=2",
+        "seen": ["*** rejected", 3, 2.5, None, True, {"why": "***"}],
+    }
+    assert details == original
+
+
+@pytest.mark.parametrize(
+    ("written", "sent"),
+    [
+        (
+            "https://Hooks.Example.COM/services/T0/tok-Zq81",
+            "https://hooks.example.com/services/T0/tok-Zq81",
+        ),
+        ("http://h.example:80/hook/tok-Zq81", "http://h.example/hook/tok-Zq81"),
+        ("https://h.example/a b/tok-Zq81", "https://h.example/a%20b/tok-Zq81"),
+        ("https://h.example/x/../hook/tok-Zq81#top", "https://h.example/hook/tok-Zq81"),
+        ("https://bücher.example/tok-Zq81", "https://xn--bcher-kva.example/tok-Zq81"),
+    ],
+)
+def test_a_secret_url_is_masked_as_httpx_sends_it(written: str, sent: str) -> None:
+    hidden = secret_values(frozenset(), {"url": "env:HOOK_SECRET"}, {"url": written})
+    assert redact(f"GET {sent}: HTTP 401", hidden) == "GET ***: HTTP 401"
+    assert redact(json.dumps({"url": sent}), hidden) == '{"url": "***"}'
+
+
+def test_a_secret_url_is_masked_when_the_connector_adds_query_parameters() -> None:
+    written = "https://H.example/hook/a b/tok-Zq81?v=1"
+    hidden = secret_values(frozenset(), {"url": "env:HOOK_SECRET"}, {"url": written})
+    for sent in (
+        "https://h.example/hook/a%20b/tok-Zq81?v=1&page=2",
+        "https://h.example/hook/a%20b/tok-Zq81?page=2",
+    ):
+        redacted = redact(f"GET {sent}: HTTP 401", hidden)
+        assert "tok-Zq81" not in redacted and redacted.startswith("GET ***")
+
+
+def test_a_url_password_and_secret_query_values_are_masked_as_httpx_encodes_them() -> None:
+    url = "https://bob:p w+x!$@h.example/x?token=a b+c&page=2"
+    hidden = secret_values(frozenset(), {"url": url}, {"url": url})
+    echoed = "401: password p%20w+x!$ or token a%20b+c refused"
+    assert redact(echoed, hidden) == "401: password *** or token *** refused"

@@ -145,3 +145,40 @@ def test_a_long_retry_after_fails_now_and_backs_off_that_long(cli: Cli, api: Fak
         connector["last_sync_at"]
     )
     assert dt.timedelta(seconds=899) <= wait <= dt.timedelta(seconds=901)
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "http://LocalHost:{port}/status/401/{token}",  # httpx lower-cases the host
+        "http://127.0.0.1:{port}/status/401/a b/{token}",  # and sends a space as %20
+        "http://127.0.0.1:80/status/401/{token}",  # and drops the default port
+    ],
+)
+def test_a_secret_url_is_masked_in_the_form_httpx_sends(
+    cli: Cli,
+    api: FakeApi,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    written: str,
+) -> None:
+    """A webhook-style URL whose path is the secret fails with an error that echoes the
+    URL as httpx normalised it; that form is masked too, wherever the failure is told."""
+    secret_url = written.format(port=api.port, token=TOKEN)
+    monkeypatch.setenv("CS_TEST_SECRET_URL", secret_url)
+    config = {"url": "env:CS_TEST_SECRET_URL", **FAST}
+    assert cli("add", "hook", "--type", "http", "--config", json.dumps(config)).exit_code == 0
+    run = cli("run", "--json")
+    assert run.exit_code == 1
+    [sync] = json.loads(run.stdout)
+    assert sync["status"] == "FAILED" and "GET ***" in sync["error"]
+    outputs = [
+        run.output,
+        caplog.text,
+        everything_stored(cli.url),
+        cli("history", "--json").output,
+        cli("show", "hook").output,
+        cli("test", "hook", "--json").output,
+    ]
+    for text in outputs:
+        assert TOKEN not in text

@@ -15,13 +15,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from connector_sync import secrets
-from connector_sync.connectors.base import CheckResult, ConnectorPlugin
-from connector_sync.connectors.registry import available_types, load_plugin
-from connector_sync.constants import (
-    DEFAULT_TENANT,
-    MAX_NAME_LENGTH,
-    SYNC_STATUSES,
-)
+from connector_sync.connectors.base import CheckResult
+from connector_sync.connectors.registry import available_types, load_plugin, secret_fields
+from connector_sync.constants import DEFAULT_TENANT, MAX_NAME_LENGTH, SYNC_STATUSES
 from connector_sync.db import SCHEMA_REVISION, Database
 from connector_sync.exceptions import BadInput, ConnectorSyncError, PluginError
 from connector_sync.runner import Runner, RunOptions, RunReport
@@ -191,11 +187,7 @@ def recover(store: Store, tenant: str | None = None) -> list[RecoveredLease]:
 
 
 def masked_config(type_name: str, config: dict[str, Any]) -> dict[str, Any]:
-    try:
-        plugin_cls: type[ConnectorPlugin] | None = load_plugin(type_name)
-    except ConnectorSyncError:  # not installed: mask by key names and URLs alone
-        plugin_cls = None
-    return secrets.mask_config(plugin_cls, config)
+    return secrets.mask_config(secret_fields(type_name), config)
 
 
 @dataclass(frozen=True)
@@ -258,20 +250,12 @@ def check_connector(row: Connector) -> CheckResult:
         result = CheckResult(False, exc.message, {"error_type": type(exc).__name__})
     except Exception as exc:  # a plugin bug must still be reported as a failed check
         result = CheckResult(False, f"{type(exc).__name__}: {exc}", {"error_type": "PluginBug"})
-    hidden = secrets.connector_secrets(row.type, row.config)
+    hidden = secrets.connector_secrets(secret_fields(row.type), row.config)
     return CheckResult(
-        result.ok, secrets.redact(result.message, hidden), _redact_all(result.details, hidden)
+        result.ok,
+        secrets.redact(result.message, hidden),
+        secrets.redact_json(result.details, hidden),
     )
-
-
-def _redact_all(value: Any, hidden: set[str]) -> Any:
-    if isinstance(value, str):
-        return secrets.redact(value, hidden)
-    if isinstance(value, dict):
-        return {k: _redact_all(v, hidden) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact_all(v, hidden) for v in value]
-    return value
 
 
 def describe_types() -> list[dict[str, Any]]:

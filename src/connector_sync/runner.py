@@ -25,7 +25,7 @@ from typing import Any
 import tenacity
 
 from connector_sync.connectors.base import ConnectorPlugin
-from connector_sync.connectors.registry import load_plugin
+from connector_sync.connectors.registry import load_plugin, secret_fields
 from connector_sync.constants import CANCELLED, COMPLETED, FAILED
 from connector_sync.datasets import DatasetWriter, EncodedBatch, encode_batch
 from connector_sync.exceptions import DatabaseError, LeaseLost, PluginError
@@ -584,7 +584,7 @@ class Runner:
         if exc is None:
             return ""
         try:
-            hidden = connector_secrets(claim.type, claim.config)
+            hidden = connector_secrets(secret_fields(claim.type), claim.config)
         except Exception:  # describing a failure must not fail: mask what redact finds alone
             hidden = set()
         return redact(describe_error(exc), hidden)

@@ -13,15 +13,15 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus, urlsplit
 
 from connector_sync.exceptions import ConfigError
 
 if TYPE_CHECKING:
-    from connector_sync.connectors.base import ConnectorPlugin
+    import httpx
 
 SECRET_MASK = "***"
 
@@ -41,6 +41,7 @@ _SECRET_NAME = re.compile(
 )
 
 _URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s\"'<>]+")
+_URL_START = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*://")
 # The password between `scheme://user:` and the last `@` of the authority.
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s/?#@:]*:)[^\s/?#]*(?=@)")
 # A value ends at the next separator; a `:` right before white space or the end is
@@ -52,12 +53,71 @@ _QUERY_PARAM = re.compile(
 
 def is_env_ref(value: object) -> bool:
     """Whether `value` is an `env:NAME` reference."""
-    return isinstance(value, str) and _ENV_REF.fullmatch(value) is not None
+    return _env_ref(value) is not None
+
+
+def _env_ref(value: object) -> re.Match[str] | None:
+    """The match of an `env:NAME` reference (NAME is group 1), or None."""
+    return _ENV_REF.fullmatch(value) if isinstance(value, str) else None
 
 
 def is_secret_name(name: str) -> bool:
     """Whether a key, header, parameter or variable of this name holds a secret."""
     return _SECRET_NAME.search(name) is not None
+
+
+class JsonPlace(NamedTuple):
+    """Where a value sits in a JSON document: its keys from the top, and whether the
+    place is secret (under a declared secret field or a key whose name looks secret)."""
+
+    keys: tuple[str | int, ...] = ()
+    secret: bool = False
+
+    @property
+    def path(self) -> str:
+        """The field path as messages name it: `headers.X-Api-Key`, `list[0]`."""
+        path = ""
+        for key in self.keys:
+            if isinstance(key, int):
+                path += f"[{key}]"
+            else:
+                path += f".{key}" if path else key
+        return path
+
+    def child(self, key: str | int, *, secret: bool = False) -> JsonPlace:
+        """The place of an item (`key` an index) or of a field, secret if `secret`, if
+        this place is, or if the field's name looks secret."""
+        secret = self.secret or secret or (isinstance(key, str) and is_secret_name(key))
+        return JsonPlace((*self.keys, key), secret)
+
+
+def walk_json(
+    value: Any,
+    leaf: Callable[[Any, JsonPlace], Any],
+    secret_fields: Collection[str] = (),
+    place: JsonPlace = JsonPlace(),
+) -> Any:
+    """`value` rebuilt, objects and arrays copied, every other value replaced by
+    `leaf(value, place)`; the original is left as it is.
+
+    `secret_fields` names the top-level fields whose whole content is secret. Object keys
+    are taken as strings (`headers.X-Api-Key`), array items by index (`list[0]`).
+    """
+    if isinstance(value, Mapping):
+        return {
+            key: walk_json(item, leaf, (), place.child(str(key), secret=key in secret_fields))
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [walk_json(item, leaf, (), place.child(i)) for i, item in enumerate(value)]
+    return leaf(value, place)
+
+
+def _leaves(value: Any, secret_fields: Collection[str] = ()) -> list[tuple[Any, JsonPlace]]:
+    """Every value inside `value` that is not an object or an array, with its place."""
+    found: list[tuple[Any, JsonPlace]] = []
+    walk_json(value, lambda leaf, place: found.append((leaf, place)), secret_fields)
+    return found
 
 
 def check_env_refs(config: Mapping[str, Any]) -> None:
@@ -70,28 +130,13 @@ def check_env_refs(config: Mapping[str, Any]) -> None:
     Raises:
         ConfigError: naming the field, never its value (it may be a mistyped secret).
     """
-    for path, value in _strings(config, ""):
-        if value.startswith(_ENV_PREFIX) and _ENV_REF.fullmatch(value) is None:
+    for value, place in _leaves(config):
+        if isinstance(value, str) and value.startswith(_ENV_PREFIX) and not is_env_ref(value):
             raise ConfigError(
-                f"config field '{path}' starts with env: but is not a valid env: reference: "
-                "use env:NAME where NAME is letters, digits and _ (not starting with a digit)"
+                f"config field '{place.path}' starts with env: but is not a valid env: "
+                "reference: use env:NAME where NAME is letters, digits and _ (not starting "
+                "with a digit)"
             )
-
-
-def _strings(value: Any, path: str) -> Iterator[tuple[str, str]]:
-    """Every string inside `value` with its field path (`headers.X-Api-Key`, `list[0]`)."""
-    if isinstance(value, str):
-        yield path, value
-    elif isinstance(value, Mapping):
-        for k, v in value.items():
-            yield from _strings(v, _key_path(path, k))
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            yield from _strings(v, f"{path}[{i}]")
-
-
-def _key_path(path: str, key: object) -> str:
-    return f"{path}.{key}" if path else str(key)
 
 
 def resolve_env_refs(
@@ -106,99 +151,69 @@ def resolve_env_refs(
         ConfigError: a referenced variable is not set (the message names it and the field).
     """
     env = os.environ if environ is None else environ
-    resolved = _resolve(config, env, "")
-    assert isinstance(resolved, dict)
+
+    def resolve(value: Any, place: JsonPlace) -> Any:
+        match = _env_ref(value)
+        if match is None:
+            return value
+        if match[1] not in env:
+            raise ConfigError(
+                f"config field '{place.path}' refers to environment variable {match[1]}, "
+                "which is not set: set it where connector-sync runs"
+            )
+        return env[match[1]]
+
+    resolved: dict[str, Any] = walk_json(config, resolve)
     return resolved
 
 
-def _resolve(value: Any, env: Mapping[str, str], path: str) -> Any:
-    if isinstance(value, str):
-        match = _ENV_REF.fullmatch(value)
-        if match is None:
-            return value
-        name = match[1]
-        if name not in env:
-            raise ConfigError(
-                f"config field '{path}' refers to environment variable {name}, which is not "
-                "set: set it where connector-sync runs"
-            )
-        return env[name]
-    if isinstance(value, Mapping):
-        return {k: _resolve(v, env, _key_path(path, k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolve(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
-    return value
-
-
 def secret_values(
-    plugin_cls: type[ConnectorPlugin],
+    secret_fields: Collection[str],
     raw_config: Mapping[str, Any],
     resolved_config: Mapping[str, Any],
 ) -> set[str]:
     """Every secret string in use by a connector, to be redacted from whatever it reports.
 
-    `raw_config` is the stored config (with `env:NAME` references), `resolved_config`
-    the one the plugin runs with; a value read from a variable named like a secret
-    is secret wherever it is used.
+    `secret_fields` are the config fields its type declares secret; `raw_config` is the
+    stored config (with `env:NAME` references), `resolved_config` the one the plugin
+    runs with; a value read from a variable named like a secret is secret wherever it
+    is used.
     """
-    declared = {f.name for f in plugin_cls.config_fields if f.secret}
+    from_secret_variables = {
+        place.keys
+        for value, place in _leaves(raw_config)
+        if (match := _env_ref(value)) and is_secret_name(match[1])
+    }
     found: set[str] = set()
-    for key, value in resolved_config.items():
-        secret = key in declared or is_secret_name(str(key))
-        _collect(raw_config.get(key), value, secret, found)
+    for value, place in _leaves(resolved_config, secret_fields):
+        secret = place.secret or place.keys in from_secret_variables
+        if isinstance(value, str):
+            if secret:
+                found.update(_secret_forms(value))
+            found.update(_url_secrets(value))
+        elif secret and _is_number(value):
+            found.add(str(value))
     found.discard("")
     found.discard(SECRET_MASK)
     return found
 
 
-def connector_secrets(type_name: str, config: Mapping[str, Any]) -> set[str]:
+def connector_secrets(secret_fields: Collection[str], config: Mapping[str, Any]) -> set[str]:
     """The secret strings a stored connector uses, as far as they can be known.
 
-    Resolves its `env:` references where it can; a type that is not installed
-    yields only the URL passwords and secret query values found by `redact` anyway.
+    `secret_fields` are the fields its type declares secret (none for a type that is
+    not installed: then secret-named keys, variables and URLs alone tell). Resolves its
+    `env:` references where it can.
     """
-    from connector_sync.connectors.registry import load_plugin  # base imports this module
-    from connector_sync.exceptions import ConnectorSyncError
-
-    try:
-        plugin_cls = load_plugin(type_name)
-    except ConnectorSyncError:
-        return set()
     # A variable that is not set resolves to "" here: the reference `env:NAME` itself
     # is not a secret and must stay readable in the error that names it.
-    environ = {name: "" for name in _referenced_names(config)} | dict(os.environ)
-    return secret_values(plugin_cls, config, resolve_env_refs(config, environ))
+    referenced = {match[1] for value, _ in _leaves(config) if (match := _env_ref(value))}
+    environ = dict.fromkeys(referenced, "") | dict(os.environ)
+    return secret_values(secret_fields, config, resolve_env_refs(config, environ))
 
 
-def _referenced_names(value: Any) -> set[str]:
-    if isinstance(value, str):
-        match = _ENV_REF.fullmatch(value)
-        return {match[1]} if match else set()
-    if isinstance(value, Mapping):
-        return set().union(*(_referenced_names(v) for v in value.values()))
-    if isinstance(value, list):
-        return set().union(*(_referenced_names(v) for v in value))
-    return set()
-
-
-def _collect(raw: Any, value: Any, secret: bool, found: set[str]) -> None:
-    if isinstance(raw, str):
-        match = _ENV_REF.fullmatch(raw)
-        secret = secret or (match is not None and is_secret_name(match[1]))
-    if isinstance(value, str):
-        if secret:
-            found.update(_secret_forms(value))
-        found.update(_url_secrets(value))
-    elif isinstance(value, Mapping):
-        raw_map = raw if isinstance(raw, Mapping) else {}
-        for key, item in value.items():
-            _collect(raw_map.get(key), item, secret or is_secret_name(str(key)), found)
-    elif isinstance(value, list):
-        raw_list = raw if isinstance(raw, list) and len(raw) == len(value) else [None] * len(value)
-        for raw_item, item in zip(raw_list, value, strict=True):
-            _collect(raw_item, item, secret, found)
-    elif secret and isinstance(value, int | float) and not isinstance(value, bool):
-        found.add(str(value))
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _secret_forms(value: str) -> set[str]:
@@ -212,8 +227,10 @@ def _secret_forms(value: str) -> set[str]:
 
 
 def _url_secrets(text: str) -> set[str]:
-    """The passwords and secret query-string values of the URLs inside `text`."""
-    found: set[str] = set()
+    """The passwords and secret query-string values of the URLs inside `text`, and of
+    `text` itself, if it is a URL, as httpx sends it."""
+    sent = _as_sent(text)
+    found = set() if sent is None else _sent_url_secrets(sent)
     for match in _URL.finditer(text):
         try:
             parts = urlsplit(match[0])
@@ -231,11 +248,59 @@ def _url_secrets(text: str) -> set[str]:
     return found
 
 
+def _as_sent(value: str) -> httpx.URL | None:
+    """`value` parsed as httpx parses the URL it sends, or None when it is not a URL.
+
+    httpx normalises what it sends (a lower-case host, no default port, a space as `%20`,
+    no `..` segments, IDNA): that is the form its errors, and our messages, echo.
+    """
+    if not _URL_START.match(value):
+        return None
+    import httpx  # only once a URL is seen: `--help` and plain text do without it
+
+    try:
+        return httpx.URL(value)
+    except httpx.InvalidURL:
+        return None
+
+
+def _sent_url_secrets(url: httpx.URL) -> set[str]:
+    """The password and secret query values of `url`, decoded and as httpx encodes them."""
+    found: set[str] = set()
+    if url.password:
+        found |= {url.password, url.userinfo.decode("ascii").partition(":")[2]}
+    for pair in url.query.decode("ascii").split("&"):
+        name, _, value = pair.partition("=")
+        if value and is_secret_name(unquote(name)):
+            found |= {value, unquote_plus(value)}
+    return found
+
+
+def _sent_forms(secret: str) -> set[str]:
+    """A secret URL as httpx sends it: normalised, without its fragment, and without its
+    query string (which a connector rebuilds when it adds parameters: `?page=2`)."""
+    sent = _as_sent(secret)
+    if sent is None:
+        return set()
+    return {
+        str(sent),
+        str(sent.copy_with(fragment=None)),
+        str(sent.copy_with(query=None, fragment=None)),
+    }
+
+
+def redact_json(value: Any, secrets: Iterable[str]) -> Any:
+    """`value` rebuilt with every string inside it redacted (see `redact`)."""
+    hidden = frozenset(secrets)
+    return walk_json(value, lambda leaf, _: redact(leaf, hidden) if isinstance(leaf, str) else leaf)
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     """`text` with each secret, every URL password and secret query-string value as ***.
 
     A secret is masked as it is and as a server may echo it: JSON-escaped (`\\"`,
-    `\\u00e9`, `\\/`) and percent-encoded (`%2F`, `+` for a space).
+    `\\u00e9`, `\\/`) and percent-encoded (`%2F`, `+` for a space); a secret URL also
+    as httpx sends it (`_sent_forms`).
     """
     forms: set[str] = set()
     for secret in set(secrets):
@@ -248,6 +313,11 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 
 @lru_cache(maxsize=1024)
 def _text_forms(secret: str) -> frozenset[str]:
+    """`secret`, the forms httpx sends it in, and the escaped and encoded forms of each."""
+    return frozenset().union(*map(_escaped_forms, {secret, *_sent_forms(secret)}))
+
+
+def _escaped_forms(secret: str) -> frozenset[str]:
     """`secret` and the escaped and encoded forms of it that text may hold instead."""
     json_forms = {json.dumps(secret, ensure_ascii=flag)[1:-1] for flag in (True, False)}
     derived = json_forms | {form.replace("/", "\\/") for form in json_forms}
@@ -270,32 +340,24 @@ def _mask_query_value(match: re.Match[str]) -> str:
     return match[0]
 
 
-def mask_config(
-    plugin_cls: type[ConnectorPlugin] | None, config: Mapping[str, Any]
-) -> dict[str, Any]:
+def mask_config(secret_fields: Collection[str], config: Mapping[str, Any]) -> dict[str, Any]:
     """The config as it may be shown: secret fields, secret-named keys (headers, params)
     and URL passwords as ***; `env:NAME` references are shown as they are.
 
-    `plugin_cls` None (a type that is not installed) masks by names and URLs alone.
+    `secret_fields` are the fields its type declares secret; with none (a type that is
+    not installed) it masks by names and URLs alone.
     """
-    declared = {f.name for f in plugin_cls.config_fields if f.secret} if plugin_cls else set()
-    return {
-        key: _mask(value, key in declared or is_secret_name(str(key)))
-        for key, value in config.items()
-    }
+    masked: dict[str, Any] = walk_json(config, _masked, secret_fields)
+    return masked
 
 
-def _mask(value: Any, secret: bool) -> Any:
+def _masked(value: Any, place: JsonPlace) -> Any:
     if isinstance(value, str):
         if is_env_ref(value):
             return value
-        if secret:
+        if place.secret:
             return SECRET_MASK if value else value
         return mask_urls(value)
-    if isinstance(value, Mapping):
-        return {k: _mask(v, secret or is_secret_name(str(k))) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_mask(v, secret) for v in value]
-    if secret and isinstance(value, int | float) and not isinstance(value, bool):
+    if place.secret and _is_number(value):
         return SECRET_MASK
     return value

@@ -199,9 +199,14 @@ class ConnectorPlugin(abc.ABC):
         return validate_fields(cls.type_name, cls.config_fields, config)
 
     @classmethod
+    def secret_fields(cls) -> frozenset[str]:
+        """The names of the config fields this type declares secret."""
+        return frozenset(f.name for f in cls.config_fields if f.secret)
+
+    @classmethod
     def mask_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
         """The config as it may be shown: secret fields, secret headers and URL passwords ***."""
-        return secrets.mask_config(cls, config)
+        return secrets.mask_config(cls.secret_fields(), config)
 
     @classmethod
     def describe(cls) -> dict[str, Any]:

@@ -149,7 +149,7 @@ class FileConnector(ConnectorPlugin):
         self.has_header: bool = config.get("has_header", True)
         self.incremental = Incremental.from_config(self.type_name, config.get("incremental"))
         self.cursor = Cursor(self.incremental, self.state) if self.incremental else None
-        self.secrets = secret_values(type(self), config, config)
+        self.secrets = secret_values(self.secret_fields(), config, config)
         self.label = str(self.path) if self.path else redact(self.url or "", self.secrets)
 
     @classmethod

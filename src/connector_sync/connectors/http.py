@@ -459,7 +459,7 @@ class HttpConnector(ConnectorPlugin):
             self.type_name, config["incremental"], param=True
         )
         self.cursor = Cursor(self.incremental, self.state) if self.incremental else None
-        self.secrets = secret_values(type(self), config, config)
+        self.secrets = secret_values(self.secret_fields(), config, config)
 
     def _session(self) -> HttpSession:
         config = self.config

@@ -6,7 +6,7 @@ from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 
 from connector_sync.connectors.base import ConnectorPlugin
-from connector_sync.exceptions import BadInput, PermanentError
+from connector_sync.exceptions import BadInput, ConnectorSyncError, PermanentError
 
 ENTRY_POINT_GROUP = "connector_sync.connectors"
 
@@ -52,3 +52,12 @@ def load_plugin(type_name: str) -> type[ConnectorPlugin]:
             f"{getattr(plugin, 'type_name', None)!r}; they must match"
         )
     return plugin
+
+
+def secret_fields(type_name: str) -> frozenset[str]:
+    """The config fields `type_name` declares secret; none for a type that cannot be loaded
+    (its connectors' configs are then masked by key names and URLs alone)."""
+    try:
+        return load_plugin(type_name).secret_fields()
+    except ConnectorSyncError:
+        return frozenset()

@@ -163,7 +163,7 @@ class SqlConnector(ConnectorPlugin):
         self.query = _strip_query(self.config["query"])
         self.incremental = Incremental.from_config(self.type_name, self.config["incremental"])
         self.cursor = Cursor(self.incremental, self.state) if self.incremental else None
-        self.secrets = secret_values(type(self), self.config, self.config)
+        self.secrets = secret_values(self.secret_fields(), self.config, self.config)
         if self.url.password:
             self.secrets.add(str(self.url.password))
         self.label = self.url.render_as_string(hide_password=True)
