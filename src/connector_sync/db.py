@@ -177,10 +177,18 @@ class Database(Closing):
 
     # -- schema -------------------------------------------------------------------
 
+    def sqlite_path(self) -> str | None:
+        """The SQLite database file, as given (None: not SQLite, or in memory)."""
+        path = self.engine.url.database
+        return path if self.dialect == "sqlite" and path and path != ":memory:" else None
+
+    def missing_sqlite_file(self) -> bool:
+        path = self.sqlite_path()
+        return path is not None and not Path(path).exists()
+
     def current_revision(self) -> str | None:
         """The alembic revision stamped in the database, None for an empty database."""
-        path = self.engine.url.database
-        if self.dialect == "sqlite" and path and path != ":memory:" and not Path(path).exists():
+        if self.missing_sqlite_file():
             return None  # asking must not create the file
         with self.begin() as connection:
             if not sa.inspect(connection).has_table("alembic_version"):
@@ -210,8 +218,20 @@ class Database(Closing):
         config.attributes["connection"] = connection
         return config
 
-    def ensure_schema(self) -> None:
-        """Make sure the schema is current: SQLite upgrades itself, PostgreSQL says how."""
+    def ensure_schema(self, *, create: bool = False) -> None:
+        """Make sure the schema is current: SQLite upgrades itself, PostgreSQL says how.
+
+        A SQLite file that does not exist is created only with `create` (`add`, `demo`):
+        a scheduled `run` pointed at the wrong folder must fail loudly, not start an empty
+        database and report "nothing due" for ever.
+        """
+        if not create and self.missing_sqlite_file():
+            path = str(self.sqlite_path())
+            shown = path if Path(path).is_absolute() or path.startswith(".") else f"./{path}"
+            raise DatabaseUnavailable(
+                f"no connector-sync database at {shown}: run 'connector-sync db "
+                "upgrade' (or add a connector) to create it, or set DATABASE_URL"
+            )
         revision = self.current_revision()
         if revision == SCHEMA_REVISION:
             return

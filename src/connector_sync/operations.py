@@ -80,9 +80,13 @@ def connector_names(url: str, prefix: str, tenant: str | None = None) -> list[st
 
 
 @contextmanager
-def session(url: str) -> Iterator[Store]:
-    """The store of the database at `url`, its schema current (SQLite upgrades itself)."""
-    store = open_store(url)
+def session(url: str, *, create: bool = False) -> Iterator[Store]:
+    """The store of the database at `url`, its schema current (SQLite upgrades itself).
+
+    A SQLite file that does not exist yet is created only with `create`; see
+    CREATES_DATABASE.
+    """
+    store = open_store(url, create=create)
     try:
         yield store
     finally:
@@ -294,6 +298,22 @@ def run_connectors(
     return run(store, replace(options, connector_ids=ids))
 
 
+def plan_run(store: Store, options: RunOptions, refs: Sequence[str] = ()) -> list[ConnectorSummary]:
+    """What a run with these options would claim now, in order; claims nothing.
+
+    The due connectors (within the limit and tenant), or the connectors named, less those
+    a worker is syncing now.
+    """
+    if not refs:
+        return store.due_connectors(options.limit, options.tenant)
+    named: dict[int, ConnectorSummary] = {}
+    for ref in refs:
+        connector = store.find_connector(ref, options.tenant)
+        if connector.status != "SYNCING":
+            named.setdefault(connector.id, connector)
+    return list(named.values())
+
+
 @dataclass(frozen=True)
 class DemoResult:
     database: str
@@ -312,3 +332,9 @@ def demo(store: Store) -> DemoResult:
     ids = [existing[name] for name, _ in DEMO_CONNECTORS]
     result = run(store, RunOptions(connector_ids=ids))
     return DemoResult(store.display_url, result, [store.find_connector(str(i)) for i in ids])
+
+
+#: The operations that may create the embedded SQLite database when it does not exist:
+#: the ones a new user starts with. Everything else (a scheduled `run` above all) refuses
+#: a missing file, so a job pointed at the wrong folder fails instead of staying green.
+CREATES_DATABASE = frozenset({add_connector, demo})

@@ -73,8 +73,24 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+class Output:
+    """What this process prints on stdout (set once by the CLI's global options)."""
+
+    #: --quiet: nothing on stdout (logs still go to stderr).
+    quiet = False
+    #: Tables and messages for people; off when stdout is not a terminal and logs are JSON
+    #: lines (a log file must not mix JSON lines with box-drawn tables). --json still prints.
+    tables = True
+
+
+def _show(renderable: Any) -> None:
+    if Output.tables and not Output.quiet:
+        console.print(renderable)
+
+
 def print_json(document: Any) -> None:
-    sys.stdout.write(json.dumps(jsonable(document), indent=2, ensure_ascii=False) + "\n")
+    if not Output.quiet:
+        sys.stdout.write(json.dumps(jsonable(document), indent=2, ensure_ascii=False) + "\n")
 
 
 def json_line(document: Any) -> str:
@@ -94,7 +110,10 @@ def say(*parts: str | tuple[str, str], err: bool = False) -> None:
 
     Each part is plain text or (text, style): `say(("ok", "green"), " ", name)`.
     """
-    (err_console if err else console).print(Text.assemble(*parts), soft_wrap=True)
+    if err:
+        err_console.print(Text.assemble(*parts), soft_wrap=True)
+    elif Output.tables and not Output.quiet:
+        console.print(Text.assemble(*parts), soft_wrap=True)
 
 
 def _style(status: str | None) -> Text:
@@ -179,7 +198,7 @@ def connectors_table(rows: Sequence[ConnectorSummary], title: str) -> None:
             _next_sync(r),
             str(r.consecutive_failures),
         )
-    console.print(table)
+    _show(table)
 
 
 def syncs_table(rows: Sequence[Sync], title: str) -> None:
@@ -218,7 +237,7 @@ def syncs_table(rows: Sequence[Sync], title: str) -> None:
             *(() if narrow else ("-" if r.dataset_id is None else str(r.dataset_id),)),
             *((_short(r.error, 120),) if errors and not narrow else ()),
         )
-    console.print(table)
+    _show(table)
     if narrow:  # errors get the whole width below the table
         for r in rows:
             if r.error:
@@ -240,7 +259,7 @@ def types_table(types: Sequence[Mapping[str, Any]]) -> None:
             text += _bounds(f.get("minimum"), f.get("maximum"))
             fields.append(text)
         table.add_row(t["type"], t["description"], "\n".join(fields))
-    console.print(table)
+    _show(table)
 
 
 def _bounds(low: float | None, high: float | None) -> str:
@@ -274,7 +293,7 @@ def connector_detail(view: ConnectorDetail) -> None:
         )
     table.add_row("config", json.dumps(view.config, indent=2))  # masked
     table.add_row("state", json.dumps(connector.state))
-    console.print(table)
+    _show(table)
     syncs_table(view.recent_syncs, "Recent syncs")
     datasets = view.datasets
     if datasets:
@@ -285,7 +304,7 @@ def connector_detail(view: ConnectorDetail) -> None:
             dtable.add_row(
                 str(d.id), d.name, _style(d.status), f"{d.record_count:,}", _when(d.created_at)
             )
-        console.print(dtable)
+        _show(dtable)
 
 
 def status_summary(summary: StatusSummary) -> None:
@@ -300,7 +319,7 @@ def status_summary(summary: StatusSummary) -> None:
     table.add_row("oldest due since (UTC)", _when(summary.oldest_due_since))
     table.add_row("syncs, last 24 h", _counts(summary.syncs_last_24h))
     table.add_row("records stored, last 24 h", f"{summary.records_last_24h:,}")
-    console.print(table)
+    _show(table)
 
 
 def _counts(by_status: Mapping[str, int]) -> Text:
@@ -321,7 +340,11 @@ def health_report(problems: Sequence[HealthProblem]) -> None:
         table.add_row(
             Text(p.problem, style="red"), f"{p.connector_name} ({p.connector_id})", p.detail
         )
-    console.print(table)
+    _show(table)
+
+
+def would_sync(rows: Sequence[ConnectorSummary]) -> None:
+    connectors_table(rows, "Would sync (dry run, nothing claimed)")
 
 
 def connector_check(check: ConnectorCheck) -> None:

@@ -19,6 +19,15 @@ def resolve_database_url(explicit: str | None = None) -> str:
         return explicit
     for name in DATABASE_URL_ENVVARS:
         value = os.environ.get(name)
-        if value:
-            return value
+        if value is None:
+            continue
+        if not value.strip():
+            # What GitHub Actions passes for a secret that is not set: a job that fell back
+            # to a new empty SQLite file would report "nothing due" and stay green.
+            raise BadInput(
+                f"{name} is set but empty (an unset CI secret?): set it to "
+                "postgresql://user@host/db or sqlite:///path.db, or unset it for the default "
+                "sqlite:///connector-sync.db"
+            )
+        return value
     return f"sqlite:///{DEFAULT_SQLITE_FILE}"

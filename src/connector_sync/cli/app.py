@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -133,6 +134,12 @@ def global_options(
         LogFormat,
         typer.Option("--log-format", envvar=f"{ENV}LOG_FORMAT", help="Logs on stderr as."),
     ] = LogFormat.plain,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", envvar=f"{ENV}QUIET", help="Print nothing on stdout (logs still)."
+        ),
+    ] = False,
     _version: Annotated[
         bool,
         typer.Option(
@@ -146,6 +153,11 @@ def global_options(
     """
     Flags.debug = debug
     configure_logging(log_level.value, log_format.value)
+    from connector_sync.render import Output  # every command prints through it
+
+    Output.quiet = quiet
+    # JSON log lines to a file or pipe: no box-drawn tables mixed in (--json still prints).
+    Output.tables = not (log_format is LogFormat.json and not sys.stdout.isatty())
     ctx.obj = resolve_database_url(database_url)
 
 
@@ -162,7 +174,8 @@ def _call(
     """Open the database, run one operation on its store, close it."""
     from connector_sync import operations
 
-    with operations.session(_url(ctx)) as store:
+    create = operation in operations.CREATES_DATABASE
+    with operations.session(_url(ctx), create=create) as store:
         return operation(store, *args, **kwargs)
 
 
@@ -378,6 +391,10 @@ def run(
         int,
         typer.Option(min=1, max=1_000_000, envvar=f"{ENV}BATCH_SIZE", help="Records per write."),
     ] = 5000,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Show what this run would sync, in order; sync nothing."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Sync the due connectors (or the ones named).  Exit 1 if any sync failed.
@@ -401,6 +418,9 @@ def run(
         attempts=attempts, grace=grace, lease_seconds=lease_seconds,
         heartbeat_seconds=heartbeat_seconds, batch_size=batch_size,
     )  # fmt: skip
+    if dry_run:
+        _show(ctx, as_json, render.would_sync, operations.plan_run, options, connector or ())
+        return
     if connector:
         result = _call(ctx, operations.run_connectors, connector, tenant, options)
     else:

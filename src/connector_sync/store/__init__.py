@@ -13,9 +13,11 @@ def open_store(
     *,
     clock: Clock | None = None,
     ensure_schema: bool = True,
+    create: bool = False,
 ) -> Store:
     """The store for a database URL (or engine, or Database), its schema made current:
-    SQLite upgrades itself, PostgreSQL says how (SchemaOutOfDate).
+    SQLite upgrades itself, PostgreSQL says how (SchemaOutOfDate). A missing SQLite file
+    is created only with `create`; otherwise DatabaseUnavailable.
 
     Closing the store disposes only an engine it created.
     """
@@ -25,7 +27,7 @@ def open_store(
     )
     try:
         if ensure_schema:
-            database.ensure_schema()
+            database.ensure_schema(create=create)
         if database.is_postgresql:
             from connector_sync.store.postgres import PostgresStore
 
