@@ -44,7 +44,7 @@ WHERE %(tenant)s::text IS NULL OR tenant = %(tenant)s
 ORDER BY tenant, name;
 
 -- name: connector_names --
--- Shell completion. left() rather than LIKE: the prefix may hold % or _.
+-- Shell completion. left() rather than LIKE: the prefix may hold LIKE's wildcards.
 SELECT DISTINCT name FROM connectors
 WHERE left(name, length(%(prefix)s)) = %(prefix)s
   AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
