@@ -8,6 +8,7 @@ wrong in the caller's terms (`BadInput.param`), not a command-line flag.
 from __future__ import annotations
 
 import json
+import logging
 import unicodedata
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -20,7 +21,9 @@ from connector_sync.connectors.registry import available_types, load_plugin, sec
 from connector_sync.constants import DEFAULT_TENANT, MAX_NAME_LENGTH, SYNC_STATUSES
 from connector_sync.db import SCHEMA_REVISION, Database
 from connector_sync.exceptions import BadInput, ConnectorSyncError, PluginError
-from connector_sync.runner import Runner, RunOptions, RunReport
+from connector_sync.runner import LoopOptions as LoopOptions
+from connector_sync.runner import LoopReport, Runner, RunOptions, RunReport
+from connector_sync.runner import run_loop as _run_loop
 from connector_sync.store import open_store
 from connector_sync.store.base import (
     Connector,
@@ -37,6 +40,8 @@ from connector_sync.store.base import (
 # The types the CLI and the server build requests with and read results of.
 from connector_sync.store.base import NewConnector as NewConnector
 from connector_sync.store.base import Store as Store
+
+log = logging.getLogger("connector_sync.operations")
 
 DEMO_CONNECTORS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("demo-customers", {"records": 1000}),
@@ -284,6 +289,20 @@ def run(store: Store, options: RunOptions) -> RunResult:
     """One run: recover expired leases, claim, sync, record."""
     report = Runner(store, options).run(handle_signals=True)
     return RunResult(report, store.syncs_by_id(report.sync_ids))
+
+
+def run_loop(store: Store, options: RunOptions, loop: LoopOptions) -> LoopReport:
+    """`run --loop`: runs until a signal (or loop.max_runs); each run is logged."""
+
+    def logged(number: int, report: RunReport | None) -> None:
+        if report is not None:
+            log.info(
+                "run %d: %d synced, %d failed, %d cancelled",
+                number, len(report.sync_ids) - report.failed - report.cancelled,
+                report.failed, report.cancelled,
+            )  # fmt: skip
+
+    return _run_loop(store, options, loop, logged)
 
 
 def run_connectors(

@@ -12,12 +12,13 @@ import logging
 import math
 import os
 import queue
+import random
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -28,7 +29,7 @@ from connector_sync.connectors.base import ConnectorPlugin
 from connector_sync.connectors.registry import load_plugin, secret_fields
 from connector_sync.constants import CANCELLED, COMPLETED, FAILED
 from connector_sync.datasets import DatasetWriter, EncodedBatch, encode_batch
-from connector_sync.exceptions import DatabaseError, LeaseLost, PluginError
+from connector_sync.exceptions import DatabaseError, DatabaseUnavailable, LeaseLost, PluginError
 from connector_sync.scheduling import DEFAULT_BACKOFF_BASE, retry_delay
 from connector_sync.secrets import connector_secrets, redact, resolve_env_refs
 from connector_sync.store.base import (
@@ -314,12 +315,20 @@ class Runner:
         self._lock = threading.Lock()
         self._reserved = 0
 
+    def _stop_on_signal(self, signum: int, reason: str) -> None:
+        self.control.request_stop(self.options.grace, reason, signum)
+
     # -- the run --------------------------------------------------------------------
 
     def run(self, *, handle_signals: bool = False) -> RunReport:
         """Run once. With `handle_signals` (the CLI), SIGTERM/SIGINT stop it gracefully."""
         report = RunReport()
-        with self._signals_handled(handle_signals):
+        signals = (
+            stop_on_signals(self.options.grace, self._stop_on_signal)
+            if handle_signals
+            else nullcontext()
+        )
+        with signals:
             report.recovered = self.store.recover_expired_leases(self.options.tenant)
             for item in report.recovered:
                 log.warning("recovered connector %s: %s", item.name, item.reason)
@@ -626,37 +635,117 @@ class Runner:
             )
         return FAILED
 
-    # -- signals --------------------------------------------------------------------
 
-    @contextmanager
-    def _signals_handled(self, enabled: bool) -> Iterator[None]:
-        if not enabled or threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        grace = self.options.grace
+@contextmanager
+def stop_on_signals(
+    grace: float, request_stop: Callable[[int, str], None]
+) -> Iterator[threading.Event]:
+    """While the block runs, SIGTERM/SIGINT stop it gracefully: the first calls
+    `request_stop(signum, reason)` and sets the event yielded; a second exits at once (the
+    unfinished leases expire and a later run recovers them). Outside the main thread,
+    signals are not handled and the event is never set by one."""
+    stopped = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stopped
+        return
 
-        def on_signal(signum: int, _frame: FrameType | None) -> None:
-            name = signal.Signals(signum).name
-            if self.control.stop_claiming.is_set():
-                log.error("second %s: exiting now; unfinished leases expire and are recovered",
-                          name)  # fmt: skip
-                os._exit(128 + signum)
-            log.warning(
-                "%s received: no new syncs; in-flight syncs get %s to finish, then are "
-                "cancelled (send it again to exit at once)",
-                name,
-                _seconds(grace),
-            )
-            self.control.request_stop(
-                grace, f"cancelled: worker received {name}, grace of {_seconds(grace)} over", signum
-            )
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if stopped.is_set():
+            log.error("second %s: exiting now; unfinished leases expire and are recovered", name)
+            os._exit(128 + signum)
+        stopped.set()
+        log.warning(
+            "%s received: no new syncs; in-flight syncs get %s to finish, then are "
+            "cancelled (send it again to exit at once)",
+            name,
+            _seconds(grace),
+        )
+        request_stop(signum, f"cancelled: worker received {name}, grace of {_seconds(grace)} over")
 
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-        try:
-            yield
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stopped
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+@dataclass(frozen=True)
+class LoopOptions:
+    """`run --loop`: a run every `every` seconds (start to start), until stopped."""
+
+    every: float
+    #: Up to this many seconds more between runs, at random, so workers started together
+    #: spread out.
+    jitter: float = 0.0
+    #: Stop after this many runs (None: until a signal).
+    max_runs: int | None = None
+
+
+@dataclass
+class LoopReport:
+    """What a loop did, over all its runs."""
+
+    runs: int = 0
+    #: Syncs recorded, by outcome, over all runs.
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    lost: int = 0
+    #: The signal that stopped the loop, if any.
+    signal: int | None = None
+
+
+def run_loop(
+    store: Store,
+    options: RunOptions,
+    loop: LoopOptions,
+    on_run: Callable[[int, RunReport | None], None] | None = None,
+) -> LoopReport:
+    """Run, sleep, run again, until a signal (or `loop.max_runs`).
+
+    A signal during the sleep ends the loop at once; during a run, the run's syncs get
+    `options.grace` to finish. A run the database was unavailable for is logged and the
+    loop goes on: the next run tries again.
+    """
+    report = LoopReport()
+    current: list[Runner] = []
+
+    def request_stop(signum: int, reason: str) -> None:
+        report.signal = signum
+        for runner in current:
+            runner.control.request_stop(options.grace, reason, signum)
+
+    with stop_on_signals(options.grace, request_stop) as stopped:
+        while not stopped.is_set():
+            started = time.monotonic()
+            runner = Runner(store, options)
+            current.append(runner)
+            if stopped.is_set():  # a signal between the check and the append
+                runner.control.request_stop(0, "cancelled: loop stopping", report.signal)
+            try:
+                run_report: RunReport | None = runner.run()
+            except DatabaseUnavailable as exc:
+                log.error("run %d: %s; the next run tries again", report.runs + 1, exc)
+                run_report = None
+            finally:
+                current.clear()
+            report.runs += 1
+            if run_report is not None:
+                report.failed += run_report.failed
+                report.cancelled += run_report.cancelled
+                report.lost += len(run_report.lost)
+                report.completed += (
+                    len(run_report.sync_ids) - run_report.failed - run_report.cancelled
+                )
+            if on_run is not None:
+                on_run(report.runs, run_report)
+            if loop.max_runs is not None and report.runs >= loop.max_runs:
+                break
+            delay = loop.every + random.uniform(0, loop.jitter) - (time.monotonic() - started)
+            stopped.wait(max(0.0, delay))
+    return report
 
 
 def _seconds(value: float) -> str:

@@ -27,7 +27,7 @@ from connector_sync.settings import resolve_database_url
 # what it needs when it runs, so `--help` and argument errors stay fast.
 if TYPE_CHECKING:
     from connector_sync import operations
-    from connector_sync.runner import RunReport
+    from connector_sync.runner import LoopReport, RunReport
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -395,6 +395,32 @@ def run(
         bool,
         typer.Option("--dry-run", help="Show what this run would sync, in order; sync nothing."),
     ] = False,
+    loop: Annotated[
+        bool,
+        typer.Option(
+            "--loop", help="Run again and again (a container's PID 1, a long-lived worker)."
+        ),
+    ] = False,
+    every: Annotated[
+        float,
+        _seconds_option(
+            min=0.1,
+            envvar=f"{ENV}EVERY",
+            help="With --loop: seconds from the start of one run to the next.",
+        ),
+    ] = 900.0,
+    jitter: Annotated[
+        float,
+        _seconds_option(
+            min=0,
+            envvar=f"{ENV}JITTER",
+            help="With --loop: up to this many seconds more between runs, at random.",
+        ),
+    ] = 0.0,
+    max_runs: Annotated[
+        int | None,
+        typer.Option("--max-runs", min=1, max=MAX_COUNT, help="With --loop: stop after N runs."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Sync the due connectors (or the ones named).  Exit 1 if any sync failed.
@@ -418,6 +444,16 @@ def run(
         attempts=attempts, grace=grace, lease_seconds=lease_seconds,
         heartbeat_seconds=heartbeat_seconds, batch_size=batch_size,
     )  # fmt: skip
+    if loop:
+        if connector or dry_run:
+            raise typer.BadParameter(
+                "--loop runs the due connectors; leave out --connector and --dry-run",
+                param_hint="'--loop'",
+            )
+        looped = _call(
+            ctx, operations.run_loop, options, operations.LoopOptions(every, jitter, max_runs)
+        )
+        raise typer.Exit(_loop_exit_code(looped))
     if dry_run:
         _show(ctx, as_json, render.would_sync, operations.plan_run, options, connector or ())
         return
@@ -432,6 +468,14 @@ def run(
     else:
         render.say("Nothing due.")
     raise typer.Exit(_run_exit_code(result.report))
+
+
+def _loop_exit_code(report: LoopReport) -> int:
+    """Stopped by a signal: 0 when every sync it started ended (completed or failed), else
+    128 + the signal. Ended by --max-runs: 1 if a sync failed, as `run`."""
+    if report.signal is not None:
+        return 128 + report.signal if report.cancelled or report.lost else EXIT_OK
+    return EXIT_FAILURE if report.failed or report.lost else EXIT_OK
 
 
 def _run_exit_code(report: RunReport) -> int:
