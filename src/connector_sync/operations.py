@@ -106,9 +106,11 @@ def check_name(what: str, value: str) -> None:
         raise BadInput(f"{what} must not be empty", param=what)
     if value != value.strip():
         raise BadInput(f"{what} {shown} has spaces at its start or end: remove them", param=what)
-    if any(unicodedata.category(ch) == "Cc" for ch in value):
+    if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in value):
         raise BadInput(
-            f"{what} {shown} holds a control character (tab, line break…): remove it", param=what
+            f"{what} {shown} holds a control character (tab, line break…) or an unpaired "
+            "surrogate: remove it",
+            param=what,
         )
     if len(value) > MAX_NAME_LENGTH:
         raise BadInput(
@@ -116,9 +118,54 @@ def check_name(what: str, value: str) -> None:
         )
 
 
-def add_connector(store: Store, new: NewConnector) -> int:
-    """Validate the name, tenant and config (against the type's fields), then store the
-    connector; it is due at once."""
+#: How deep a config may nest objects and arrays (the built-in types need three).
+MAX_CONFIG_DEPTH = 32
+
+
+def check_config_document(config: Any) -> None:
+    """A config every database stores and every walker can walk: at most MAX_CONFIG_DEPTH
+    levels deep, no NUL character and no unpaired surrogate in any key or string (PostgreSQL
+    refuses both; neither is text). Iterative, so a hostile depth cannot exhaust the stack.
+
+    Raises:
+        BadInput: naming the field, never the value (it may be a secret).
+    """
+    stack: list[tuple[Any, int, str]] = [(config, 0, "")]
+    while stack:
+        value, depth, path = stack.pop()
+        if depth > MAX_CONFIG_DEPTH:
+            raise BadInput(
+                f"config is nested more than {MAX_CONFIG_DEPTH} levels deep (at '{path}'): "
+                "flatten it",
+                param="config",
+            )
+        if isinstance(value, dict):
+            for key, item in value.items():
+                where = f"{path}.{key}" if path else str(key)
+                _check_text(f"config key '{where}'", str(key))
+                stack.append((item, depth + 1, where))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1, f"{path}[{i}]") for i, item in enumerate(value))
+        elif isinstance(value, str):
+            _check_text(f"config field '{path}'", value)
+
+
+def _check_text(what: str, text: str) -> None:
+    if "\x00" in text:
+        raise BadInput(f"{what} holds a NUL character (\\u0000), which no database stores: "
+                       "remove it", param="config")  # fmt: skip
+    if any("\ud800" <= ch <= "\udfff" for ch in text):
+        raise BadInput(f"{what} holds an unpaired surrogate (\\ud800-\\udfff), which is not "
+                       "text: fix its encoding", param="config")  # fmt: skip
+
+
+def validated(new: NewConnector) -> NewConnector:
+    """`new` once its name, tenant and config (against the type's fields) are checked.
+    Touches no database: the CLI checks before it opens (or creates) one.
+
+    Raises:
+        BadInput: naming what is wrong (ConfigError for the config).
+    """
     check_name("name", new.name)
     if new.name.isdigit():
         raise BadInput(
@@ -126,9 +173,15 @@ def add_connector(store: Store, new: NewConnector) -> int:
             param="name",
         )
     check_name("tenant", new.tenant)
+    check_config_document(new.config)
     secrets.check_env_refs(new.config)
     load_plugin(new.type).validate_config(new.config)
-    return store.add_connector(new)
+    return new
+
+
+def add_connector(store: Store, new: NewConnector) -> int:
+    """Store a connector once `validated`; it is due at once."""
+    return store.add_connector(validated(new))
 
 
 def list_connectors(store: Store, tenant: str | None = None) -> list[ConnectorSummary]:

@@ -13,13 +13,14 @@ import math
 import os
 import queue
 import random
+import re
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import FrameType
 from typing import Any
 
@@ -285,6 +286,11 @@ class _Reader:
             yield item
 
 
+def _error_type(exc: BaseException) -> str:
+    """The error's class name, as the sync row keeps it (its column holds 200 characters)."""
+    return storable(type(exc).__name__, 200)
+
+
 def _retry_after(exc: BaseException | None) -> float:
     """How long the source asked us to wait before trying again (0 if it did not say, or
     said something that is no number of seconds)."""
@@ -367,7 +373,17 @@ class Runner:
                     except queue.Empty:
                         return
                     began = time.monotonic()
-                    self._sync_and_report(claim, keeper, report)
+                    # Connectors claimed ahead must not wait behind a sync that turns slow:
+                    # after QUICK_SYNC_SECONDS they are given back for any worker to take.
+                    give_back = threading.Timer(
+                        QUICK_SYNC_SECONDS, self._unclaim_waiting, (pending, keeper)
+                    )
+                    if claims is None and not pending.empty():
+                        give_back.start()
+                    try:
+                        self._sync_and_report(claim, keeper, report)
+                    finally:
+                        give_back.cancel()
                     quick = time.monotonic() - began < QUICK_SYNC_SECONDS
                     batch = min(batch * 2, MAX_CLAIM_BATCH) if quick else 1
             except BaseException as exc:  # re-raised in the supervising thread
@@ -421,6 +437,23 @@ class Runner:
         for claim in found:
             keeper.hold(claim)
         return found
+
+    def _unclaim_waiting(self, pending: queue.Queue[Claim], keeper: LeaseKeeper) -> None:
+        """Give back the connectors this worker claimed ahead and has not started."""
+        while True:
+            try:
+                claim = pending.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                if self.store.unclaim(claim):
+                    log.info("gave back %s: claimed ahead of a slow sync", claim.name)
+            except DatabaseError as exc:  # its lease expires; recovery follows
+                log.error("could not give back connector %s: %s", claim.name, exc)
+            finally:
+                keeper.release(claim)
+                with self._lock:
+                    self._reserved -= 1
 
     def _claim_named(
         self, ids: Sequence[int], keeper: LeaseKeeper, report: RunReport
@@ -536,7 +569,7 @@ class Runner:
                         if tries > 1:
                             self.store.discard_records(claim)
                         writer, plugin = self._read_once(claim, keeper, deadline, progress)
-            except (LeaseLost, DatabaseError):
+            except (LeaseLost, DatabaseUnavailable):
                 raise
             except SyncCancelled as exc:
                 self.store.cancel(
@@ -549,20 +582,29 @@ class Runner:
                 return self._record_failure(claim, error, "Timeout", started, progress, tries)
             except Exception as exc:
                 return self._record_failure(
-                    claim, self._describe(claim, exc), type(exc).__name__, started, progress, tries,
+                    claim, self._describe(claim, exc), _error_type(exc), started, progress, tries,
                     retry_after=_retry_after(exc),
                 )  # fmt: skip
             duration = time.monotonic() - started
-            done = Completion(
-                duration=duration,
-                records_fetched=progress.fetched,
-                records_processed=progress.stored,
-                schema=writer.schema(),
-                state=plugin.state or claim.state,
-                next_sync_in=claim.sync_interval,
-                attempts=tries,
-            )
-            self.store.complete(claim, done)
+            try:
+                done = Completion(
+                    duration=duration,
+                    records_fetched=progress.fetched,
+                    records_processed=progress.stored,
+                    schema=writer.schema(),
+                    state=plugin.state or claim.state,
+                    next_sync_in=claim.sync_interval,
+                    attempts=tries,
+                )
+                self.store.complete(claim, done)
+            except (LeaseLost, DatabaseUnavailable):
+                raise
+            except Exception as exc:  # e.g. a state the database cannot store
+                error = f"the records were read but the outcome could not be recorded: {exc}"
+                return self._record_failure(
+                    claim, self._describe(claim, ValueError(error)), _error_type(exc), started,
+                    progress, tries,
+                )  # fmt: skip
             log.info("synced %s: %d records in %.2fs", claim.name, progress.stored, duration)
             return COMPLETED
         finally:
@@ -596,7 +638,7 @@ class Runner:
             hidden = connector_secrets(secret_fields(claim.type), claim.config)
         except Exception:  # describing a failure must not fail: mask what redact finds alone
             hidden = set()
-        return redact(describe_error(exc), hidden)
+        return storable(redact(describe_error(exc), hidden))
 
     def _record_failure(
         self,
@@ -608,23 +650,28 @@ class Runner:
         tries: int,
         retry_after: float = 0.0,
     ) -> str:
-        outcome = self.store.fail(
-            claim,
-            Failure(
-                error=error,
-                error_type=error_type,
-                duration=time.monotonic() - started,
-                records_fetched=progress.fetched,
-                records_processed=progress.stored,
-                retry_in=retry_delay(
-                    claim.consecutive_failures + 1,
-                    claim.sync_interval,
-                    retry_after,
-                    base=self.options.backoff_base,
-                ),
-                attempts=max(tries, 1),
+        failure = Failure(
+            error=error,
+            error_type=error_type,
+            duration=time.monotonic() - started,
+            records_fetched=progress.fetched,
+            records_processed=progress.stored,
+            retry_in=retry_delay(
+                claim.consecutive_failures + 1,
+                claim.sync_interval,
+                retry_after,
+                base=self.options.backoff_base,
             ),
+            attempts=max(tries, 1),
         )
+        try:
+            outcome = self.store.fail(claim, failure)
+        except (LeaseLost, DatabaseUnavailable):
+            raise
+        except Exception as exc:  # the last resort: a failure that says only what is safe
+            log.error("could not record the failure of %s as it was: %s", claim.name, exc)
+            plain = f"the sync failed ({error_type}) and its error could not be stored"
+            outcome = self.store.fail(claim, replace(failure, error=plain))
         if outcome is not None:
             log.error(
                 "sync of %s failed (%d in a row, connector %s): %s",
@@ -753,8 +800,25 @@ def _seconds(value: float) -> str:
 
 
 def describe_error(exc: BaseException) -> str:
-    """One line for the sync's error column."""
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if len(text) > MAX_ERROR_LENGTH:
-        text = text[: MAX_ERROR_LENGTH - 1] + "…"
-    return text
+    """The error as one line (whole: `storable` cuts it, after secrets are redacted)."""
+    try:
+        text = str(exc)
+    except Exception:  # a plugin's exception whose __str__ fails still fails its sync
+        text = ""
+    return " ".join(text.split()) or type(exc).__name__
+
+
+#: Control characters (NUL included): PostgreSQL refuses NUL in text, and none belongs in
+#: a one-line message.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def storable(text: str, limit: int = MAX_ERROR_LENGTH) -> str:
+    """`text` as every database stores it and every terminal shows it: control characters
+    escaped (\\x00), lone surrogates escaped (\\ud800), at most `limit` characters.
+
+    Cut only after secrets were redacted: a secret cut in half is no longer recognised.
+    """
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

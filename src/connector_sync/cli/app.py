@@ -262,7 +262,8 @@ def add(
         auto_sync=not no_auto_sync, tenant=tenant, sync_timeout=timeout,
         max_consecutive_failures=max_failures,
     )  # fmt: skip
-    connector_id = _call(ctx, operations.add_connector, new)
+    # Checked before the database is opened: a bad `add` must not create one.
+    connector_id = _call(ctx, operations.add_connector, operations.validated(new))
     if as_json:
         render.print_json({"id": connector_id})
     else:

@@ -38,6 +38,8 @@ def parse_config(config_json: str | None, config_file: Path | None) -> dict[str,
         ) from None
     except ValueError as exc:  # NaN, Infinity
         raise BadInput(f"{source} is not valid JSON ({exc}): {example}") from None
+    except RecursionError:
+        raise BadInput(f"{source} is nested too deeply: a config is a few levels deep") from None
     if not isinstance(config, dict):
         kind = JSON_VALUE_TYPE_NAMES[type(config)]  # json.loads makes only these types
         raise BadInput(f"{source} must be a JSON object, got a JSON {kind}: {example}")

@@ -499,6 +499,13 @@ class Store(Closing, abc.ABC):
         """
 
     @abc.abstractmethod
+    def unclaim(self, claim: Claim) -> bool:
+        """Give back a claimed connector whose sync never started (this worker claimed it
+        ahead and will not get to it soon): ACTIVE again, as due as before, its unopened
+        sync and empty dataset removed, no trace in the history. Only under the claim's
+        lease; returns whether it was still ours."""
+
+    @abc.abstractmethod
     def recover_expired_leases(self, tenant: str | None = None) -> list[RecoveredLease]:
         """Release connectors whose lease expired: ACTIVE and due now (ERROR if this was
         their last allowed failure), their IN_PROGRESS sync FAILED naming the lost

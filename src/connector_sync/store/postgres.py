@@ -238,6 +238,16 @@ class PostgresStore(Store):
         return str(rows[0][0]) if rows else None
 
     @retried
+    def unclaim(self, claim: base.Claim) -> bool:
+        rows = self._run(
+            "unclaim",
+            connector_id=claim.connector_id,
+            lease_token=claim.lease_token,
+            sync_id=claim.sync_id,
+        )
+        return bool(rows)
+
+    @retried
     def recover_expired_leases(self, tenant: str | None = None) -> list[base.RecoveredLease]:
         rows = self._run("recover_expired_leases", tenant=tenant)
         return [base.RecoveredLease(*row) for row in rows]

@@ -183,6 +183,22 @@ WITH released AS (
 )
 SELECT status, consecutive_failures, next_sync_at FROM released;
 
+-- name: unclaim --
+-- A claim this worker will not start after all: the connector given back as it was
+-- (still due), the sync it opened and its empty dataset removed.
+WITH released AS (
+    UPDATE connectors
+    SET status = 'ACTIVE', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+        updated_at = coalesce(%(now)s, now())
+    WHERE id = %(connector_id)s AND lease_token = %(lease_token)s
+    RETURNING id
+), dropped AS (
+    DELETE FROM datasets WHERE sync_id = %(sync_id)s AND EXISTS (SELECT 1 FROM released)
+), unopened AS (
+    DELETE FROM connector_syncs WHERE id = %(sync_id)s AND EXISTS (SELECT 1 FROM released)
+)
+SELECT id FROM released;
+
 -- name: discard_records --
 DELETE FROM dataset_records WHERE dataset_id = %(dataset_id)s;
 

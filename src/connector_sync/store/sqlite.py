@@ -414,6 +414,20 @@ class SqliteStore(Store):
             )
 
     @retried
+    def unclaim(self, claim: Claim) -> bool:
+        with self.database.begin() as conn:
+            released = conn.execute(
+                sa.update(connectors)
+                .where(c.id == claim.connector_id, c.lease_token == claim.lease_token)
+                .values(status=ACTIVE, lease_owner=None, lease_token=None,
+                        lease_expires_at=None, updated_at=self.now())
+            ).rowcount  # fmt: skip
+            if released:
+                conn.execute(sa.delete(datasets).where(d.sync_id == claim.sync_id))
+                conn.execute(sa.delete(connector_syncs).where(s.id == claim.sync_id))
+        return bool(released)
+
+    @retried
     def recover_expired_leases(self, tenant: str | None = None) -> list[RecoveredLease]:
         now = self.now()
         expired = (
