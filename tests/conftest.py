@@ -1,4 +1,11 @@
-"""Fixtures: a real SQLite file and a real PostgreSQL database per test, and test plugins.
+"""Fixtures shared by every layer: a real SQLite file and a real PostgreSQL database per
+test, the store on them (on the database's clock, or on a ManualClock the test moves), the
+in-process CLI, and the test plugins.
+
+The layers: tests/unit (no database), tests/store (the Store contract, the same tests on
+SQLite and PostgreSQL), tests/cli (the command line in-process on a real database),
+tests/e2e (the runner with real plugins and sources, `connector-sync` subprocesses,
+signals, kill -9, concurrency). Helpers that tests import live in tests/support.
 
 PostgreSQL is required, never skipped: when the server at CONNECTOR_SYNC_TEST_POSTGRES_URL
 (default postgresql://postgres@127.0.0.1:5432/postgres) is unreachable, every
@@ -20,11 +27,12 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from typer.testing import CliRunner
 
 from connector_sync.connectors import registry
 from connector_sync.db import Database
-from connector_sync.repository import Repository
+from connector_sync.store import Store, open_store
+from connector_sync.store.base import ManualClock
+from support.cli import Cli
 
 ADMIN_URL = os.environ.get(
     "CONNECTOR_SYNC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -44,9 +52,9 @@ os.environ.pop("CONNECTOR_SYNC_DATABASE_URL", None)
 
 @pytest.fixture(scope="session", autouse=True)
 def test_plugins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Installs tests/plugins as a distribution with entry points (a .dist-info on sys.path)."""
+    """Installs support/plugins as a distribution with entry points (a .dist-info on sys.path)."""
     site = tmp_path_factory.mktemp("site")
-    shutil.copytree(TESTS_DIR / "plugins", site / "cs_test_plugins")
+    shutil.copytree(TESTS_DIR / "support" / "plugins", site / "cs_test_plugins")
     info = site / "cs_test_plugins-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: cs-test-plugins\nVersion: 1.0\n")
@@ -164,32 +172,33 @@ def database(db_url: str) -> Iterator[Database]:
     db.close()
 
 
+# -- the store -----------------------------------------------------------------------
+
+
 @pytest.fixture
-def repo(database: Database) -> Repository:
-    return Repository(database)
+def store(database: Database) -> Iterator[Store]:
+    """The store on the test's database, on the database's own clock."""
+    with open_store(database) as store:
+        yield store
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    """A clock that stands still until the test moves it (`clock.advance(seconds)`)."""
+    return ManualClock()
+
+
+@pytest.fixture
+def clocked_store(database: Database, clock: ManualClock) -> Iterator[Store]:
+    """The store on the test's database whose every "now" is `clock`'s: tests move time
+    instead of sleeping."""
+    with open_store(database, clock=clock) as store:
+        yield store
 
 
 # -- CLI -----------------------------------------------------------------------------
 
 
-class Cli:
-    """Invokes the real command line in-process against one database URL."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.runner = CliRunner()
-
-    def __call__(self, *args: str, env: dict[str, str] | None = None) -> Any:
-        from connector_sync.cli import app
-
-        return self.runner.invoke(app, ["--database-url", self.url, *args], env=env)
-
-
 @pytest.fixture
 def cli(db_url: str) -> Cli:
     return Cli(db_url)
-
-
-def count_rows(url: str, table: str) -> int:
-    with Database(url) as db, db.engine.connect() as conn:
-        return int(conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one())
