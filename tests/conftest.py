@@ -33,6 +33,7 @@ from connector_sync.db import Database
 from connector_sync.store import Store, open_store
 from connector_sync.store.base import ManualClock
 from support.cli import Cli
+from support.fake_api import FakeApi
 
 ADMIN_URL = os.environ.get(
     "CONNECTOR_SYNC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -194,6 +195,16 @@ def clocked_store(database: Database, clock: ManualClock) -> Iterator[Store]:
     instead of sleeping."""
     with open_store(database, clock=clock) as store:
         yield store
+
+
+# -- sources ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api() -> Iterator[FakeApi]:
+    """A real HTTP server on 127.0.0.1 (support/fake_api.py) for the http and file connectors."""
+    with FakeApi.serve() as api:
+        yield api
 
 
 # -- CLI -----------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The `sql` connector against a real PostgreSQL database and a real SQLite file."""
+"""The `sql` connector against a real PostgreSQL database and a real SQLite file, alone
+and through the runner."""
 
 from __future__ import annotations
 
@@ -14,15 +15,23 @@ import sqlalchemy as sa
 from connector_sync.connectors.registry import load_plugin
 from connector_sync.connectors.sql import APPLICATION_NAME, SqlConnector
 from connector_sync.exceptions import ConfigError, PermanentError, TransientError
-from connector_sync.repository import Repository
 from connector_sync.runner import Runner, RunOptions
-from test_runner import stored_records
+from connector_sync.store import Store
+from connector_sync.store.base import HistoryFilter, NewConnector
+from support.runs import run_and_read
 
 
 @pytest.fixture
-def pg(pg_url: str) -> Iterator[sa.Engine]:
+def source_url(empty_pg_url: str) -> str:
+    """A PostgreSQL database of the test's own to read from: the sql connector needs no
+    connector-sync schema in its source."""
+    return empty_pg_url
+
+
+@pytest.fixture
+def pg(source_url: str) -> Iterator[sa.Engine]:
     """The test's own PostgreSQL database, to create source tables in."""
-    engine = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"))
+    engine = sa.create_engine(source_url.replace("postgresql://", "postgresql+psycopg://"))
     yield engine
     engine.dispose()
 
@@ -44,7 +53,7 @@ def read(config: dict[str, Any], state: dict[str, Any] | None = None) -> list[di
     return list(SqlConnector(config, state).read())
 
 
-def test_postgresql_values_become_json_safe(pg: sa.Engine, pg_url: str) -> None:
+def test_postgresql_values_become_json_safe(pg: sa.Engine, source_url: str) -> None:
     with pg.begin() as conn:
         conn.exec_driver_sql(
             """
@@ -60,7 +69,7 @@ def test_postgresql_values_become_json_safe(pg: sa.Engine, pg_url: str) -> None:
             )
             """
         )
-    [row] = read({"url": pg_url, "query": "SELECT * FROM source"})
+    [row] = read({"url": source_url, "query": "SELECT * FROM source"})
     assert row == {
         "id": 1,
         "amount": "1234.50",
@@ -84,8 +93,10 @@ def big_cross_join(pg: sa.Engine) -> str:
     return "SELECT a.g AS a, b.g AS b, c.g AS c FROM thousand a, thousand b, thousand c"
 
 
-def test_rows_stream_through_a_server_side_cursor(pg: sa.Engine, pg_url: str) -> None:
-    reader = SqlConnector({"url": pg_url, "query": big_cross_join(pg), "batch_size": 100}).read()
+def test_rows_stream_through_a_server_side_cursor(pg: sa.Engine, source_url: str) -> None:
+    reader = SqlConnector(
+        {"url": source_url, "query": big_cross_join(pg), "batch_size": 100}
+    ).read()
     started = time.monotonic()
     first = [next(reader) for _ in range(250)]
     assert time.monotonic() - started < 5
@@ -106,8 +117,8 @@ def test_rows_stream_through_a_server_side_cursor(pg: sa.Engine, pg_url: str) ->
     assert left == 0
 
 
-def test_check_limits_the_query_to_one_row(pg: sa.Engine, pg_url: str) -> None:
-    plugin = SqlConnector({"url": pg_url, "query": big_cross_join(pg) + " ;"})
+def test_check_limits_the_query_to_one_row(pg: sa.Engine, source_url: str) -> None:
+    plugin = SqlConnector({"url": source_url, "query": big_cross_join(pg) + " ;"})
     started = time.monotonic()
     result = plugin.check()
     assert time.monotonic() - started < 5  # the 10^9 rows were not produced
@@ -116,21 +127,21 @@ def test_check_limits_the_query_to_one_row(pg: sa.Engine, pg_url: str) -> None:
     assert "connected; the query returns columns a, b, c" in result.message
 
 
-def test_the_source_session_is_read_only(pg: sa.Engine, pg_url: str) -> None:
+def test_the_source_session_is_read_only(pg: sa.Engine, source_url: str) -> None:
     with pg.begin() as conn:
         conn.exec_driver_sql("CREATE SEQUENCE counter")
     with pytest.raises(PermanentError, match="read-only transaction"):
-        read({"url": pg_url, "query": "SELECT nextval('counter')"})
+        read({"url": source_url, "query": "SELECT nextval('counter')"})
 
 
-def test_postgresql_incremental_binds_the_cursor(pg: sa.Engine, pg_url: str) -> None:
+def test_postgresql_incremental_binds_the_cursor(pg: sa.Engine, source_url: str) -> None:
     with pg.begin() as conn:
         conn.exec_driver_sql(
             "CREATE TABLE events (id serial, at timestamptz);"
             "INSERT INTO events (at) VALUES ('2026-01-01 10:00+00'), ('2026-01-02 10:00+00')"
         )
     config = {
-        "url": pg_url,
+        "url": source_url,
         "query": "SELECT id, at FROM events WHERE at > :cursor ORDER BY at",
         "incremental": {"cursor_field": "at", "initial_value": "1970-01-01T00:00:00+00:00"},
     }
@@ -164,7 +175,7 @@ def test_sqlite_source_and_incremental(sqlite_source: str) -> None:
     assert SqlConnector(config, second.state).check().details["rows"] == 0
 
 
-def test_errors_are_classified_and_never_show_the_password(pg_url: str, tmp_path: Path) -> None:
+def test_errors_are_classified_and_never_show_the_password(source_url: str, tmp_path: Path) -> None:
     refused = "postgresql://postgres:hunter2@127.0.0.1:1/db"
     with pytest.raises(TransientError) as raised:
         read({"url": refused, "query": "SELECT 1"})
@@ -172,24 +183,24 @@ def test_errors_are_classified_and_never_show_the_password(pg_url: str, tmp_path
         "postgresql+psycopg://postgres:***@127.0.0.1:1/db: connection failed"
     )
     assert "hunter2" not in raised.value.message
-    missing_db = sa.make_url(pg_url).set(database="no_such_db", password="hunter2")
+    missing_db = sa.make_url(source_url).set(database="no_such_db", password="hunter2")
     with pytest.raises(PermanentError, match='database "no_such_db" does not exist') as raised:
         read({"url": missing_db.render_as_string(hide_password=False), "query": "SELECT 1"})
     assert "hunter2" not in raised.value.message
     with pytest.raises(PermanentError, match='relation "nope" does not exist'):
-        SqlConnector({"url": pg_url, "query": "SELECT * FROM nope"}).check()
+        SqlConnector({"url": source_url, "query": "SELECT * FROM nope"}).check()
     with pytest.raises(PermanentError, match='syntax error at or near "SELEC"'):
-        read({"url": pg_url, "query": "SELEC 1"})
+        read({"url": source_url, "query": "SELEC 1"})
     with pytest.raises(PermanentError, match="SQLite database file not found"):
         read({"url": f"sqlite:///{tmp_path / 'nope.db'}", "query": "SELECT 1"})
     assert not (tmp_path / "nope.db").exists()
     with pytest.raises(PermanentError, match="returns column 'id' twice"):
-        read({"url": pg_url, "query": "SELECT 1 AS id, 2 AS id"})
+        read({"url": source_url, "query": "SELECT 1 AS id, 2 AS id"})
 
 
-def test_postgresql_urls_use_psycopg_3(pg_url: str) -> None:
+def test_postgresql_urls_use_psycopg_3(source_url: str) -> None:
     for scheme in ("postgresql", "postgres", "postgresql+psycopg2"):
-        url = pg_url.replace("postgresql://", f"{scheme}://")
+        url = source_url.replace("postgresql://", f"{scheme}://")
         plugin = SqlConnector({"url": url, "query": "SELECT 1 AS one"})
         assert plugin.url.drivername == "postgresql+psycopg"
         assert list(plugin.read()) == [{"one": 1}]
@@ -225,54 +236,51 @@ def test_masked_config_hides_the_url_password() -> None:
     assert shown == {"url": "postgresql://app:***@db:5432/shop", "query": "q"}
 
 
-def test_end_to_end_through_the_runner(repo: Repository, sqlite_source: str) -> None:
+def test_end_to_end_through_the_runner(store: Store, sqlite_source: str) -> None:
     config = {
         "url": sqlite_source,
         "query": "SELECT id, name FROM items WHERE id > :cursor ORDER BY id",
         "incremental": {"cursor_field": "id", "initial_value": 0},
         "batch_size": 2,
     }
-    connector_id = repo.add_connector(name="shop", type="sql", config=config, sync_interval=60)
-    Runner(repo.db, RunOptions(batch_size=2)).run()
-    [sync] = repo.history()
-    assert sync["status"] == "COMPLETED", sync["error"]
-    assert stored_records(repo.db, sync["dataset_id"]) == [
-        {"id": n, "name": f"item {n}"} for n in range(1, 6)
-    ]
-    assert repo.find_connector("shop")["state"] == {"cursor": 5}
+    connector_id = store.add_connector(
+        NewConnector(name="shop", type="sql", config=config, sync_interval=60)
+    )
+    _, records = run_and_read(store, batch_size=2)
+    assert len(store.history(HistoryFilter())) == 1
+    assert records == [{"id": n, "name": f"item {n}"} for n in range(1, 6)]
+    assert store.find_connector("shop").state == {"cursor": 5}
 
     with sqlite3.connect(sqlite_source.removeprefix("sqlite:///")) as conn:
         conn.execute("INSERT INTO items (id, name) VALUES (6, 'six'), (7, 'seven')")
     conn.close()
-    Runner(repo.db, RunOptions(connector_ids=[connector_id])).run()
-    latest = repo.history()[0]
-    assert latest["status"] == "COMPLETED", latest["error"]
-    assert stored_records(repo.db, latest["dataset_id"]) == [
-        {"id": 6, "name": "six"},
-        {"id": 7, "name": "seven"},
-    ]
-    assert repo.find_connector("shop")["state"] == {"cursor": 7}
+    _, records = run_and_read(store, connector_ids=[connector_id])
+    assert records == [{"id": 6, "name": "six"}, {"id": 7, "name": "seven"}]
+    assert store.find_connector("shop").state == {"cursor": 7}
 
 
-def test_a_failed_source_fails_the_sync_with_a_clear_error(repo: Repository) -> None:
+def test_a_failed_source_fails_the_sync_with_a_clear_error(store: Store) -> None:
     config = {"url": "postgresql://u:hunter2@127.0.0.1:1/db", "query": "SELECT 1"}
-    repo.add_connector(name="down", type="sql", config=config, sync_interval=60)
-    Runner(repo.db, RunOptions(attempts=1)).run()
-    [sync] = repo.history()
-    assert sync["status"] == "FAILED"
-    assert sync["error_type"] == "TransientError"
-    assert "connection failed" in sync["error"] and "hunter2" not in sync["error"]
+    store.add_connector(NewConnector(name="down", type="sql", config=config, sync_interval=60))
+    Runner(store, RunOptions(attempts=1)).run()
+    [sync] = store.history(HistoryFilter())
+    assert sync.status == "FAILED"
+    assert sync.error_type == "TransientError"
+    assert sync.error is not None
+    assert "connection failed" in sync.error and "hunter2" not in sync.error
 
 
-def test_check_runs_a_query_that_ends_in_a_line_comment(pg_url: str, sqlite_source: str) -> None:
-    for url in (pg_url, sqlite_source):
+def test_check_runs_a_query_that_ends_in_a_line_comment(
+    source_url: str, sqlite_source: str
+) -> None:
+    for url in (source_url, sqlite_source):
         plugin = SqlConnector({"url": url, "query": "SELECT 1 AS one -- the answer"})
         assert plugin.check().details == {"columns": ["one"], "rows": 1}
         assert list(plugin.read()) == [{"one": 1}]
 
 
-def test_connection_options_libpq_rejects_are_permanent(pg_url: str) -> None:
-    url = sa.make_url(pg_url).update_query_dict({"sslmode": "bogus"})
+def test_connection_options_libpq_rejects_are_permanent(source_url: str) -> None:
+    url = sa.make_url(source_url).update_query_dict({"sslmode": "bogus"})
     plugin = SqlConnector({"url": url.render_as_string(hide_password=False), "query": "SELECT 1"})
     with pytest.raises(PermanentError, match='invalid sslmode value: "bogus"') as raised:
         plugin.check()

@@ -41,19 +41,17 @@ def time_passes(url: str, seconds: float) -> None:
     c = connectors.c
     moved = ("next_sync_at", "last_sync_at", "lease_expires_at")
     earlier = dt.timedelta(seconds=seconds)
+
+    def moved_back(row: sa.Row[Any]) -> dict[str, Any]:
+        times = {f"new_{name}": getattr(row, name) for name in moved}
+        return {"row_id": row.id, **{k: v and v - earlier for k, v in times.items()}}
+
     with Database(url) as db, db.begin() as conn:
         rows = conn.execute(sa.select(c.id, *(c[name] for name in moved))).all()
-        if not rows:
-            return
-        conn.execute(
-            sa.update(connectors)
-            .where(c.id == sa.bindparam("row_id"))
-            .values({name: sa.bindparam(f"new_{name}") for name in moved}),
-            [
-                {
-                    "row_id": row.id,
-                    **{f"new_{name}": row[i] and row[i] - earlier for i, name in enumerate(moved, 1)},
-                }
-                for row in rows
-            ],
-        )
+        if rows:
+            conn.execute(
+                sa.update(connectors)
+                .where(c.id == sa.bindparam("row_id"))
+                .values({name: sa.bindparam(f"new_{name}") for name in moved}),
+                [moved_back(row) for row in rows],
+            )

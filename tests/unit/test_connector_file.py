@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +17,7 @@ from connector_sync.connectors.csvfile import CsvConnector
 from connector_sync.connectors.file import FileConnector, iter_json_array
 from connector_sync.connectors.registry import load_plugin
 from connector_sync.exceptions import ConfigError, PermanentError, TransientError
-from connector_sync.repository import Repository
-from connector_sync.runner import Runner, RunOptions
-from fake_api import FakeApi
-from test_runner import stored_records
-
-
-@pytest.fixture
-def api() -> Iterator[FakeApi]:
-    with FakeApi.serve() as api:
-        yield api
+from support.fake_api import FakeApi
 
 
 def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
@@ -372,37 +362,6 @@ def test_incremental_initial_value_and_missing_cursor(tmp_path: Path) -> None:
         PermanentError, match=r"t\.jsonl: line 3: the record has no value for cursor"
     ):
         next(reader)
-
-
-def test_end_to_end_through_the_runner(repo: Repository, tmp_path: Path) -> None:
-    path = tmp_path / "feed.jsonl"
-    path.write_text("".join(json.dumps({"id": n, "v": n}) + "\n" for n in range(1, 1001)))
-    config = {"path": str(path), "incremental": {"cursor_field": "id"}}
-    connector_id = repo.add_connector(name="feed", type="file", config=config, sync_interval=60)
-    Runner(repo.db, RunOptions(batch_size=300)).run()
-    [sync] = repo.history()
-    assert sync["status"] == "COMPLETED", sync["error"]
-    assert stored_records(repo.db, sync["dataset_id"]) == [
-        {"id": n, "v": n} for n in range(1, 1001)
-    ]
-    assert repo.find_connector("feed")["state"] == {"cursor": 1000}
-
-    with path.open("a") as handle:
-        handle.write(json.dumps({"id": 1001, "v": 0}) + "\n")
-    Runner(repo.db, RunOptions(connector_ids=[connector_id])).run()
-    latest = repo.history()[0]
-    assert latest["status"] == "COMPLETED", latest["error"]
-    assert stored_records(repo.db, latest["dataset_id"]) == [{"id": 1001, "v": 0}]
-    assert repo.find_connector("feed")["state"] == {"cursor": 1001}
-
-
-def test_csv_alias_end_to_end(repo: Repository, tmp_path: Path) -> None:
-    path = write(tmp_path / "people.csv", 'name,city\n"Doe, J.",Paris\n')
-    repo.add_connector(name="people", type="csv", config={"path": str(path)}, sync_interval=60)
-    Runner(repo.db).run()
-    [sync] = repo.history()
-    assert sync["status"] == "COMPLETED", sync["error"]
-    assert stored_records(repo.db, sync["dataset_id"]) == [{"name": "Doe, J.", "city": "Paris"}]
 
 
 def test_check_names_an_encoding_error_in_the_header(tmp_path: Path) -> None:

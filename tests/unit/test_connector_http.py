@@ -1,4 +1,4 @@
-"""The `http` connector against a real HTTP server on 127.0.0.1 (tests/fake_api.py)."""
+"""The `http` connector against a real HTTP server on 127.0.0.1 (tests/support/fake_api.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import itertools
 import json
 import socket
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,19 +14,10 @@ import pytest
 from connector_sync.connectors.http import HttpConnector, dot_get, retry_after_seconds
 from connector_sync.connectors.registry import load_plugin
 from connector_sync.exceptions import ConfigError, PermanentError, TransientError
-from connector_sync.repository import Repository
-from connector_sync.runner import Runner, RunOptions
-from fake_api import FakeApi, item
-from test_runner import stored_records
+from support.fake_api import FakeApi, item
 
 FAST = {"retry_backoff": 0.01, "max_retries": 3}
 ALL_ITEMS = [item(n) for n in range(1, 24)]
-
-
-@pytest.fixture
-def api() -> Iterator[FakeApi]:
-    with FakeApi.serve() as api:
-        yield api
 
 
 def connector(api: FakeApi, path: str, state: dict[str, Any] | None = None, **config: Any) -> Any:
@@ -152,6 +142,7 @@ def test_500_then_success_is_retried(api: FakeApi) -> None:
     assert len(api.requests) == 3
 
 
+@pytest.mark.real_time
 @pytest.mark.parametrize("retry_after", ["1", "date"])
 def test_429_honours_retry_after_seconds_and_http_dates(api: FakeApi, retry_after: str) -> None:
     started = time.monotonic()
@@ -199,6 +190,7 @@ def test_401_and_404_fail_at_once_without_secrets(api: FakeApi, status: int, rea
     assert "\n" not in message
 
 
+@pytest.mark.real_time
 def test_a_slow_response_times_out_and_is_retried(api: FakeApi) -> None:
     started = time.monotonic()
     with pytest.raises(TransientError, match=r"/slow\?delay=2: timed out after 0.2s"):
@@ -279,6 +271,7 @@ def test_urls_httpx_cannot_parse_fail_at_once_without_retries(api: FakeApi) -> N
     assert len(api.requests) == 1
 
 
+@pytest.mark.real_time
 def test_rate_limit_spaces_requests(api: FakeApi) -> None:
     page = {"type": "page", "size_param": "per_page", "page_size": 5}
     plugin = connector(
@@ -348,30 +341,6 @@ def test_dot_paths() -> None:
     assert dot_get(data, "") == (True, data)
     assert dot_get(data, "a.x") == (False, None)
     assert dot_get(data, "a.b.5") == (False, None)
-
-
-def test_end_to_end_through_the_runner(repo: Repository, api: FakeApi) -> None:
-    config = {
-        "url": f"{api.url}/page",
-        "records_path": "data.items",
-        "pagination": {"type": "page", "size_param": "per_page", "page_size": 10},
-        "incremental": {"cursor_field": "updated", "cursor_param": "updated_since"},
-        **FAST,
-    }
-    connector_id = repo.add_connector(name="api", type="http", config=config, sync_interval=60)
-    Runner(repo.db).run()
-    [sync] = repo.history()
-    assert sync["status"] == "COMPLETED", sync["error"]
-    assert stored_records(repo.db, sync["dataset_id"]) == ALL_ITEMS
-    assert repo.find_connector("api")["state"] == {"cursor": 230}
-
-    api.items.append(item(24))
-    Runner(repo.db, RunOptions(connector_ids=[connector_id])).run()
-    latest = repo.history()[0]
-    assert latest["status"] == "COMPLETED", latest["error"]
-    assert stored_records(repo.db, latest["dataset_id"]) == [item(24)]
-    assert repo.find_connector("api")["state"] == {"cursor": 240}
-    assert api.requests[-2].query["updated_since"] == "230"
 
 
 def test_a_query_string_in_the_url_is_kept_next_to_params(api: FakeApi) -> None:

@@ -1,20 +1,16 @@
-"""Plugins and pure functions: no database needed."""
+"""The built-in demo and csv plugins and the plugin registry: no database needed."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from connector_sync.connectors.csvfile import CsvConnector
 from connector_sync.connectors.demo import DemoConnector, DemoFailure, demo_record
 from connector_sync.connectors.registry import available_types, load_plugin
 from connector_sync.exceptions import BadInput, ConfigError, PermanentError
-from connector_sync.scheduling import failure_backoff, next_sync_at
 
 
 def test_demo_records_are_about_300_bytes_with_about_ten_fields() -> None:
@@ -109,58 +105,3 @@ def test_csv_streams_a_large_file_row_by_row(tmp_path: Path) -> None:
     reader = CsvConnector({"path": str(path)}).read()
     assert next(reader) == {"n": "0", "text": "row 0, with a comma"}
     assert sum(1 for _ in reader) == 199_999
-
-
-@given(
-    failures=st.integers(min_value=1, max_value=10_000),
-    interval=st.integers(min_value=1, max_value=10**8),
-    base=st.floats(min_value=0.001, max_value=10**5),
-    rand=st.floats(min_value=0, max_value=0.999999),
-)
-def test_backoff_is_positive_capped_by_interval_and_jittered_down(
-    failures: int, interval: int, base: float, rand: float
-) -> None:
-    delay = failure_backoff(failures, interval, base=base, rand=lambda: rand)
-    exact = min(interval, base * 2.0 ** min(failures - 1, 62))
-    assert 0 < delay <= interval
-    assert exact * 0.75 - 1e-9 <= delay <= exact + 1e-9
-
-
-@given(failures=st.integers(min_value=1, max_value=40), interval=st.integers(1, 10**6))
-def test_backoff_never_shrinks_as_failures_grow(failures: int, interval: int) -> None:
-    no_jitter = {"jitter": 0.0}
-    assert failure_backoff(failures + 1, interval, **no_jitter) >= failure_backoff(
-        failures, interval, **no_jitter
-    )
-
-
-def test_backoff_rejects_nonsense() -> None:
-    with pytest.raises(ValueError):
-        failure_backoff(0, 60)
-    with pytest.raises(ValueError):
-        failure_backoff(1, 0)
-
-
-UTC_TIMES = st.datetimes(
-    min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2200, 1, 1), timezones=st.just(dt.UTC)
-)
-
-
-@given(finished=UTC_TIMES, interval=st.integers(1, 10**8))
-def test_next_sync_after_success_is_one_interval_later(
-    finished: dt.datetime, interval: int
-) -> None:
-    assert next_sync_at(finished, interval) - finished == dt.timedelta(seconds=interval)
-
-
-@given(
-    finished=UTC_TIMES,
-    interval=st.integers(1, 10**8),
-    failures=st.integers(1, 1000),
-    rand=st.floats(0, 0.999999),
-)
-def test_next_sync_after_failure_is_soon_but_never_beyond_one_interval(
-    finished: dt.datetime, interval: int, failures: int, rand: float
-) -> None:
-    due = next_sync_at(finished, interval, failures, rand=lambda: rand)
-    assert finished < due <= finished + dt.timedelta(seconds=interval)
