@@ -104,5 +104,5 @@ def duration_option(
         metavar="DURATION",
         envvar=envvar,
         show_default=False,
-        help=f"{help} (30s, 15m, 1h, 1d or seconds){shown}",
+        help=f"{help.rstrip('.')}: 30s, 15m, 1h, 1d or seconds{shown}.",
     )

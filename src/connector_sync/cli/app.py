@@ -578,50 +578,61 @@ def deploy(
     ] = None,
     executable: Annotated[
         str | None,
-        typer.Option(help="The connector-sync to run (crontab, systemd) [default: this one]."),
+        typer.Option(
+            metavar="PATH", help="The connector-sync to run (crontab, systemd) [default: this one]."
+        ),
     ] = None,
     workdir: Annotated[
         str | None,
         typer.Option(
+            metavar="DIR",
             help="Directory the runs start in, for the default SQLite file and relative "
-            "paths (crontab, systemd) [default: the current one]."
+            "paths (crontab, systemd) [default: the current one].",
         ),
     ] = None,
     env_file: Annotated[
         str | None,
         typer.Option(
+            metavar="FILE",
             help="File with DATABASE_URL=... and the connectors' secrets (crontab, systemd) "
-            f"[default: {DEFAULT_ENV_FILE}]."
+            f"[default: {DEFAULT_ENV_FILE}].",
         ),
     ] = None,
     log_file: Annotated[
         str | None,
         typer.Option(
+            metavar="FILE",
             help="File the runs append their logs to (crontab) "
-            "[default: WORKDIR/connector-sync.log]."
+            "[default: WORKDIR/connector-sync.log].",
         ),
     ] = None,
     user: Annotated[
-        str | None, typer.Option(help="User the runs run as (systemd) [default: you].")
+        str | None,
+        typer.Option(metavar="NAME", help="User the runs run as (systemd) [default: you]."),
     ] = None,
     install: Annotated[
         list[str] | None,
         typer.Option(
+            metavar="SPEC",
             help="What pip installs, repeat for plugins (github-actions, compose) "
-            "[default: connector-sync==VERSION]."
+            "[default: connector-sync==VERSION].",
         ),
     ] = None,
     image: Annotated[
         str | None,
         typer.Option(
+            metavar="IMAGE",
             help="Image built from `deploy compose`'s Dockerfile (kubernetes) "
-            "[default: connector-sync:VERSION]."
+            "[default: connector-sync:VERSION].",
         ),
     ] = None,
     output: Annotated[
         Path | None,
         typer.Option(
-            "--output", "-o", help="Write the file there (a directory for several) instead."
+            "--output",
+            "-o",
+            metavar="PATH",
+            help="Write the file there (a directory for several) instead.",
         ),
     ] = None,
 ) -> None:
