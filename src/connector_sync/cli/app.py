@@ -19,6 +19,8 @@ from connector_sync.constants import (
     MAX_SECONDS,
     SYNC_STATUSES,
 )
+from connector_sync.deploy import DEFAULT_ENV_FILE, DEFAULT_EVERY, DEFAULT_GRACE, Target
+from connector_sync.durations import duration_option
 from connector_sync.exceptions import EXIT_FAILURE, EXIT_OK
 from connector_sync.logs import configure_logging
 from connector_sync.settings import resolve_database_url
@@ -595,3 +597,96 @@ def demo(ctx: typer.Context) -> None:
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+@app.command()
+def deploy(
+    target: Annotated[Target, typer.Argument(help="The scheduler that starts the runs.")],
+    every: Annotated[
+        float, duration_option(min=1, default=DEFAULT_EVERY, help="Time between runs.")
+    ] = DEFAULT_EVERY,
+    limit: LimitOpt = None,
+    grace: Annotated[
+        float | None,
+        duration_option(
+            default=DEFAULT_GRACE,
+            help="After SIGTERM, how long syncs in flight may finish (systemd, compose, "
+            "kubernetes).",
+        ),
+    ] = None,
+    executable: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PATH", help="The connector-sync to run (crontab, systemd) [default: this one]."
+        ),
+    ] = None,
+    workdir: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DIR",
+            help="Directory the runs start in, for the default SQLite file and relative "
+            "paths (crontab, systemd) [default: the current one].",
+        ),
+    ] = None,
+    env_file: Annotated[
+        str | None,
+        typer.Option(
+            metavar="FILE",
+            help="File with DATABASE_URL=... and the connectors' secrets (crontab, systemd) "
+            f"[default: {DEFAULT_ENV_FILE}].",
+        ),
+    ] = None,
+    log_file: Annotated[
+        str | None,
+        typer.Option(
+            metavar="FILE",
+            help="File the runs append their logs to (crontab) "
+            "[default: WORKDIR/connector-sync.log].",
+        ),
+    ] = None,
+    user: Annotated[
+        str | None,
+        typer.Option(metavar="NAME", help="User the runs run as (systemd) [default: you]."),
+    ] = None,
+    install: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="SPEC",
+            help="What pip installs, repeat for plugins (github-actions, compose) "
+            "[default: connector-sync==VERSION].",
+        ),
+    ] = None,
+    image: Annotated[
+        str | None,
+        typer.Option(
+            metavar="IMAGE",
+            help="Image built from `deploy compose`'s Dockerfile (kubernetes) "
+            "[default: connector-sync:VERSION].",
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="PATH",
+            help="Write the file there (a directory for several) instead.",
+        ),
+    ] = None,
+) -> None:
+    """Print a ready-to-use file that makes a scheduler start `connector-sync run`.
+
+    Example: connector-sync deploy crontab --every 5m --limit 10
+    """
+    from connector_sync.deploy import DeployOptions, as_text, render, write
+
+    options = DeployOptions(
+        every=every, limit=limit, grace=grace, executable=executable, workdir=workdir,
+        env_file=env_file, log_file=log_file, user=user, install=tuple(install or ()),
+        image=image,
+    )  # fmt: skip
+    files = render(target, options)
+    if output is None:
+        typer.echo(as_text(files), nl=False)
+    for path in write(files, output) if output else ():
+        typer.echo(f"wrote {path}", err=True)
