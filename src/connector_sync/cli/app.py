@@ -75,9 +75,22 @@ LimitOpt = Annotated[
 ]
 
 
-def _seconds_option(*, min: float, help: str, envvar: str | None = None) -> Any:
-    """A number of seconds from `min` to MAX_SECONDS (the bounds also refuse nan and inf)."""
-    return typer.Option(min=min, max=MAX_SECONDS, envvar=envvar, help=help)
+def _seconds_option(
+    *names: str,
+    min: float,
+    default: float | None,
+    help: str,
+    envvar: str | None = None,
+    whole: bool = False,
+) -> Any:
+    """A duration (30s, 15m, 1h, 1d, or seconds) from `min` to MAX_SECONDS."""
+    from connector_sync.durations import duration_option
+
+    option = duration_option(
+        help=help, min=min, max=MAX_SECONDS, default=default, envvar=envvar, whole_seconds=whole
+    )
+    option.param_decls = names
+    return option
 
 
 def complete_connector(ctx: typer.Context, incomplete: str) -> list[str]:
@@ -91,6 +104,23 @@ def complete_connector(ctx: typer.Context, incomplete: str) -> list[str]:
         return operations.connector_names(url, incomplete, tenant)
     except Exception:  # completion must never print an error into the user's shell
         return []
+
+
+#: The durations `run` takes: option -> (least, default, help). Environment twins follow.
+_RUN_DURATIONS = {
+    "--timeout": (1, 3600, "How long a sync may take, for connectors added without --timeout"),
+    "--grace": (0, 30, "After SIGTERM/SIGINT, how long syncs in flight may go on"),
+    "--lease-seconds": (5, 60, "Lease length"),
+    "--heartbeat-seconds": (0.1, 20, "Lease renewal period"),
+    "--every": (0.1, 900, "With --loop: from the start of one run to the next"),
+    "--jitter": (0, 0, "With --loop: up to this much more between runs, at random"),
+}
+
+
+def _run_duration(name: str) -> Any:
+    least, default, help = _RUN_DURATIONS[name]
+    envvar = ENV + name.removeprefix("--").replace("-", "_").upper()
+    return _seconds_option(name, min=least, default=default, envvar=envvar, help=help)
 
 
 def _count_option(*names: str, max: int, help: str) -> Any:
@@ -224,7 +254,10 @@ def add(
         Path | None, typer.Option("--config-file", help="Read the JSON config from a file.")
     ] = None,
     interval: Annotated[
-        int, typer.Option("--interval", min=1, max=MAX_SECONDS, help="Seconds between syncs.")
+        int,
+        _seconds_option(
+            "--interval", min=1, default=DEFAULT_SYNC_INTERVAL, whole=True, help="Between syncs"
+        ),
     ] = DEFAULT_SYNC_INTERVAL,
     no_auto_sync: Annotated[
         bool, typer.Option("--no-auto-sync", help="Only sync when asked (run --connector).")
@@ -232,12 +265,12 @@ def add(
     tenant: Annotated[str, typer.Option("--tenant", "-t", help="Tenant.")] = DEFAULT_TENANT,
     timeout: Annotated[
         int | None,
-        typer.Option(
+        _seconds_option(
             "--timeout",
             min=1,
-            max=MAX_SECONDS,
-            show_default=False,
-            help="Seconds a sync may take [default: the run's --timeout, 3600].",
+            default=None,
+            whole=True,
+            help="How long a sync may take [default: the run's --timeout, 1h]",
         ),
     ] = None,
     max_failures: Annotated[
@@ -362,34 +395,14 @@ def run(
     concurrency: Annotated[
         int, _count_option("--concurrency", "-j", max=64, help="Syncs in parallel in this process.")
     ] = 1,
-    timeout: Annotated[
-        float,
-        _seconds_option(
-            min=1,
-            envvar=f"{ENV}TIMEOUT",
-            help="Seconds a sync may take (for connectors added without --timeout).",
-        ),
-    ] = 3600.0,
+    timeout: Annotated[float, _run_duration("--timeout")] = 3600.0,
     attempts: Annotated[
         int,
         _count_option("--attempts", max=20, help="Tries per sync when a source fails transiently."),
     ] = 3,
-    grace: Annotated[
-        float,
-        _seconds_option(
-            min=0,
-            envvar=f"{ENV}GRACE",
-            help="After SIGTERM/SIGINT, seconds before in-flight syncs are cancelled.",
-        ),
-    ] = 30.0,
-    lease_seconds: Annotated[
-        float,
-        _seconds_option(min=5, envvar=f"{ENV}LEASE_SECONDS", help="Lease length."),
-    ] = 60.0,
-    heartbeat_seconds: Annotated[
-        float,
-        _seconds_option(min=0.1, envvar=f"{ENV}HEARTBEAT_SECONDS", help="Lease renewal period."),
-    ] = 20.0,
+    grace: Annotated[float, _run_duration("--grace")] = 30.0,
+    lease_seconds: Annotated[float, _run_duration("--lease-seconds")] = 60.0,
+    heartbeat_seconds: Annotated[float, _run_duration("--heartbeat-seconds")] = 20.0,
     batch_size: Annotated[
         int,
         typer.Option(min=1, max=1_000_000, envvar=f"{ENV}BATCH_SIZE", help="Records per write."),
@@ -404,22 +417,8 @@ def run(
             "--loop", help="Run again and again (a container's PID 1, a long-lived worker)."
         ),
     ] = False,
-    every: Annotated[
-        float,
-        _seconds_option(
-            min=0.1,
-            envvar=f"{ENV}EVERY",
-            help="With --loop: seconds from the start of one run to the next.",
-        ),
-    ] = 900.0,
-    jitter: Annotated[
-        float,
-        _seconds_option(
-            min=0,
-            envvar=f"{ENV}JITTER",
-            help="With --loop: up to this many seconds more between runs, at random.",
-        ),
-    ] = 0.0,
+    every: Annotated[float, _run_duration("--every")] = 900.0,
+    jitter: Annotated[float, _run_duration("--jitter")] = 0.0,
     max_runs: Annotated[
         int | None,
         typer.Option("--max-runs", min=1, max=MAX_COUNT, help="With --loop: stop after N runs."),
@@ -530,7 +529,12 @@ def health(
     ctx: typer.Context,
     overdue_after: Annotated[
         float,
-        _seconds_option(min=1, help="Report connectors due for longer than this (seconds)."),
+        _seconds_option(
+            "--overdue-after",
+            min=1,
+            default=3600,
+            help="Report connectors due for longer than this",
+        ),
     ] = 3600.0,
     tenant: TenantOpt = None,
     as_json: JsonOpt = False,

@@ -43,6 +43,16 @@ def queries() -> dict[str, str]:
     }
 
 
+def _lease_of(claim: base.Claim) -> dict[str, Any]:
+    """The parameters naming a claim's connector, lease, sync and dataset."""
+    return {
+        "connector_id": claim.connector_id,
+        "lease_token": claim.lease_token,
+        "sync_id": claim.sync_id,
+        "dataset_id": claim.dataset_id,
+    }
+
+
 class PostgresStore(Store):
     """The Store on PostgreSQL: row locks (FOR UPDATE SKIP LOCKED), the database's clock."""
 
@@ -224,11 +234,7 @@ class PostgresStore(Store):
             "error": None, "error_type": None, "schema": None, "state": None, "next_sync_in": 0,
             **as_dict(finished), **params,
         }  # fmt: skip
-        rows = self._run(
-            "finish", status=status, connector_id=claim.connector_id,
-            lease_token=claim.lease_token, sync_id=claim.sync_id, dataset_id=claim.dataset_id,
-            **values,
-        )  # fmt: skip
+        rows = self._run("finish", status=status, **_lease_of(claim), **values)
         if not rows:
             raise lease_lost(claim.name)
         return base.Outcome(*rows[0])
@@ -239,13 +245,7 @@ class PostgresStore(Store):
 
     @retried
     def unclaim(self, claim: base.Claim) -> bool:
-        rows = self._run(
-            "unclaim",
-            connector_id=claim.connector_id,
-            lease_token=claim.lease_token,
-            sync_id=claim.sync_id,
-        )
-        return bool(rows)
+        return bool(self._run("unclaim", **_lease_of(claim)))
 
     @retried
     def recover_expired_leases(self, tenant: str | None = None) -> list[base.RecoveredLease]:
