@@ -434,6 +434,24 @@ def test_recover_expired_lease(clocked_store: Store, clock: ManualClock) -> None
     assert connector.last_sync_error == sync["error"]
 
 
+def test_recover_releases_an_expired_lease_that_has_no_token(
+    clocked_store: Store, clock: ManualClock
+) -> None:
+    """A connector left SYNCING by hand (or by a tool that wrote no token) is still
+    released once its lease expires, as health promises."""
+    store = clocked_store
+    connector_id = add(store, "stuck")
+    set_columns(
+        store.database, connector_id, status="SYNCING", lease_owner="gone:1",
+        lease_expires_at=clock() - dt.timedelta(seconds=1),
+    )  # fmt: skip
+    assert [p.problem for p in store.health_problems()] == ["LEASE_EXPIRED"]
+    [recovered] = store.recover_expired_leases()
+    assert (recovered.name, recovered.worker, recovered.syncs) == ("stuck", "gone:1", [])
+    assert store.find_connector("stuck").status == "ACTIVE"
+    assert store.health_problems() == []
+
+
 def test_a_source_that_keeps_killing_its_worker_ends_in_error(
     clocked_store: Store, clock: ManualClock
 ) -> None:

@@ -229,7 +229,7 @@ WITH expired AS MATERIALIZED (
         lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
         updated_at = coalesce(%(now)s, now())
     FROM expired AS e
-    WHERE c.id = e.id AND c.lease_token = e.lease_token
+    WHERE c.id = e.id AND c.lease_token IS NOT DISTINCT FROM e.lease_token
     RETURNING c.id, c.name, e.lease_owner, e.lease_expires_at, e.reason
 ), closed AS (
     UPDATE connector_syncs AS s
