@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Cli, count_rows
 from connector_sync.db import SCHEMA_REVISION, Database
+from support.cli import Cli
+from support.database import count_rows
 
 
 def add_demo(cli: Cli, name: str, *extra: str, config: str = '{"records": 5}') -> int:
@@ -252,14 +253,21 @@ def test_unreachable_postgres_exits_3() -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_sqlite_default_file_is_created_and_migrated(
+def test_sqlite_default_file_is_created_on_request_and_migrated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A read finds no default file and says how to create one, without creating it."""
     from typer.testing import CliRunner
 
     from connector_sync.cli import app
 
     monkeypatch.chdir(tmp_path)
+    missing = CliRunner().invoke(app, ["list", "--json"])
+    assert missing.exit_code == 3
+    assert "no connector-sync database at ./connector-sync.db" in missing.stderr
+    assert not (tmp_path / "connector-sync.db").exists()
+    created = CliRunner().invoke(app, ["db", "upgrade"])
+    assert created.exit_code == 0, created.stderr
     result = CliRunner().invoke(app, ["list", "--json"])
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout) == []
@@ -310,6 +318,7 @@ def test_status_and_health(cli: Cli, db_url: str) -> None:
     assert cli("health").exit_code == 0
 
 
+@pytest.mark.real_time
 def test_add_timeout_and_max_failures_then_run_options(cli: Cli) -> None:
     result = cli("add", "hung", "--type", "sleepy", "--config", '{"seconds": 30}',
                  "--timeout", "1", "--max-failures", "1")  # fmt: skip

@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator
 
 import pytest
 
-from conftest import Cli
 from connector_sync.db import Database
-from fake_api import FakeApi, item
+from support.cli import Cli
+from support.fake_api import FakeApi, item
 
 TOKEN = "tok-7f3a9c1e5b"
 API_KEY = "key-0d2e4f6a8c"
 FAST = {"retry_backoff": 0.01, "max_retries": 2}
-
-
-@pytest.fixture
-def api() -> Iterator[FakeApi]:
-    with FakeApi.serve() as api:
-        yield api
 
 
 def everything_stored(url: str) -> str:

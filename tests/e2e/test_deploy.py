@@ -30,11 +30,11 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import Cli
 from connector_sync.deploy import Target
 from connector_sync.durations import parse_duration
+from support.cli import Cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 EXECUTABLE = BIN / "connector-sync"
 VERSION_PIN = "connector-sync==0.1.0"
