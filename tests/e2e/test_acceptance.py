@@ -1,4 +1,9 @@
-"""The installed `connector-sync` command, run as a subprocess, as a scheduler would."""
+"""The installed `connector-sync` command, run as a subprocess, as a scheduler would.
+
+Time passes by moving the database's stored times (support.database.time_passes): a
+subprocess cannot share the tests' ManualClock, and sleeping through an interval only
+makes the suite slow.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +11,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import count_rows
+from support.database import count_rows, query, time_passes
 
 COMMAND = Path(sys.executable).parent / "connector-sync"
 
@@ -55,8 +59,12 @@ def test_done_when_scenario_on_postgresql(pg_url: str) -> None:
     assert count_rows(pg_url, "datasets WHERE status = 'READY'") == 3
     assert count_rows(pg_url, "dataset_records") == 1350
 
-    # The interval is 1 s; a run started within it syncs nothing. Process start-up
-    # can take close to a second, so push the next sync out before checking.
+    # The interval is 1 s: each connector is due again one second after its sync.
+    again = "next_sync_at = last_sync_at + interval '1 second'"
+    assert query(pg_url, f"SELECT count(*) FROM connectors WHERE {again}") == [(3,)]
+
+    # A run started within the interval syncs nothing. Process start-up can take close
+    # to a second, so push the next sync out before checking.
     from connector_sync.db import Database
 
     with Database(pg_url) as db, db.begin() as conn:
@@ -64,15 +72,13 @@ def test_done_when_scenario_on_postgresql(pg_url: str) -> None:
     second = cs(pg_url, "run", "--json")
     assert second.returncode == 0 and json.loads(second.stdout) == []
 
-    with Database(pg_url) as db, db.begin() as conn:
-        conn.exec_driver_sql("UPDATE connectors SET next_sync_at = now() + interval '1 second'")
-    time.sleep(1.1)
+    time_passes(pg_url, 3600)  # the hour is over: all three are due
     third = cs(pg_url, "run", "--json")
     assert len(json.loads(third.stdout)) == 3
 
     config = json.dumps({"records": 10, "fail": True})
     assert cs(pg_url, "add", "bad", "--type", "demo", "--config", config).returncode == 0
-    time.sleep(1.1)
+    time_passes(pg_url, 1)  # the demo connectors' 1-second interval is over
     fourth = cs(pg_url, "run", "--json")
     assert fourth.returncode == 1
     statuses = {s["connector_name"]: s["status"] for s in json.loads(fourth.stdout)}

@@ -1,4 +1,10 @@
-"""Real `connector-sync run` processes against real databases: overlap, crashes, signals."""
+"""Real `connector-sync run` processes against real databases: overlap, crashes, signals.
+
+A subprocess runs on the database's clock, so a test cannot move a ManualClock for it:
+where only time must pass (a killed worker's lease expiring) the test moves the
+database's stored times instead (support.database.time_passes). Tests marked real_time
+wait on purpose: signals and their grace, and the soak.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +21,9 @@ from typing import Any
 import pytest
 
 from connector_sync.db import Database
-from connector_sync.repository import Repository
+from connector_sync.store import open_store
+from connector_sync.store.base import NewConnector
+from support.database import query, time_passes
 
 COMMAND = str(Path(sys.executable).parent / "connector-sync")
 
@@ -29,16 +37,14 @@ def start_run(url: str, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def query(url: str, sql: str) -> list[Any]:
-    with Database(url) as db, db.begin() as conn:
-        return list(conn.exec_driver_sql(sql).all())
+def connector(name: str, type: str, config: dict[str, Any]) -> NewConnector:
+    return NewConnector(name=name, type=type, config=config, sync_interval=3600)
 
 
 def add_many(url: str, count: int, type: str = "demo", **config: Any) -> None:
-    with Database(url) as db:
-        repo = Repository(db)
+    with open_store(url) as store:
         for n in range(count):
-            repo.add_connector(name=f"c{n:05d}", type=type, config=config, sync_interval=3600)
+            store.add_connector(connector(f"c{n:05d}", type, config))
 
 
 def wait_for(predicate: Any, timeout: float = 20.0) -> None:
@@ -95,7 +101,7 @@ def test_a_killed_worker_is_recovered_after_its_lease_expires(db_url: str) -> No
     assert query(db_url, "SELECT status FROM connectors") == [("SYNCING",)]
     with Database(db_url) as db, db.begin() as conn:  # the source is fast again
         conn.exec_driver_sql('UPDATE connectors SET config = \'{"records": 2, "seconds": 0}\'')
-    time.sleep(5.5)
+    time_passes(db_url, 6)  # the lease (5 s from the last heartbeat) has expired
     recovery = start_run(db_url)
     stdout, stderr = recovery.communicate(timeout=60)
     assert recovery.returncode == 0, stderr
@@ -110,6 +116,7 @@ def test_a_killed_worker_is_recovered_after_its_lease_expires(db_url: str) -> No
     assert query(db_url, "SELECT count(*) FROM dataset_records") == [(2,)]
 
 
+@pytest.mark.real_time
 def test_sigterm_lets_a_short_sync_finish(db_url: str) -> None:
     add_many(db_url, 1, type="sleepy", records=2, seconds=0.5)
     add_many_named(db_url, "later", "demo", {"records": 1})
@@ -125,6 +132,7 @@ def test_sigterm_lets_a_short_sync_finish(db_url: str) -> None:
                          "AND last_sync_at IS NULL") == [("later",)]  # fmt: skip
 
 
+@pytest.mark.real_time
 def test_sigterm_cancels_a_long_sync_after_the_grace(db_url: str) -> None:
     add_many(db_url, 1, type="sleepy", records=1, seconds=60)
     worker = start_run(db_url, "--grace", "1")
@@ -140,6 +148,7 @@ def test_sigterm_cancels_a_long_sync_after_the_grace(db_url: str) -> None:
     assert query(db_url, "SELECT count(*) FROM datasets") == [(0,)]
 
 
+@pytest.mark.real_time
 def test_a_second_signal_exits_at_once(db_url: str) -> None:
     add_many(db_url, 1, type="sleepy", records=1, seconds=60)
     worker = start_run(db_url, "--grace", "60")
@@ -154,10 +163,11 @@ def test_a_second_signal_exits_at_once(db_url: str) -> None:
 
 
 def add_many_named(url: str, name: str, type: str, config: dict[str, Any]) -> None:
-    with Database(url) as db:
-        Repository(db).add_connector(name=name, type=type, config=config, sync_interval=3600)
+    with open_store(url) as store:
+        store.add_connector(connector(name, type, config))
 
 
+@pytest.mark.real_time
 def test_soak_of_overlapping_and_killed_runs_leaves_nothing_stuck(pg_url: str) -> None:
     """For ~10 s, start runs every 0.5 s and SIGKILL some; afterwards nothing is stuck."""
     add_many(pg_url, 40, records=20, delay_ms=5)
@@ -174,7 +184,7 @@ def test_soak_of_overlapping_and_killed_runs_leaves_nothing_stuck(pg_url: str) -
             victim.send_signal(signal.SIGKILL)
     for process in running:
         process.communicate(timeout=120)
-    time.sleep(5.5)  # every lease of a killed worker has expired
+    time_passes(pg_url, 6)  # every lease of a killed worker has expired
     final = start_run(pg_url, "--lease-seconds", "5", "--heartbeat-seconds", "1")
     final.communicate(timeout=120)
     assert query(pg_url, "SELECT count(*) FROM connectors WHERE status <> 'ACTIVE'") == [(0,)]
