@@ -1,0 +1,78 @@
+"""Bad input that used to end as "unexpected" (exit 1) is one line and exit 2, and leaves
+the database as it was (issue 13, finding 8), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from connector_sync.db import Database
+from support.cli import Cli
+
+TABLES = ("connectors", "connector_syncs", "datasets", "dataset_records")
+
+
+def row_counts(url: str) -> dict[str, int]:
+    with Database(url) as db, db.engine.connect() as conn:
+        return {t: conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one() for t in TABLES}
+
+
+DEEP = '{"records": ' + "[" * 5000 + "]" * 5000 + "}"
+DEEP_BUT_PARSED = '{"records": ' + "[" * 40 + "]" * 40 + "}"
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("add", "x", "--type", "demo", "--config", DEEP), "--config is nested too deeply"),
+        (("add", "x", "--type", "demo", "--config", DEEP_BUT_PARSED), "nested more than 32"),
+        (("show", "99999999999999999999"), "no connector '99999999999999999999'"),
+        (("history", "-c", "99999999999999999999"), "no connector"),
+        (("add", "x\ud800", "--type", "demo"), "unpaired surrogate"),
+        (("add", "x", "--type", "demo", "--tenant", "t\udcff"), "--tenant"),
+        (("add", "x", "--type", "http", "--config", '{"url": "http://h/\\u0000"}'), "NUL"),
+        (
+            (
+                "add",
+                "x",
+                "--type",
+                "http",
+                "--config",
+                '{"url": "http://h/", "headers": {"a\\u0000": "b"}}',
+            ),
+            "config key 'headers.a",
+        ),  # fmt: skip
+        (("add", "x", "--type", "http", "--config", '{"url": "http://h/\\ud800"}'), "surrogate"),
+        (("run", "--every", "1e999"), "--every"),
+    ],
+)
+def test_bad_input_is_exit_2_one_line_and_changes_nothing(
+    db_url: str, args: tuple[str, ...], says: str
+) -> None:
+    cli = Cli(db_url)
+    assert cli("add", "keep", "--type", "demo").exit_code == 0
+    before = row_counts(db_url)
+    result = cli(*args)
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("connector-sync: error: ")
+    assert says in lines[0]
+    assert "Traceback" not in result.output
+    assert row_counts(db_url) == before
+
+
+def test_a_failed_add_does_not_create_the_default_database(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pathlib import Path
+
+    monkeypatch.chdir(str(tmp_path))
+    from typer.testing import CliRunner
+
+    from connector_sync.cli import app
+
+    result = CliRunner().invoke(
+        app, ["add", "x", "--type", "http", "--config", '{"url": "http://h/\\u0000"}']
+    )
+    assert result.exit_code == 2
+    assert not (Path(str(tmp_path)) / "connector-sync.db").exists()
