@@ -41,7 +41,7 @@ DEEP_BUT_PARSED = '{"records": ' + "[" * 40 + "]" * 40 + "}"
                 '{"url": "http://h/", "headers": {"a\\u0000": "b"}}',
             ),
             "config key 'headers.a",
-        ),  # fmt: skip
+        ),
         (("add", "x", "--type", "http", "--config", '{"url": "http://h/\\ud800"}'), "surrogate"),
         (("run", "--every", "1e999"), "--every"),
     ],
