@@ -166,12 +166,13 @@ def _result(base: Path) -> Result | None:
 
 
 DIGITS = re.compile(r"\d+")
-#: Sample lines not compared: blank, `...`, indented or JSON punctuation, table rows.
-NOT_COMPARED = re.compile(r"^\s*$|^\.\.\.$|^[\s{}\[\]]|[┏┃│└┡┌├━─╇┳]")
+HOST_PID = re.compile(r"[\w.#-]+:#")  # a worker's host:pid, once its digits are #
+#: Sample lines not compared: blank, `...`, table rows (their widths follow the terminal).
+NOT_COMPARED = re.compile(r"^\s*$|^\.\.\.$|[┏┃│└┡┌├━─╇┳]")
 
 
 def _normal(line: str) -> str:
-    return " ".join(DIGITS.sub("#", line).split())
+    return " ".join(HOST_PID.sub("host:#", DIGITS.sub("#", line)).split())
 
 
 def unmatched_sample_lines(command: Command, result: Result, replace: dict[str, str]) -> list[str]:

@@ -53,7 +53,7 @@ def result(stdout: str, stderr: str = "") -> Result:
     return Result(status=0, seconds=0.0, stdout=stdout, stderr=stderr)
 
 
-def test_sample_output_matches_with_any_numbers_and_skips_tables_and_json() -> None:
+def test_sample_output_matches_with_any_numbers_and_hosts_and_skips_tables() -> None:
     command = Command(
         text="connector-sync run",
         expected_status=0,
@@ -65,10 +65,11 @@ def test_sample_output_matches_with_any_numbers_and_skips_tables_and_json() -> N
         ),
         line=1,
     )
-    real = "2031-01-02T03:04:05+0000 INFO synced items: 7 records in 1.5s\n"
+    real = '2031-01-02T03:04:05+0000 INFO synced items: 7 records in 1.5s\n  "worker": "ci-3:42",'
     assert unmatched_sample_lines(command, result("", real), {}) == []
-    other = "2031-01-02T03:04:05+0000 INFO synced orders: 7 records in 1.5s\n"
+    other = '2031-01-02T03:04:05+0000 INFO synced orders: 7 records in 1.5s\n  "worker": "ci-3:42",'
     assert unmatched_sample_lines(command, result(other), {}) == [command.sample_output[0]]
+    assert unmatched_sample_lines(command, result(""), {}) == list(command.sample_output[::2])
 
 
 def test_sample_output_shows_the_address_the_page_shows() -> None:
