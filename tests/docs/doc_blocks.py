@@ -176,8 +176,9 @@ def _normal(line: str) -> str:
 
 
 def unmatched_sample_lines(command: Command, result: Result, replace: dict[str, str]) -> list[str]:
-    """The plain lines of a command's sample output that its real output lacks, any run
-    of digits matching any number (ids, times, ports change from run to run)."""
+    """The lines of a command's sample output (tables and `...` aside) that its real
+    output lacks, any run of digits matching any number (ids, times, ports change from
+    run to run) and any host:pid a worker."""
     output = result.stdout + "\n" + result.stderr
     for shown, real in replace.items():  # the address as the page shows it, in any scheme
         output = output.replace(real.split("://", 1)[-1], shown.split("://", 1)[-1])

@@ -6,9 +6,9 @@ PATH and no database URL set: a fresh SQLite file unless the page sets one. A
 command ends with `  # exits N` when it should fail; every other must exit 0.
 
 Sample output (the lines under a command) is checked where that is cheap and
-robust: each plain line of it (not a table, not an indented JSON document, not `...`)
+robust: each line of it that is not a table row (widths follow the terminal) or `...`
 must be a line of the real output, with every run of digits standing for any number
-(ids, times, durations, ports change from run to run).
+(ids, times, durations, ports change from run to run) and any host:pid for a worker.
 
 A page that needs more than an empty folder says so in PAGES: a PostgreSQL database,
 the fake HTTP API of tests/fake_api.py, or files. The page then shows the address
