@@ -25,11 +25,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
 from connector_sync.connectors import registry
 from connector_sync.db import Database
+from connector_sync.models import metadata
 from connector_sync.store import Store, open_store
 from connector_sync.store.base import ManualClock
 from support.cli import Cli
@@ -96,14 +98,13 @@ def _database_url(name: str) -> str:
 
 
 @contextmanager
-def _scratch_database(template: str | None = None) -> Iterator[str]:
-    """A new PostgreSQL database (a clone of `template`, or empty), dropped afterwards."""
+def _scratch_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database, dropped afterwards."""
     engine = _admin_engine()
     name = f"cs_test_{RUN_ID}_{uuid.uuid4().hex[:10]}"
-    clause = f' TEMPLATE "{template}"' if template else ""
     try:
         with engine.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"{clause}')
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     except sa.exc.OperationalError as exc:
         pytest.fail(
             f"PostgreSQL is required for the test suite and is unreachable at "
@@ -118,26 +119,139 @@ def _scratch_database(template: str | None = None) -> Iterator[str]:
         engine.dispose()
 
 
-@pytest.fixture(scope="session")
-def pg_template() -> Iterator[str]:
-    """A migrated PostgreSQL database that each test clones."""
-    with _scratch_database() as name:
-        with Database(_database_url(name)) as database:
+class _KeptPgDatabase:
+    """A PostgreSQL database this test process keeps for its whole session and empties
+    for each test that asks for it, in milliseconds (cloning a database per test and
+    dropping it again took most of the suite's time).
+
+    Before each test, whatever the last one left connected (a killed worker, an engine
+    never disposed) is disconnected, as DROP DATABASE ... WITH (FORCE) would do. After
+    each test, the database must still hold only what it held when it was made: a test
+    that adds tables or schemas (or restamps the schema revision) fails, and the next
+    test gets a rebuilt database.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.url = _database_url(name)
+        self.build()
+        self.conn = psycopg.connect(self.url, autocommit=True)
+        self.made = self.objects()
+
+    def build(self) -> None:
+        """Give the database its contents: none here."""
+
+    def objects(self) -> list[tuple[Any, ...]]:
+        """Every schema and every relation in one (tables, sequences, indexes, views)."""
+        return self.conn.execute(
+            "SELECT n.nspname, c.relname, c.relkind FROM pg_namespace n "
+            "LEFT JOIN pg_class c ON c.relnamespace = n.oid "
+            "WHERE n.nspname NOT LIKE 'pg\\_%' AND n.nspname <> 'information_schema' "
+            "ORDER BY 1, 2"
+        ).fetchall()
+
+    def empty(self) -> None:
+        self.conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        if self.objects() != self.made:
+            self.rebuild()
+        self.delete_rows()
+
+    def delete_rows(self) -> None:
+        """Empty the tables of the database's own making: none here."""
+
+    def rebuild(self) -> None:
+        schemas = [row[0] for row in self.conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' "
+            "AND nspname <> 'information_schema'"
+        )]  # fmt: skip
+        for schema in schemas:
+            self.conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        self.conn.execute("CREATE SCHEMA public")
+        self.build()
+
+    def check_untouched(self) -> None:
+        now = self.objects()
+        if now != self.made:
+            added = sorted(set(now) - set(self.made))
+            removed = sorted(set(self.made) - set(now))
+            pytest.fail(
+                f"the test changed the schema of the shared database {self.name} "
+                f"(added {added}, removed {removed}): give it a database of its own "
+                "(empty_pg_url), or move the objects elsewhere",
+                pytrace=False,
+            )
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _KeptMigratedPgDatabase(_KeptPgDatabase):
+    """The kept database, migrated: emptying deletes every row and restarts every id."""
+
+    def build(self) -> None:
+        with Database(self.url) as database:
             database.upgrade()
-        yield name
+
+    def objects(self) -> list[tuple[Any, ...]]:
+        """The relations, and the schema revision the database is stamped with."""
+        try:
+            stamped = self.conn.execute("SELECT 'alembic', version_num, '' FROM alembic_version")
+        except psycopg.errors.UndefinedTable:
+            return [*super().objects(), ("alembic", None, "")]
+        return [*super().objects(), *stamped.fetchall()]
+
+    def delete_rows(self) -> None:
+        deletes = [f"DELETE FROM {table.name}" for table in reversed(metadata.sorted_tables)]
+        self.conn.execute(
+            "; ".join(
+                [
+                    *deletes,
+                    "SELECT setval(c.oid::regclass, 1, false) FROM pg_class c "
+                    "WHERE c.relkind = 'S' AND c.relnamespace = 'public'::regnamespace",
+                ]
+            )
+        )
 
 
-@pytest.fixture
-def pg_url(pg_template: str) -> Iterator[str]:
-    with _scratch_database(pg_template) as name:
-        yield _database_url(name)
-
-
-@pytest.fixture
-def empty_pg_url() -> Iterator[str]:
-    """A PostgreSQL database with no schema at all."""
+@contextmanager
+def _kept(kind: type[_KeptPgDatabase]) -> Iterator[_KeptPgDatabase]:
     with _scratch_database() as name:
-        yield _database_url(name)
+        kept = kind(name)
+        try:
+            yield kept
+        finally:
+            kept.close()
+
+
+@pytest.fixture(scope="session")
+def _migrated_pg() -> Iterator[_KeptPgDatabase]:
+    with _kept(_KeptMigratedPgDatabase) as kept:
+        yield kept
+
+
+@pytest.fixture(scope="session")
+def _empty_pg() -> Iterator[_KeptPgDatabase]:
+    with _kept(_KeptPgDatabase) as kept:
+        yield kept
+
+
+@pytest.fixture
+def pg_url(_migrated_pg: _KeptPgDatabase) -> Iterator[str]:
+    """A migrated PostgreSQL database with no rows (ids start at 1)."""
+    _migrated_pg.empty()
+    yield _migrated_pg.url
+    _migrated_pg.check_untouched()
+
+
+@pytest.fixture
+def empty_pg_url(_empty_pg: _KeptPgDatabase) -> str:
+    """A PostgreSQL database with no schema at all (only an empty `public`); the test may
+    create what it likes in it, the next one gets it empty again."""
+    _empty_pg.empty()
+    return _empty_pg.url
 
 
 @pytest.fixture(scope="session")

@@ -389,11 +389,14 @@ def test_messages_stay_on_one_line_when_piped(cli: Cli) -> None:
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
-def test_percent_encoded_url_upgrades(kind: str, tmp_path: Path, empty_pg_url: str) -> None:
+def test_percent_encoded_url_upgrades(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """alembic's config interpolates `%`: a percent-encoded password or path must still work."""
     if kind == "sqlite":
         url = f"sqlite:///{tmp_path}/100%25.db"
     else:  # trust auth ignores the password; the URL still carries an encoded one
+        empty_pg_url = str(request.getfixturevalue("empty_pg_url"))
         url = empty_pg_url.replace("postgres@", "postgres:p%40ss@")
         assert "p%40ss@" in url
     cli = Cli(url)
