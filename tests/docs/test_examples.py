@@ -11,7 +11,7 @@ must be a line of the real output, with every run of digits standing for any num
 (ids, times, durations, ports change from run to run) and any host:pid for a worker.
 
 A page that needs more than an empty folder says so in PAGES: a PostgreSQL database,
-the fake HTTP API of tests/fake_api.py, or files. The page then shows the address
+the fake HTTP API of tests/support/fake_api.py, or files. The page then shows the address
 a reader would use (`http://127.0.0.1:8765`, `postgresql://postgres@127.0.0.1:5432/...`)
 and the test replaces it, in the commands only, with the real one it made.
 """
@@ -38,7 +38,7 @@ from doc_blocks import (
 )
 from doc_blocks import commands as console_commands
 
-from fake_api import FakeApi
+from support.fake_api import FakeApi
 
 BIN = Path(sys.executable).parent  # the virtualenv's bin, where connector-sync is installed
 FAKE_API = "http://127.0.0.1:8765"
@@ -69,7 +69,7 @@ def _postgres(request: pytest.FixtureRequest, page: Page, shown: str, *, migrate
 
 
 def _fake_api(request: pytest.FixtureRequest, page: Page) -> FakeApi:
-    api: FakeApi = request.getfixturevalue("fake_api")
+    api: FakeApi = request.getfixturevalue("api")
     page.replace[FAKE_API] = api.url
     return api
 
@@ -217,12 +217,6 @@ def _cases() -> Iterator[object]:
                 yield pytest.param(path, database, id=f"{name}[{database}]")
         else:
             yield pytest.param(path, None, id=name)
-
-
-@pytest.fixture
-def fake_api() -> Iterator[FakeApi]:
-    with FakeApi.serve() as api:
-        yield api
 
 
 def clean_environment(workdir: Path) -> dict[str, str]:

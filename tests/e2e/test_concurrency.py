@@ -169,16 +169,15 @@ def add_many_named(url: str, name: str, type: str, config: dict[str, Any]) -> No
 
 @pytest.mark.real_time
 def test_soak_of_overlapping_and_killed_runs_leaves_nothing_stuck(pg_url: str) -> None:
-    """For ~10 s, start runs every 0.5 s and SIGKILL some; afterwards nothing is stuck."""
+    """Start 20 runs 0.3 s apart and SIGKILL some; afterwards nothing is stuck."""
     add_many(pg_url, 40, records=20, delay_ms=5)
     with Database(pg_url) as db, db.begin() as conn:
         conn.exec_driver_sql("UPDATE connectors SET sync_interval = 1")
     rng = random.Random(1234)
     running: list[subprocess.Popen[str]] = []
-    end = time.monotonic() + 10
-    while time.monotonic() < end:
+    for _ in range(20):  # as many runs, and kills, as ten seconds of one every 0.5 s gave
         running.append(start_run(pg_url, "--lease-seconds", "5", "--heartbeat-seconds", "1"))
-        time.sleep(0.5)
+        time.sleep(0.3)
         if rng.random() < 0.3:
             victim = rng.choice(running)
             victim.send_signal(signal.SIGKILL)
