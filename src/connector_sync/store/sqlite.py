@@ -492,31 +492,27 @@ class SqliteStore(Store):
         scope = _tenant(c.tenant, tenant)
         with self.database.begin() as conn:
             by_status: dict[str, int] = dict(
-                conn.execute(sa.select(c.status, sa.func.count()).where(*scope).group_by(c.status))
-                .tuples()
-                .all()
+                conn.execute(
+                    sa.select(c.status, sa.func.count()).where(*scope).group_by(c.status)
+                ).all()
             )
             due_now, oldest = conn.execute(
                 sa.select(sa.func.count(), sa.func.min(c.next_sync_at)).where(
                     _due(_time(now)), *scope
                 )
             ).one()
-            syncs = (
-                conn.execute(
-                    sa.select(
-                        s.status,
-                        sa.func.count(),
-                        sa.func.coalesce(sa.func.sum(s.records_processed), 0),
-                    )
-                    .where(
-                        s.started_at >= _time(now - dt.timedelta(days=1)),
-                        *_tenant(s.tenant, tenant),
-                    )
-                    .group_by(s.status)
+            syncs = conn.execute(
+                sa.select(
+                    s.status,
+                    sa.func.count(),
+                    sa.func.coalesce(sa.func.sum(s.records_processed), 0),
                 )
-                .tuples()
-                .all()
-            )
+                .where(
+                    s.started_at >= _time(now - dt.timedelta(days=1)),
+                    *_tenant(s.tenant, tenant),
+                )
+                .group_by(s.status)
+            ).all()
         return status_summary_of(by_status, due_now, oldest, syncs, now)
 
     @retried
