@@ -8,6 +8,7 @@ thread renews the leases of every sync in flight.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import os
@@ -30,7 +31,7 @@ from connector_sync.connectors.registry import load_plugin, secret_fields
 from connector_sync.constants import CANCELLED, COMPLETED, FAILED
 from connector_sync.datasets import DatasetWriter, EncodedBatch, encode_batch
 from connector_sync.exceptions import DatabaseError, DatabaseUnavailable, LeaseLost, PluginError
-from connector_sync.scheduling import DEFAULT_BACKOFF_BASE, retry_delay
+from connector_sync.scheduling import DEFAULT_BACKOFF_BASE, next_slot, retry_delay
 from connector_sync.secrets import connector_secrets, redact, resolve_env_refs
 from connector_sync.store.base import (
     Claim,
@@ -39,6 +40,7 @@ from connector_sync.store.base import (
     Failure,
     RecoveredLease,
     Store,
+    lease_lost,
 )
 
 log = logging.getLogger("connector_sync.runner")
@@ -536,7 +538,13 @@ class Runner:
                         if tries > 1:
                             self.store.discard_records(claim)
                         writer, plugin = self._read_once(claim, keeper, deadline, progress)
-            except (LeaseLost, DatabaseError):
+            except LeaseLost:
+                raise
+            except DatabaseError as exc:
+                # A connector deleted (--force) mid-sync takes its dataset with it: the
+                # write fails, and the lease is gone. Say so rather than abort the run.
+                if self._lease_gone(claim):
+                    raise lease_lost(claim.name) from exc
                 raise
             except SyncCancelled as exc:
                 self.store.cancel(
@@ -560,6 +568,9 @@ class Runner:
                 schema=writer.schema(),
                 state=plugin.state or claim.state,
                 next_sync_in=claim.sync_interval,
+                next_sync_at=_next_slot(claim),
+                # Nothing new since the saved cursor: no empty dataset (the sync links none).
+                keep_dataset=progress.stored > 0 or not claim.state,
                 attempts=tries,
             )
             self.store.complete(claim, done)
@@ -586,6 +597,16 @@ class Runner:
             finally:
                 progress.fetched, progress.stored = reader.fetched, writer.count
         return writer, plugin
+
+    def _lease_gone(self, claim: Claim) -> bool:
+        try:
+            return bool(
+                self.store.heartbeat(
+                    {claim.connector_id: claim.lease_token}, self.options.lease_seconds
+                )
+            )
+        except DatabaseError:
+            return False
 
     @staticmethod
     def _describe(claim: Claim, exc: BaseException | None) -> str:
@@ -618,7 +639,7 @@ class Runner:
                 records_processed=progress.stored,
                 retry_in=retry_delay(
                     claim.consecutive_failures + 1,
-                    claim.sync_interval,
+                    _backoff_cap(claim),
                     retry_after,
                     base=self.options.backoff_base,
                 ),
@@ -746,6 +767,23 @@ def run_loop(
             delay = loop.every + random.uniform(0, loop.jitter) - (time.monotonic() - started)
             stopped.wait(max(0.0, delay))
     return report
+
+
+def _next_slot(claim: Claim) -> dt.datetime | None:
+    """A cron connector's next slot after its sync started (None: it has an interval).
+    A slot that passed during the sync makes it due at once: missed slots run once."""
+    if claim.schedule is None:
+        return None
+    return next_slot(claim.started_at, claim.schedule, claim.timezone)
+
+
+def _backoff_cap(claim: Claim) -> float:
+    """The longest retry delay after a failure: the interval, or for a cron connector the
+    time to its next slot (a failing connector is retried at least as often as it runs)."""
+    slot = _next_slot(claim)
+    if slot is None:
+        return float(claim.sync_interval)
+    return max(1.0, (slot - claim.started_at).total_seconds())
 
 
 def _seconds(value: float) -> str:

@@ -1,12 +1,20 @@
-"""Turning command-line input into what the operations take: the connector config."""
+"""Turning command-line input into what the operations take: configs, durations."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+
+import typer
 
 from connector_sync.connectors.base import JSON_VALUE_TYPE_NAMES
+from connector_sync.constants import MAX_SECONDS
 from connector_sync.exceptions import BadInput
 
 
@@ -46,3 +54,58 @@ def parse_config(config_json: str | None, config_file: Path | None) -> dict[str,
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
+
+
+# TODO: replace by durations.duration_option after merge
+_DURATION = re.compile(r"(?P<number>\d{1,12})\s*(?P<unit>[smhdw]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def duration_seconds(value: str | int) -> int:
+    """Seconds from `90`, `90s`, `15m`, `1h`, `1d` or `2w` (typer's parser for durations).
+
+    Raises:
+        typer.BadParameter: not such a duration, or outside 1 second to ten years.
+    """
+    if isinstance(value, int):
+        return value
+    match = _DURATION.fullmatch(value.strip().lower())
+    if match is None:
+        raise typer.BadParameter(f"'{value}' is not a duration: give e.g. 90s, 15m, 1h or 1d")
+    seconds = int(match["number"]) * _UNIT_SECONDS[match["unit"]]
+    if not 1 <= seconds <= MAX_SECONDS:
+        raise typer.BadParameter(f"'{value}' is out of range: give 1s to {MAX_SECONDS // 86400}d")
+    return seconds
+
+
+def config_assignment(text: str) -> tuple[str, Any]:
+    """`key=value` of --set: the value as JSON when it is JSON (5, true, {"a": 1}, "5"),
+    else as text (orders.csv)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise BadInput(f"--set '{text}' is not key=value: give e.g. --set path=orders.csv")
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant)
+    except ValueError:
+        value = raw
+    return key.strip(), value
+
+
+@contextmanager
+def whole_file(path: Path) -> Iterator[TextIO]:
+    """A text file written whole or not at all: into a temporary file beside `path`,
+    renamed over it only when the block ends without an error."""
+    try:
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    except OSError as exc:
+        raise BadInput(f"--output {path}: cannot write there: {exc.strerror}") from None
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(fd, 0o666 & ~umask)  # as open() would have made it, not mkstemp's 0600
+        with open(fd, "w", encoding="utf-8", newline="") as handle:
+            yield handle
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
