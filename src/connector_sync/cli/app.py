@@ -503,11 +503,7 @@ def delete(
         raise BadInput(f"{exc.message}: wait for the sync to end, or give --force") from None
 
 
-datasets_app = typer.Typer(
-    help="List, show and export datasets.",
-    invoke_without_command=True,
-    rich_markup_mode=None,
-)
+datasets_app = typer.Typer(invoke_without_command=True, rich_markup_mode=None)
 app.add_typer(datasets_app, name="datasets")
 DatasetArg = Annotated[int, typer.Argument(min=1, help="Dataset id (see `datasets`).")]
 

@@ -148,6 +148,11 @@ class Dataset(DatasetSummary):
     tenant: str
     schema: dict[str, list[str]] | None
 
+    def __post_init__(self) -> None:
+        # By field name on every database (jsonb orders keys by length first).
+        if self.schema is not None:
+            self.schema = dict(sorted(self.schema.items()))
+
 
 @dataclass(frozen=True, slots=True)
 class NewConnector:

@@ -439,7 +439,7 @@ class SqliteStore(Store):
             return {
                 "status": ACTIVE, "last_sync_status": COMPLETED, "last_sync_error": None,
                 "consecutive_failures": 0, "state": done.state,
-                "next_sync_at": next_sync_on_completion(claim, done, now, row.tuple()),
+                "next_sync_at": next_sync_on_completion(claim, done, now, tuple(row)),
             }  # fmt: skip
 
         outcome = self._finish(
