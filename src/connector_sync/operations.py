@@ -221,7 +221,9 @@ def history(
     limit: int | None = 20,
 ) -> list[Sync]:
     """Syncs, newest first; `connector` by id or name, `status` in any case."""
-    return store.history(_list_filter(store, connector, status, SYNC_STATUSES, tenant, limit))
+    return store.history(
+        _list_filter(store, connector, status, ("sync", SYNC_STATUSES), tenant, limit)
+    )
 
 
 def status(store: Store, tenant: str | None = None) -> StatusSummary:
@@ -658,16 +660,20 @@ def _list_filter(
     store: Store,
     connector: str | None,
     status: str | None,
-    statuses: Sequence[str],
+    statuses: tuple[str, Sequence[str]],
     tenant: str | None,
     limit: int | None,
 ) -> ListFilter:
     """What a listing shows: the connector found by id or name, a status in any case
     (BadInput naming the statuses there are)."""
+    what, known = statuses
     if status is not None:
         status = status.upper()
-        if status not in statuses:
-            raise BadInput(f"status '{status}' is not one of {', '.join(statuses)}", param="status")
+        if status not in known:
+            raise BadInput(
+                f"status '{status}' is not a {what} status; use one of {', '.join(known)}",
+                param="status",
+            )
     connector_id = store.find_connector(connector, tenant).id if connector else None
     return ListFilter(connector_id, status, tenant, limit)
 
@@ -676,7 +682,7 @@ def list_datasets(
     store: Store, connector: str | None, status: str | None, tenant: str | None, limit: int | None
 ) -> list[Dataset]:
     """Datasets, newest first; `connector` by id or name, `status` in any case."""
-    where = _list_filter(store, connector, status, DATASET_STATUSES, tenant, limit)
+    where = _list_filter(store, connector, status, ("dataset", DATASET_STATUSES), tenant, limit)
     return store.list_datasets(where)
 
 

@@ -191,7 +191,9 @@ def test_datasets_list_show_and_export(cli: Cli, tmp_path: Path) -> None:
     dataset_id = str(listed["id"])
     assert data(cli, "datasets", "--connector", "d", "--status", "ready")[0]["id"] == listed["id"]
     assert data(cli, "datasets", "--status", "building") == []
-    assert "not one of BUILDING, READY, FAILED" in refused(cli, "datasets", "--status", "x")
+    assert "not a dataset status; use one of BUILDING, READY, FAILED" in refused(
+        cli, "datasets", "--status", "x"
+    )
 
     shown = data(cli, "datasets", "show", dataset_id, "--records", "2")
     assert [r["id"] for r in shown["records"]] == [0, 1]
