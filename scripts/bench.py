@@ -5,7 +5,8 @@ Run it from the repository, with the package installed (editable is fine):
     python scripts/bench.py                   # everything, under 10 minutes on 2 cores
     python scripts/bench.py --quick           # scaled down: a smoke test of a minute or so
     python scripts/bench.py --json            # the same figures as one JSON document
-    python scripts/bench.py --only due,ingest # sections: due, schedule, ingest, memory, startup
+    python scripts/bench.py --only due,ingest # sections: due, schedule, ingest, memory, startup,
+                                              # datasets
     BENCH_PG_URL=postgresql://user@host:5432/postgres python scripts/bench.py
 
 It creates a scratch PostgreSQL database on the server named by --pg-url (and SQLite
@@ -30,6 +31,12 @@ baseline measured in the same run, doing the same work:
 4. memory: peak RSS (ru_maxrss) of a child process running one sync of 100,000 and of
    1,000,000 records.
 5. startup: `connector-sync --help` vs `python -c "import typer"`, wall time.
+6. datasets (PostgreSQL): peak RSS of a child process exporting a dataset of 1,000,000
+   records to JSON Lines vs one of 100,000 (same <= 1.3x rule as ingestion), its rate
+   vs psycopg `COPY (SELECT data ...) TO STDOUT` into a file; then, while that dataset's
+   connector is deleted (records in batches of short transactions), another worker
+   claims and completes syncs of another connector back to back: the longest of those
+   waits vs the longest with nothing being deleted.
 """
 
 from __future__ import annotations
@@ -59,14 +66,15 @@ import psycopg
 import sqlalchemy as sa
 
 import connector_sync
+from connector_sync import operations
 from connector_sync.connectors.demo import demo_record
 from connector_sync.db import Database
 from connector_sync.runner import Runner, RunOptions
-from connector_sync.store import open_store
-from connector_sync.store.base import NewConnector, as_dict
+from connector_sync.store import Store, open_store
+from connector_sync.store.base import ClaimRequest, Completion, NewConnector, as_dict
 from connector_sync.store.postgres import queries
 
-SECTIONS = ("due", "schedule", "ingest", "memory", "startup")
+SECTIONS = ("due", "schedule", "ingest", "memory", "startup", "datasets")
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DUE_LIMIT = 100
 BATCH = 5000  # records per transaction on both sides of the ingestion benchmark
@@ -798,7 +806,40 @@ def child_raw_sqlite(spec: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": seconds, "records": stored, "bytes": size, "rss_before_mb": rss_before}
 
 
-CHILDREN = {"ours": child_ours, "raw-pg": child_raw_pg, "raw-sqlite": child_raw_sqlite}
+def child_export(spec: dict[str, Any]) -> dict[str, Any]:
+    """`datasets export` of one dataset to a JSON Lines file, through the operation."""
+    store = open_store(spec["url"])
+    rss_before = rss_mb()
+    start = time.perf_counter()
+    with open(spec["out"], "w", encoding="utf-8") as out:
+        result = operations.export_dataset(store, out, dataset_id=spec["dataset_id"])
+    seconds = time.perf_counter() - start
+    store.close()
+    return {"seconds": seconds, "records": result.records, "rss_before_mb": rss_before}
+
+
+def child_raw_export(spec: dict[str, Any]) -> dict[str, Any]:
+    """psycopg COPY TO of the same records, in seq order, into a file."""
+    query = "COPY (SELECT data FROM dataset_records WHERE dataset_id = {} ORDER BY seq) TO STDOUT"
+    with psycopg.connect(spec["url"]) as conn, open(spec["out"], "wb") as out:
+        rss_before = rss_mb()
+        start = time.perf_counter()
+        with conn.cursor().copy(query.format(int(spec["dataset_id"]))) as copy:
+            for block in copy:
+                out.write(block)
+        seconds = time.perf_counter() - start
+    with open(spec["out"], "rb") as written:
+        lines = sum(block.count(b"\n") for block in iter(lambda: written.read(1 << 20), b""))
+    return {"seconds": seconds, "records": lines, "rss_before_mb": rss_before}
+
+
+CHILDREN = {
+    "ours": child_ours,
+    "raw-pg": child_raw_pg,
+    "raw-sqlite": child_raw_sqlite,
+    "export": child_export,
+    "raw-export": child_raw_export,
+}
 
 
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
@@ -952,6 +993,113 @@ def bench_memory(settings: Settings, scratch: Scratch, shared: dict[str, Any]) -
             extra=extra,
         ),
     ]
+
+
+# -- 6. datasets: export memory, and other workers while a connector is deleted ----------------
+
+
+def exported(target: IngestTarget, scratch: Scratch, records: int, kinds: Sequence[str]) -> Any:
+    """Sync a dataset of `records` records, then export it once per kind (a child each)."""
+    target.measure("ours", records)
+    [(dataset_id,)] = scratch.sql("SELECT max(id) FROM datasets WHERE status = 'READY'")
+    out = str(scratch.tmp / "export.jsonl")
+    spec = {"url": scratch.url, "dataset_id": dataset_id, "records": records, "out": out}
+    return dataset_id, [run_child({**spec, "kind": kind}) for kind in kinds]
+
+
+def claim_waits(
+    store: Store, connector_id: int, stop: threading.Event, minimum: int
+) -> list[float]:
+    """Seconds each claim+complete of the connector took, back to back, until `stop` (and
+    at least `minimum` of them)."""
+    request = ClaimRequest(
+        worker="other:1", limit=1, lease_seconds=60, connector_ids=[connector_id]
+    )
+    done = Completion(
+        duration=0, records_fetched=0, records_processed=0, attempts=1, schema={}, state=None,
+        next_sync_in=3600,
+    )  # fmt: skip
+    waits: list[float] = []
+    while not stop.is_set() or len(waits) < minimum:
+        start = time.perf_counter()
+        [claim] = store.claim(request)
+        store.complete(claim, done)
+        waits.append(time.perf_counter() - start)
+    return waits
+
+
+def bench_datasets(settings: Settings, scratch: Scratch) -> list[Figure]:
+    small, large = settings.memory_small, settings.records
+    target = IngestTarget(scratch, "postgresql")
+    log(f"datasets: peak RSS of an export of {small:,} records ({settings.memory_reps} x)")
+    small_runs = [exported(target, scratch, small, ["export"])[1][0]
+                  for _ in range(settings.memory_reps)]  # fmt: skip
+    log(f"datasets: export of {large:,} records, ours and raw COPY TO")
+    dataset_id, (large_run, raw_run) = exported(target, scratch, large, ["export", "raw-export"])
+    rss_small = median([r["rss_mb"] for r in small_runs])
+    figures = [
+        Figure(
+            key="export.memory.growth",
+            title=f"export to JSON Lines: peak RSS, {large:,} vs {small:,} records",
+            unit="MB", ours=large_run["rss_mb"], baseline=rss_small,
+            baseline_label=f"ours, export of {small:,} records", ratio_is="ours/baseline",
+            target=Target("<=", 1.3), reps=1,
+            extra={"rss_before_export_mb": round(large_run["rss_before_mb"], 1)},
+        ),
+        Figure(
+            key="export.rate",
+            title=f"export to JSON Lines, PostgreSQL, {large:,} records",
+            unit="records/s", ours=large / large_run["seconds"],
+            baseline=large / raw_run["seconds"], baseline_label="raw psycopg COPY TO a file",
+            ratio_is="ours/baseline", reps=1,
+        ),
+    ]  # fmt: skip
+
+    log(f"datasets: another worker's claims while the {large:,}-record connector is deleted")
+    with open_store(scratch.url) as store:
+        other = store.add_connector(
+            NewConnector(name="other", type="demo", config={"records": 0}, sync_interval=3600)
+        )
+        idle = threading.Event()
+        idle.set()
+        quiet = claim_waits(store, other, idle, minimum=200)
+        stop = threading.Event()
+        waits: list[float] = []
+        worker = threading.Thread(
+            target=lambda: waits.extend(claim_waits(store, other, stop, minimum=1))
+        )
+        worker.start()
+        start = time.perf_counter()
+        try:
+            deleted = operations.delete_connector(store, "ingest", confirm=None)
+        finally:
+            stop.set()
+            worker.join()
+        took = time.perf_counter() - start
+    if deleted.records != large or scratch.sql("SELECT count(*) FROM dataset_records")[0][0]:
+        raise RuntimeError(f"delete left records behind: {deleted}")
+    figures.append(
+        Figure(
+            key="delete.claim_wait",
+            title=f"longest claim+complete of another connector while {large:,} records "
+            "are deleted",
+            unit="ms",
+            ours=max(waits) * 1000,
+            baseline=max(quiet) * 1000,
+            baseline_label="longest with nothing deleted",
+            ratio_is="ours/baseline",
+            target=Target("<=", 1000.0, on="ours"),
+            reps=len(waits),
+            extra={
+                "delete_seconds": round(took, 2),
+                "claims_during_delete": len(waits),
+                "median_wait_ms": round(median(waits) * 1000, 2),
+                "median_quiet_ms": round(median(quiet) * 1000, 2),
+                "dataset_id": dataset_id,
+            },
+        )
+    )
+    return figures
 
 
 # -- 5. start-up --------------------------------------------------------------------------------
@@ -1142,6 +1290,8 @@ def run_sections(settings: Settings, sections: set[str], scratch: Scratch) -> li
         figures += bench_memory(settings, scratch, shared)
     if "startup" in sections:
         figures += bench_startup(settings)
+    if "datasets" in sections:
+        figures += bench_datasets(settings, scratch)
     return figures
 
 

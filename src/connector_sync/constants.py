@@ -14,6 +14,8 @@ TRIGGERS = ("schedule", "manual", "api")
 DEFAULT_TENANT = "default"
 DEFAULT_SYNC_INTERVAL = 3600
 DEFAULT_MAX_CONSECUTIVE_FAILURES = 5
+#: READY datasets a connector keeps when a sync completes (0 keeps every one).
+DEFAULT_KEEP = 10
 #: Upper bounds of what options accept: ten years of seconds, counts and lengths
 #: that fit every column on both databases.
 MAX_SECONDS = 10 * 365 * 24 * 3600
@@ -22,10 +24,10 @@ MAX_NAME_LENGTH = 200
 
 #: A connector as listings and --json show it (config and state only in `show`).
 CONNECTOR_KEYS = (
-    "id", "tenant", "name", "type", "status", "auto_sync", "sync_interval", "sync_timeout",
-    "last_sync_at", "last_sync_status", "last_sync_error", "next_sync_at",
-    "consecutive_failures", "max_consecutive_failures", "lease_owner", "lease_expires_at",
-    "created_at", "updated_at",
+    "id", "tenant", "name", "type", "status", "auto_sync", "sync_interval", "schedule",
+    "timezone", "sync_timeout", "keep", "last_sync_at", "last_sync_status", "last_sync_error",
+    "next_sync_at", "consecutive_failures", "max_consecutive_failures", "lease_owner",
+    "lease_expires_at", "created_at", "updated_at",
 )  # fmt: skip
 #: A sync as history, run and --json show it.
 SYNC_KEYS = (

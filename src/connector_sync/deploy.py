@@ -48,10 +48,11 @@ class DeployOptions:
     grace: float | None = None
     executable: str | None = None
     workdir: str | None = None
+    #: pip requirement specifiers the workflow and the image install.
+    install: tuple[str, ...] = ()
     env_file: str | None = None
     log_file: str | None = None
     user: str | None = None
-    install: tuple[str, ...] = ()
     image: str | None = None
 
 

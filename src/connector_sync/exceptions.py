@@ -38,6 +38,10 @@ class AlreadyExists(BadInput):
     """An object with that name already exists."""
 
 
+class ConnectorBusy(BadInput):
+    """A worker is syncing this connector under a live lease."""
+
+
 class DatabaseError(ConnectorSyncError):
     """The database could not be used."""
 

@@ -17,6 +17,7 @@ from connector_sync.constants import (  # noqa: E402 - re-exported for the schem
     COMPLETED,
     CONNECTOR_STATUSES,
     DATASET_STATUSES,
+    DEFAULT_KEEP,
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
     DEFAULT_SYNC_INTERVAL,
     DEFAULT_TENANT,
@@ -120,7 +121,10 @@ connectors = sa.Table(
     sa.Column(
         "sync_interval", sa.Integer, nullable=False, server_default=str(DEFAULT_SYNC_INTERVAL)
     ),
+    # A cron expression (croniter); when set it wins over sync_interval.
     sa.Column("schedule", sa.String(200)),
+    # The IANA time zone the schedule is read in; NULL means UTC.
+    sa.Column("timezone", sa.String(64)),
     # Seconds a sync may take before it is failed; NULL means the run's default.
     sa.Column("sync_timeout", sa.Integer),
     sa.Column(
@@ -129,6 +133,8 @@ connectors = sa.Table(
         nullable=False,
         server_default=str(DEFAULT_MAX_CONSECUTIVE_FAILURES),
     ),
+    # READY datasets kept when a sync completes; 0 keeps every one.
+    sa.Column("keep", sa.Integer, nullable=False, server_default=str(DEFAULT_KEEP)),
     sa.Column("last_sync_at", UTCDateTime),
     sa.Column("last_sync_status", sa.String(20)),
     sa.Column("last_sync_error", sa.Text),
@@ -144,6 +150,7 @@ connectors = sa.Table(
     sa.CheckConstraint(f"status IN {CONNECTOR_STATUSES!r}", name="status"),
     sa.CheckConstraint("sync_interval > 0", name="sync_interval_positive"),
     sa.CheckConstraint("sync_timeout IS NULL OR sync_timeout > 0", name="sync_timeout_positive"),
+    sa.CheckConstraint("keep >= 0", name="keep_not_negative"),
     sqlite_autoincrement=True,
 )
 

@@ -7,30 +7,45 @@ wrong in the caller's terms (`BadInput.param`), not a command-line flag.
 
 from __future__ import annotations
 
+import copy
+import datetime as dt
+import itertools
 import json
 import logging
 import unicodedata
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, fields, replace
+from typing import Any, TextIO
 
-from connector_sync import secrets
+from connector_sync import export, scheduling, secrets
 from connector_sync.connectors.base import CheckResult
 from connector_sync.connectors.registry import available_types, load_plugin, secret_fields
-from connector_sync.constants import DEFAULT_TENANT, MAX_NAME_LENGTH, SYNC_STATUSES
+from connector_sync.constants import (
+    DATASET_STATUSES,
+    DEFAULT_TENANT,
+    ERROR,
+    INACTIVE,
+    MAX_NAME_LENGTH,
+    READY,
+    SYNC_STATUSES,
+    SYNCING,
+)
+from connector_sync.datasets import encode_batch
 from connector_sync.db import SCHEMA_REVISION, Database
-from connector_sync.exceptions import BadInput, ConnectorSyncError, PluginError
+from connector_sync.exceptions import BadInput, ConnectorSyncError, NotFound, PluginError
 from connector_sync.runner import LoopOptions as LoopOptions
 from connector_sync.runner import LoopReport, Runner, RunOptions, RunReport
 from connector_sync.runner import run_loop as _run_loop
-from connector_sync.store import open_store
+from connector_sync.store import base, open_store
 from connector_sync.store.base import (
     Connector,
     ConnectorSummary,
+    Dataset,
     DatasetSummary,
     HealthProblem,
     HistoryFilter,
+    ListFilter,
     RecoveredLease,
     StatusSummary,
     Sync,
@@ -159,33 +174,73 @@ def _check_text(what: str, text: str) -> None:
                        "text: fix its encoding", param="config")  # fmt: skip
 
 
+def check_connector_name(name: str) -> None:
+    """A connector's name: check_name's rules, and not all digits (it would read as an id)."""
+    check_name("name", name)
+    if name.isdigit():
+        raise BadInput(
+            f"name '{name}' is all digits and would read as an id: add a letter", param="name"
+        )
+
+
+def check_config(type_name: str, config: dict[str, Any]) -> None:
+    """A config as `add` and `edit` both check it: storable (check_config_document), `env:`
+    references well formed, every field known, of its type and within its bounds, as the
+    type's plugin declares."""
+    check_config_document(config)
+    secrets.check_env_refs(config)
+    load_plugin(type_name).validate_config(config)
+
+
+def check_schedule(schedule: str | None, timezone: str | None) -> None:
+    """A cron schedule and its time zone, with the parser's reason when unusable."""
+    if schedule is None:
+        if timezone is not None:
+            raise BadInput(
+                "timezone applies to a schedule: give a cron schedule with it", param="timezone"
+            )
+        return
+    try:
+        scheduling.zone(timezone)
+    except scheduling.ScheduleError as exc:
+        raise BadInput(f"timezone {exc}", param="timezone") from None
+    try:
+        scheduling.check_schedule(schedule, timezone)
+    except scheduling.ScheduleError as exc:
+        raise BadInput(f"schedule {exc}", param="schedule") from None
+
+
 def validated(new: NewConnector) -> NewConnector:
-    """`new` once its name, tenant and config (against the type's fields) are checked.
-    Touches no database: the CLI checks before it opens (or creates) one.
+    """`new` once its name, tenant, config (against the type's fields) and schedule are
+    checked. Touches no database: the CLI checks before it opens (or creates) one.
 
     Raises:
         BadInput: naming what is wrong (ConfigError for the config).
     """
-    check_name("name", new.name)
-    if new.name.isdigit():
-        raise BadInput(
-            f"name '{new.name}' is all digits and would read as an id: add a letter",
-            param="name",
-        )
+    check_connector_name(new.name)
     check_name("tenant", new.tenant)
-    check_config_document(new.config)
-    secrets.check_env_refs(new.config)
-    load_plugin(new.type).validate_config(new.config)
+    check_config(new.type, new.config)
+    check_schedule(new.schedule, new.timezone)
     return new
 
 
 def add_connector(store: Store, new: NewConnector) -> int:
-    """Store a connector once `validated`; it is due at once."""
-    return store.add_connector(validated(new))
+    """Store a connector once `validated`; it is due at once, or at its schedule's next
+    slot."""
+    new = validated(new)
+    if new.schedule is not None:
+        new = replace(
+            new, next_sync_at=scheduling.next_slot(store.now(), new.schedule, new.timezone)
+        )
+    return store.add_connector(new)
 
 
-def list_connectors(store: Store, tenant: str | None = None) -> list[ConnectorSummary]:
-    return store.list_connectors(tenant)
+def list_connectors(
+    store: Store, tenant: str | None = None, include_inactive: bool = False
+) -> list[ConnectorSummary]:
+    """Connectors, by tenant and name; INACTIVE ones (deleted keeping their data) only
+    with `include_inactive`."""
+    return store.list_connectors(tenant, include_inactive)
 
 
 def due_connectors(
@@ -222,15 +277,9 @@ def history(
     limit: int | None = 20,
 ) -> list[Sync]:
     """Syncs, newest first; `connector` by id or name, `status` in any case."""
-    if status is not None:
-        status = status.upper()
-        if status not in SYNC_STATUSES:
-            raise BadInput(
-                f"status '{status}' is not a sync status; use one of {', '.join(SYNC_STATUSES)}",
-                param="status",
-            )
-    connector_id = store.find_connector(connector, tenant).id if connector else None
-    return store.history(HistoryFilter(connector_id, status, tenant, limit))
+    return store.history(
+        _list_filter(store, connector, status, ("sync", SYNC_STATUSES), tenant, limit)
+    )
 
 
 def status(store: Store, tenant: str | None = None) -> StatusSummary:
@@ -253,19 +302,24 @@ def masked_config(type_name: str, config: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class ConnectorDetail:
-    """`show`: a connector with its config masked, its recent syncs and datasets."""
+class ShownConnector:
+    """A connector as a result shows it: its config masked."""
 
     connector: Connector
     config: dict[str, Any]
-    recent_syncs: list[Sync]
-    datasets: list[DatasetSummary]
 
     def to_document(self) -> dict[str, Any]:
-        """`show --json`: the connector's fields, its config masked, syncs and datasets."""
-        document = as_dict(self.connector)
-        document["config"] = self.config  # masked
-        return {**document, "recent_syncs": self.recent_syncs, "datasets": self.datasets}
+        """The connector's fields, its config masked, then the result's own fields."""
+        more = {f.name: getattr(self, f.name) for f in fields(self)[2:]}
+        return {**as_dict(self.connector), "config": self.config, **more}
+
+
+@dataclass(frozen=True)
+class ConnectorDetail(ShownConnector):
+    """`show`: a connector with its config masked, its recent syncs and datasets."""
+
+    recent_syncs: list[Sync]
+    datasets: list[DatasetSummary]
 
 
 def connector_detail(store: Store, ref: str, tenant: str | None = None) -> ConnectorDetail:
@@ -280,44 +334,64 @@ def connector_detail(store: Store, ref: str, tenant: str | None = None) -> Conne
 
 @dataclass(frozen=True)
 class ConnectorCheck:
-    """`test`: what the plugin's check found, secrets redacted."""
+    """`test`: what the plugin's check found, and the first records asked for (None: not
+    asked), secrets redacted."""
 
     connector: Connector
     result: CheckResult
+    preview: list[Any] | None = None
 
     def to_document(self) -> dict[str, Any]:
-        return {
+        document = {
             "connector_id": self.connector.id,
             "connector_name": self.connector.name,
             "ok": self.result.ok,
             "message": self.result.message,
             "details": self.result.details,
         }
+        return document if self.preview is None else {**document, "preview": self.preview}
 
 
-def test_connector(store: Store, ref: str, tenant: str | None = None) -> ConnectorCheck:
+def test_connector(
+    store: Store, ref: str, tenant: str | None = None, preview: int = 0
+) -> ConnectorCheck:
+    """Run the connector's check and, with `preview`, read that many records as a sync
+    would (from its saved state); nothing is written."""
     connector = store.find_connector(ref, tenant)
-    return ConnectorCheck(connector, check_connector(connector))
+    return check_connector(connector, preview)
 
 
-def check_connector(row: Connector) -> CheckResult:
-    """Run the plugin's check; a plugin error becomes a failed result, nothing is written.
+def check_connector(row: Connector, preview: int = 0) -> ConnectorCheck:
+    """Run the plugin's check (and read `preview` records once it passes); a plugin error
+    becomes a failed result, nothing is written.
 
     `env:NAME` references are resolved as a sync would; secrets never reach the result.
     """
+    records: list[Any] | None = None
     try:
         plugin_cls = load_plugin(row.type)
-        result = plugin_cls(secrets.resolve_env_refs(row.config), row.state).check()
+        plugin = plugin_cls(secrets.resolve_env_refs(row.config), row.state)
+        result = plugin.check()
+        if preview and result.ok:
+            reading = plugin.read()
+            try:
+                lines = encode_batch(list(itertools.islice(reading, preview))).lines
+            finally:  # stop the read: close the file or the response
+                getattr(reading, "close", lambda: None)()
+            records = [json.loads(line) for line in lines]
     except (PluginError, BadInput) as exc:
         result = CheckResult(False, exc.message, {"error_type": type(exc).__name__})
     except Exception as exc:  # a plugin bug must still be reported as a failed check
         result = CheckResult(False, f"{type(exc).__name__}: {exc}", {"error_type": "PluginBug"})
     hidden = secrets.connector_secrets(secret_fields(row.type), row.config)
-    return CheckResult(
+    redacted = CheckResult(
         result.ok,
         secrets.redact(result.message, hidden),
         secrets.redact_json(result.details, hidden),
     )
+    if preview:
+        records = secrets.redact_json(records or [], hidden)
+    return ConnectorCheck(row, redacted, records)
 
 
 def describe_types() -> list[dict[str, Any]]:
@@ -364,9 +438,14 @@ def run_connectors(
     """A manual run of the connectors named (by id or name), due or not."""
     ids: list[int] = []
     for ref in refs:
-        connector_id = store.find_connector(ref, tenant).id
-        if connector_id not in ids:
-            ids.append(connector_id)
+        connector = store.find_connector(ref, tenant)
+        if connector.status == INACTIVE:
+            raise BadInput(
+                f"connector '{connector.name}' is INACTIVE (deleted, its data kept): "
+                f"'connector-sync enable {connector.name}' brings it back"
+            )
+        if connector.id not in ids:
+            ids.append(connector.id)
     return run(store, replace(options, connector_ids=ids))
 
 
@@ -381,7 +460,7 @@ def plan_run(store: Store, options: RunOptions, refs: Sequence[str] = ()) -> lis
     named: dict[int, ConnectorSummary] = {}
     for ref in refs:
         connector = store.find_connector(ref, options.tenant)
-        if connector.status != "SYNCING":
+        if connector.status not in (SYNCING, INACTIVE):
             named.setdefault(connector.id, connector)
     return list(named.values())
 
@@ -393,17 +472,394 @@ class DemoResult:
     connectors: list[Connector]
 
 
-def demo(store: Store) -> DemoResult:
-    """The quickstart: the demo connectors (created the first time), each synced once."""
-    existing = {r.name: r.id for r in store.list_connectors(DEFAULT_TENANT)}
+def demo(store: Store, tenant: str = DEFAULT_TENANT) -> DemoResult:
+    """The quickstart: the demo connectors (created the first time, in `tenant`), each
+    synced once."""
+    existing = {r.name: r.id for r in store.list_connectors(tenant)}
     for name, config in DEMO_CONNECTORS:
         if name not in existing:
-            existing[name] = add_connector(
-                store, NewConnector(name=name, type="demo", config=config, sync_interval=3600)
+            new = NewConnector(
+                name=name, type="demo", config=config, sync_interval=3600, tenant=tenant
             )
+            existing[name] = add_connector(store, new)
     ids = [existing[name] for name, _ in DEMO_CONNECTORS]
-    result = run(store, RunOptions(connector_ids=ids))
-    return DemoResult(store.display_url, result, [store.find_connector(str(i)) for i in ids])
+    result = run(store, RunOptions(connector_ids=ids, tenant=tenant))
+    connectors = [store.find_connector(str(i), tenant) for i in ids]
+    return DemoResult(store.display_url, result, connectors)
+
+
+# -- the life of a connector: edit, delete -------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConnectorChanges:
+    """What `edit` changes; None (or empty) leaves a field as it is."""
+
+    #: The whole new config, before `set_values` and `unset` apply.
+    config: dict[str, Any] | None = None
+    #: (dotted path, value) pairs set in the config: ("headers.Accept", "text/csv").
+    set_values: Sequence[tuple[str, Any]] = ()
+    #: Dotted paths removed from the config.
+    unset: Sequence[str] = ()
+    #: Seconds between syncs; replaces a schedule.
+    sync_interval: int | None = None
+    schedule: str | None = None
+    timezone: str | None = None
+    sync_timeout: int | None = None
+    max_consecutive_failures: int | None = None
+    keep: int | None = None
+    rename: str | None = None
+
+    def __bool__(self) -> bool:
+        return any(
+            value not in (None, (), []) for value in (getattr(self, f.name) for f in fields(self))
+        )
+
+
+@dataclass(frozen=True)
+class EditResult(ShownConnector):
+    """`edit`: the connector as it is now (config masked), what changed, what to know."""
+
+    changed: list[str]
+    notes: list[str]
+
+
+def _config_path(
+    config: dict[str, Any], dotted: str, *, create: bool
+) -> tuple[dict[str, Any], str]:
+    """The object holding the last key of a dotted path, and that key."""
+    *parents, last = dotted.split(".")
+    if not all((*parents, last)):
+        raise BadInput(f"config key '{dotted}' has an empty part: give e.g. headers.Accept")
+    node = config
+    for depth, key in enumerate(parents):
+        child = node.get(key)
+        if child is None and create:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            where = ".".join(parents[: depth + 1])
+            raise BadInput(f"config key '{dotted}': '{where}' is not an object in the config")
+        node = child
+    return node, last
+
+
+def _edited_config(
+    connector: Connector, changes: ConnectorChanges, secret_names: frozenset[str]
+) -> dict[str, Any]:
+    """The new config: the whole one given (a secret left as shown, ***, keeps its stored
+    value), then each key set, then each key removed."""
+    config = copy.deepcopy(connector.config if changes.config is None else changes.config)
+    if changes.config is not None:
+        config = _unmasked(config, connector.config, secret_names)
+    for dotted, value in changes.set_values:
+        node, key = _config_path(config, dotted, create=True)
+        node[key] = value
+    for dotted in changes.unset:
+        node, key = _config_path(config, dotted, create=False)
+        if key not in node:
+            raise BadInput(f"config key '{dotted}' is not in the config: nothing to remove")
+        del node[key]
+    return config
+
+
+def _unmasked(new: Any, old: Any, secret_names: frozenset[str]) -> Any:
+    """`new` with every value that equals the masked form of the stored value at the same
+    place (a config copied from `show`) given back its stored value."""
+    masked_old = secrets.mask_config(secret_names, old)
+
+    def at(value: Any, keys: Sequence[str | int]) -> Any:
+        for key in keys:
+            if not isinstance(value, dict | list):
+                return None
+            try:
+                value = value[key]  # type: ignore[index]
+            except (KeyError, IndexError, TypeError):
+                return None
+        return value
+
+    def leaf(value: Any, place: secrets.JsonPlace) -> Any:
+        shown, stored = at(masked_old, place.keys), at(old, place.keys)
+        return stored if value == shown and shown != stored else value
+
+    return secrets.walk_json(new, leaf)
+
+
+def edit_connector(
+    store: Store, ref: str, tenant: str | None, changes: ConnectorChanges
+) -> EditResult:
+    """Change a connector: its config checked exactly as `add` checks it, its next sync
+    moved to match a new interval or schedule. A connector in ERROR stays in ERROR;
+    one being synced takes the change at its next sync."""
+    if not changes:
+        raise BadInput(
+            "nothing to change: give a config, a key to set or unset, an interval, a schedule, "
+            "a time zone, a timeout, a failure limit, a number of datasets to keep or a new name"
+        )
+    if changes.sync_interval is not None and changes.schedule is not None:
+        raise BadInput(
+            "schedule and interval both given: a connector runs on one of them", param="schedule"
+        )
+    old = store.find_connector(ref, tenant)
+    name = old.name if changes.rename is None else changes.rename
+    check_connector_name(name)
+    config = _edited_config(old, changes, secret_fields(old.type))
+    check_config(old.type, config)
+    if changes.sync_interval is not None:  # an interval replaces the schedule
+        schedule, timezone = None, None
+    else:
+        schedule = changes.schedule if changes.schedule is not None else old.schedule
+        timezone = changes.timezone if changes.timezone is not None else old.timezone
+    check_schedule(schedule, timezone)
+    interval = changes.sync_interval or old.sync_interval
+    edit = base.ConnectorEdit(
+        name=name, config=config, sync_interval=interval, schedule=schedule, timezone=timezone,
+        sync_timeout=old.sync_timeout if changes.sync_timeout is None else changes.sync_timeout,
+        max_consecutive_failures=changes.max_consecutive_failures or old.max_consecutive_failures,
+        keep=old.keep if changes.keep is None else changes.keep, next_sync_at=None,
+    )  # fmt: skip
+    changed = [
+        key
+        for key, value in as_dict(edit).items()
+        if key != "next_sync_at" and value != getattr(old, key)
+    ]
+    now = store.now()
+    if "config" in changed and old.consecutive_failures and old.status != SYNCING:
+        # A fix for what made it fail: try it now rather than after the backoff.
+        edit = replace(edit, next_sync_at=now)
+    if {"sync_interval", "schedule", "timezone"} & set(changed):
+        edit = replace(
+            edit,
+            next_sync_at=scheduling.next_sync_after_edit(
+                now=now, current=edit.next_sync_at or old.next_sync_at,
+                last_sync_at=old.last_sync_at,
+                consecutive_failures=old.consecutive_failures, interval=interval,
+                schedule=schedule, timezone=timezone, syncing=old.status == SYNCING,
+            ),
+        )  # fmt: skip
+    store.edit_connector(old.id, edit)
+    new = store.find_connector(str(old.id))
+    notes = []
+    if new.status == ERROR:
+        notes.append(
+            f"connector {new.name} is still in ERROR: edit does not restart it; once fixed, "
+            f"'connector-sync enable {new.name}'"
+        )
+    if new.status == SYNCING:
+        notes.append("a sync is running now: the change takes effect at the next sync")
+    if new.status == INACTIVE:
+        notes.append(f"connector {new.name} is INACTIVE: 'connector-sync enable {new.name}'")
+    return EditResult(new, masked_config(new.type, new.config), changed, notes)
+
+
+@dataclass(frozen=True)
+class DeletePlan:
+    """What `delete` is about to remove, for the confirmation question."""
+
+    connector: Connector
+    counts: base.DataCounts
+    keep_data: bool
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    """`delete`: the connector removed (with what it had), or kept INACTIVE with its data."""
+
+    id: int
+    name: str
+    tenant: str
+    deleted: bool
+    syncs: int
+    datasets: int
+    records: int
+
+
+def delete_connector(
+    store: Store,
+    ref: str,
+    tenant: str | None = None,
+    *,
+    force: bool = False,
+    keep_data: bool = False,
+    confirm: Callable[[DeletePlan], None] | None = None,
+) -> DeleteResult:
+    """Remove a connector with its syncs, datasets and records, or with `keep_data` keep
+    them and make the connector INACTIVE (never scheduled; `enable` brings it back).
+
+    `confirm(plan)` is asked first and raises to stop. The connector goes INACTIVE at once,
+    so no worker claims it; records go in short transactions, then the rows.
+
+    Raises:
+        ConnectorBusy: a worker is syncing it under a live lease, and not `force`.
+    """
+    connector = store.find_connector(ref, tenant)
+    live = connector.lease_expires_at is not None and connector.lease_expires_at > store.now()
+    if connector.status == SYNCING and live and not force:
+        raise base.connector_busy(connector.name, connector.lease_owner, connector.lease_expires_at)
+    counts = store.data_counts(connector.id)
+    if confirm is not None:
+        confirm(DeletePlan(connector, counts, keep_data))
+    store.retire_connector(connector.id, force=force, remove_data=not keep_data)
+    if not keep_data:
+        for dataset in store.list_datasets(ListFilter(connector_id=connector.id, limit=None)):
+            store.purge_records(dataset.id)
+        store.delete_connector(connector.id)
+    return DeleteResult(
+        connector.id, connector.name, connector.tenant, not keep_data,
+        counts.syncs, counts.datasets, counts.records,
+    )  # fmt: skip
+
+
+# -- datasets: reading them back, pruning them -----------------------------------------
+
+
+def _list_filter(
+    store: Store,
+    connector: str | None,
+    status: str | None,
+    statuses: tuple[str, Sequence[str]],
+    tenant: str | None,
+    limit: int | None,
+) -> ListFilter:
+    """What a listing shows: the connector found by id or name, a status in any case
+    (BadInput naming the statuses there are)."""
+    what, known = statuses
+    if status is not None:
+        status = status.upper()
+        if status not in known:
+            raise BadInput(
+                f"status '{status}' is not a {what} status; use one of {', '.join(known)}",
+                param="status",
+            )
+    connector_id = store.find_connector(connector, tenant).id if connector else None
+    return ListFilter(connector_id, status, tenant, limit)
+
+
+def list_datasets(
+    store: Store, connector: str | None, status: str | None, tenant: str | None, limit: int | None
+) -> list[Dataset]:
+    """Datasets, newest first; `connector` by id or name, `status` in any case."""
+    where = _list_filter(store, connector, status, ("dataset", DATASET_STATUSES), tenant, limit)
+    return store.list_datasets(where)
+
+
+@dataclass(frozen=True)
+class DatasetDetail:
+    """`datasets show`: a dataset, its schema, and its first records."""
+
+    dataset: Dataset
+    records: list[Any]
+
+    def to_document(self) -> dict[str, Any]:
+        return {**as_dict(self.dataset), "records": self.records}
+
+
+def dataset_detail(
+    store: Store, dataset_id: int, tenant: str | None = None, records: int = 10
+) -> DatasetDetail:
+    dataset = store.find_dataset(dataset_id, tenant)
+    first: list[Any] = []
+    if records:
+        with closing(store.read_records(dataset.id, limit=records)) as chunks:
+            first = [json.loads(text) for chunk in chunks for text in chunk]
+    return DatasetDetail(dataset, first)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What `datasets export` wrote."""
+
+    dataset: Dataset
+    format: str
+    records: int
+
+
+def export_dataset(
+    store: Store,
+    out: TextIO,
+    *,
+    dataset_id: int | None = None,
+    connector: str | None = None,
+    tenant: str | None = None,
+    format: str = "jsonl",
+) -> ExportResult:
+    """Write every record of a READY dataset to `out` in seq order (one snapshot, flat
+    memory): the dataset `dataset_id`, or the newest READY one of `connector`.
+
+    Raises:
+        NotFound: no such dataset, or the connector has no READY dataset.
+        BadInput: the dataset is not READY.
+        ConnectorSyncError: the dataset was removed while it was being written.
+    """
+    if format not in export.FORMATS:
+        raise BadInput(
+            f"format '{format}' is not one of {', '.join(export.FORMATS)}", param="format"
+        )
+    if dataset_id is not None:
+        dataset = store.find_dataset(dataset_id, tenant)
+    else:
+        if connector is None:
+            raise ValueError("give a dataset id or a connector")
+        owner = store.find_connector(connector, tenant)
+        latest = store.latest_dataset(owner.id)
+        if latest is None:
+            raise NotFound(
+                f"connector '{owner.name}' has no READY dataset yet: "
+                f"'connector-sync run --connector {owner.name}' makes one"
+            )
+        dataset = latest
+    if dataset.status != READY:
+        raise BadInput(
+            f"dataset {dataset.id} is {dataset.status}: only a READY dataset is whole; "
+            "see 'connector-sync datasets'"
+        )
+    with closing(store.read_records(dataset.id)) as chunks:
+        if format == "csv":
+            written = export.write_csv(chunks, list(dataset.schema or {}), out)
+        else:
+            written = export.write_jsonl(chunks, out)
+    if written != dataset.record_count:
+        raise ConnectorSyncError(
+            f"dataset {dataset.id} was removed while it was exported ({written:,} of "
+            f"{dataset.record_count:,} records written): the output is incomplete"
+        )
+    return ExportResult(dataset, format, written)
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """What `prune` removed (or, in a dry run, would remove)."""
+
+    #: "datasets" or "history".
+    kind: str
+    dry_run: bool
+    datasets: list[base.PrunedDataset]
+    records: int
+    history: list[base.PrunedHistory]
+    syncs: int
+
+
+def prune(
+    store: Store,
+    *,
+    keep: int | None = None,
+    older_than: float | None = None,
+    history: bool = False,
+    dry_run: bool = False,
+    tenant: str | None = None,
+) -> PruneResult:
+    """Remove datasets beyond each connector's newest `keep` READY ones (None: the
+    connector's own keep; 0: no limit) or older than `older_than` seconds; with
+    `history`, instead remove syncs older than that from the history. A connector's
+    newest READY dataset and latest completed sync are never removed."""
+    cutoff = None if older_than is None else store.now() - dt.timedelta(seconds=older_than)
+    if history:
+        if cutoff is None:
+            raise ValueError("pruning history needs an age")
+        removed = store.prune_history(cutoff, tenant, dry_run=dry_run)
+        return PruneResult("history", dry_run, [], 0, removed, sum(h.syncs for h in removed))
+    chosen = store.prune(base.PruneRequest(None, tenant, keep, cutoff, dry_run))
+    records = sum(p.record_count for p in chosen)
+    return PruneResult("datasets", dry_run, chosen, records, [], 0)
 
 
 #: The operations that may create the embedded SQLite database when it does not exist:

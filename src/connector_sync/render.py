@@ -20,11 +20,19 @@ if TYPE_CHECKING:
     from connector_sync.operations import (
         ConnectorCheck,
         ConnectorDetail,
+        DatasetDetail,
+        DeletePlan,
+        DeleteResult,
         DemoResult,
+        EditResult,
+        ExportResult,
+        NewConnector,
+        PruneResult,
         SchemaRevision,
     )
     from connector_sync.store.base import (
         ConnectorSummary,
+        Dataset,
         HealthProblem,
         RecoveredLease,
         StatusSummary,
@@ -136,7 +144,18 @@ def _next_sync(row: ConnectorSummary) -> str:
         return "- (ERROR: enable)"
     if row.status == "SYNCING":
         return "- (syncing)"
+    if row.status == "INACTIVE":
+        return "- (inactive)"
     return _when_short(row.next_sync_at)
+
+
+def every(row: ConnectorSummary) -> str:
+    """How often it runs: its schedule (and time zone), or its interval."""
+    if row.schedule:
+        when = f"{row.schedule} ({row.timezone})" if row.timezone else row.schedule
+    else:
+        when = f"{row.sync_interval}s"
+    return when if row.auto_sync else f"off ({when})"
 
 
 def _short(text: str | None, width: int = 60) -> str:
@@ -193,7 +212,7 @@ def connectors_table(rows: Sequence[ConnectorSummary], title: str) -> None:
             r.name,
             r.type,
             _style(r.status),
-            f"{r.sync_interval}s" if r.auto_sync else f"off ({r.sync_interval}s)",
+            every(r),
             last if r.last_sync_at else "never",
             _next_sync(r),
             str(r.consecutive_failures),
@@ -351,6 +370,15 @@ def connector_check(check: ConnectorCheck) -> None:
     result: CheckResult = check.result
     verdict = ("ok", "green") if result.ok else ("failed", "red")
     say(verdict, f" {check.connector.name}: {result.message}")
+    if check.preview is not None:
+        say(f"first {len(check.preview)} record(s) it would sync (nothing written):")
+        records_lines(check.preview)
+
+
+def records_lines(records: Sequence[Any]) -> None:
+    """Records, one JSON line each (never wrapped, never parsed as markup)."""
+    for record in records:
+        say(json_line(record))
 
 
 def recovered_leases(recovered: Sequence[RecoveredLease]) -> None:
@@ -368,3 +396,139 @@ def demo_result(result: DemoResult) -> None:
 
 def schema_revision(revision: SchemaRevision) -> None:
     say(f"revision {revision.revision or 'none'} (this version needs {revision.expected})")
+
+
+def added(new: NewConnector, connector_id: int) -> None:
+    if not new.auto_sync:
+        when = "auto-sync off: sync it with run --connector"
+    elif new.schedule:
+        when = f"runs on schedule {new.schedule} ({new.timezone or 'UTC'})"
+    else:
+        when = "due now"
+    say(f"added connector {new.name} (id {connector_id}), {when}")
+
+
+def edit_result(result: EditResult) -> None:
+    connector = result.connector
+    if not result.changed:
+        say(f"connector {connector.name} (id {connector.id}): nothing changed")
+    else:
+        say(f"edited connector {connector.name} (id {connector.id}): {', '.join(result.changed)}")
+        if "config" in result.changed:
+            say(f"  config: {json_line(result.config)}")  # masked
+        say(f"  runs: {every(connector)}; next sync (UTC): {_next_sync(connector)}")
+    for note in result.notes:
+        say(("note", "yellow"), f": {note}")
+
+
+def deletion_question(plan: DeletePlan) -> str:
+    connector, counts = plan.connector, plan.counts
+    if plan.keep_data:
+        return (
+            f"Make connector {connector.name} (id {connector.id}) INACTIVE, keeping its "
+            f"{counts.syncs} syncs and {counts.datasets} datasets?"
+        )
+    return (
+        f"Delete connector {connector.name} (id {connector.id}) with its {counts.syncs} syncs, "
+        f"{counts.datasets} datasets and {counts.records:,} records?"
+    )
+
+
+def deleted(result: DeleteResult) -> None:
+    if result.deleted:
+        say(
+            f"deleted connector {result.name} (id {result.id}): {result.syncs} syncs, "
+            f"{result.datasets} datasets, {result.records:,} records removed"
+        )
+    else:
+        say(
+            f"connector {result.name} (id {result.id}) is INACTIVE: never scheduled, shown by "
+            f"'list --all'; its {result.syncs} syncs and {result.datasets} datasets are kept"
+        )
+
+
+def _fields(schema: Mapping[str, Any] | None) -> str:
+    return ", ".join(schema or {}) or "-"
+
+
+def datasets_table(rows: Sequence[Dataset]) -> None:
+    if not rows:
+        say("Datasets: none.")
+        return
+    table = Table(title="Datasets", title_justify="left")
+    _columns(
+        table,
+        ("ID", {"no_wrap": True}),
+        ("Connector", {"no_wrap": True}),
+        ("Status", {"no_wrap": True}),
+        ("Records", {"justify": "right", "no_wrap": True}),
+        ("Fields", {"overflow": "fold"}),
+        ("Created (UTC)", {"no_wrap": True}),
+    )
+    for d in rows:
+        table.add_row(
+            str(d.id),
+            f"{d.connector_name} ({d.connector_id})",
+            _style(d.status),
+            f"{d.record_count:,}",
+            _short(_fields(d.schema), 80),
+            _when_short(d.created_at),
+        )
+    _show(table)
+
+
+def dataset_detail(view: DatasetDetail) -> None:
+    d = view.dataset
+    say(
+        f"dataset {d.id} of connector {d.connector_name} ({d.connector_id}): {d.status}, "
+        f"{d.record_count:,} records, created {_when(d.created_at)} UTC"
+    )
+    table = Table(title="Schema", title_justify="left")
+    _columns(table, ("Field", {}), ("JSON types", {}))
+    for name, kinds in (d.schema or {}).items():
+        table.add_row(name, ", ".join(kinds))
+    _show(table)
+    if view.records:
+        say(f"first {len(view.records)} record(s):")
+        records_lines(view.records)
+
+
+def exported(result: ExportResult, path: str) -> None:
+    d = result.dataset
+    say(
+        f"exported {result.records:,} records of dataset {d.id} ({d.connector_name}) "
+        f"as {result.format} to {path}",
+        err=True,
+    )
+
+
+def prune_report(result: PruneResult) -> None:
+    verb = "would remove" if result.dry_run else "removed"
+    if result.kind == "history":
+        table = Table(title="Sync history", title_justify="left")
+        _columns(table, ("Connector", {}), ("Syncs", {"justify": "right"}))
+        for h in result.history:
+            table.add_row(f"{h.connector_name} ({h.connector_id})", f"{h.syncs:,}")
+        _show(table)
+        say(f"{verb} {result.syncs:,} syncs from the history")
+        return
+    if result.datasets:
+        table = Table(title="Datasets", title_justify="left")
+        _columns(
+            table, ("ID", {}), ("Connector", {}), ("Records", {"justify": "right"}),
+            ("Created (UTC)", {}), ("Why", {}),
+        )  # fmt: skip
+        for p in result.datasets:
+            table.add_row(
+                str(p.id), f"{p.connector_name} ({p.connector_id})", f"{p.record_count:,}",
+                _when_short(p.created_at), _PRUNE_REASONS.get(p.reason, p.reason),
+            )  # fmt: skip
+        _show(table)
+    say(f"{verb} {len(result.datasets)} datasets ({result.records:,} records)")
+
+
+_PRUNE_REASONS = {
+    "keep": "beyond the newest kept",
+    "age": "older than asked",
+    "unfinished": "removal cut short earlier",
+}

@@ -8,6 +8,7 @@ thread renews the leases of every sync in flight.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import os
@@ -31,7 +32,7 @@ from connector_sync.connectors.registry import load_plugin, secret_fields
 from connector_sync.constants import CANCELLED, COMPLETED, FAILED
 from connector_sync.datasets import DatasetWriter, EncodedBatch, encode_batch
 from connector_sync.exceptions import DatabaseError, DatabaseUnavailable, LeaseLost, PluginError
-from connector_sync.scheduling import DEFAULT_BACKOFF_BASE, retry_delay
+from connector_sync.scheduling import DEFAULT_BACKOFF_BASE, next_slot, retry_delay
 from connector_sync.secrets import connector_secrets, redact, resolve_env_refs
 from connector_sync.store.base import (
     Claim,
@@ -40,6 +41,7 @@ from connector_sync.store.base import (
     Failure,
     RecoveredLease,
     Store,
+    lease_lost,
 )
 
 log = logging.getLogger("connector_sync.runner")
@@ -571,6 +573,14 @@ class Runner:
                         writer, plugin = self._read_once(claim, keeper, deadline, progress)
             except (LeaseLost, DatabaseUnavailable):
                 raise
+            except DatabaseError as exc:
+                # A connector deleted (--force) mid-sync takes its dataset with it: the
+                # write fails, and the lease is gone. Say so rather than record a failure.
+                if self._lease_gone(claim):
+                    raise lease_lost(claim.name) from exc
+                return self._record_failure(
+                    claim, self._describe(claim, exc), _error_type(exc), started, progress, tries
+                )
             except SyncCancelled as exc:
                 self.store.cancel(
                     claim, reason=str(exc) or "cancelled", duration=time.monotonic() - started
@@ -594,6 +604,9 @@ class Runner:
                     schema=writer.schema(),
                     state=plugin.state or claim.state,
                     next_sync_in=claim.sync_interval,
+                    next_sync_at=_next_slot(claim),
+                    # Nothing new since the saved cursor: no empty dataset (the sync links none).
+                    keep_dataset=progress.stored > 0 or not claim.state,
                     attempts=tries,
                 )
                 self.store.complete(claim, done)
@@ -629,6 +642,16 @@ class Runner:
                 progress.fetched, progress.stored = reader.fetched, writer.count
         return writer, plugin
 
+    def _lease_gone(self, claim: Claim) -> bool:
+        try:
+            return bool(
+                self.store.heartbeat(
+                    {claim.connector_id: claim.lease_token}, self.options.lease_seconds
+                )
+            )
+        except DatabaseError:
+            return False
+
     @staticmethod
     def _describe(claim: Claim, exc: BaseException | None) -> str:
         """The error as one line for the sync row and the log, every secret masked."""
@@ -658,7 +681,7 @@ class Runner:
             records_processed=progress.stored,
             retry_in=retry_delay(
                 claim.consecutive_failures + 1,
-                claim.sync_interval,
+                _backoff_cap(claim),
                 retry_after,
                 base=self.options.backoff_base,
             ),
@@ -793,6 +816,23 @@ def run_loop(
             delay = loop.every + random.uniform(0, loop.jitter) - (time.monotonic() - started)
             stopped.wait(max(0.0, delay))
     return report
+
+
+def _next_slot(claim: Claim) -> dt.datetime | None:
+    """A cron connector's next slot after its sync started (None: it has an interval).
+    A slot that passed during the sync makes it due at once: missed slots run once."""
+    if claim.schedule is None:
+        return None
+    return next_slot(claim.started_at, claim.schedule, claim.timezone)
+
+
+def _backoff_cap(claim: Claim) -> float:
+    """The longest retry delay after a failure: the interval, or for a cron connector the
+    time to its next slot (a failing connector is retried at least as often as it runs)."""
+    slot = _next_slot(claim)
+    if slot is None:
+        return float(claim.sync_interval)
+    return max(1.0, (slot - claim.started_at).total_seconds())
 
 
 def _seconds(value: float) -> str:

@@ -83,3 +83,103 @@ def retry_delay(
     if math.isfinite(retry_after) and retry_after > delay:
         delay = retry_after
     return min(delay, max(float(interval), MAX_RETRY_DELAY_FLOOR))
+
+
+# -- cron schedules (croniter, imported when a schedule is used: it is slow to import) --
+
+#: The @-aliases a schedule may be instead of five fields.
+CRON_ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+#: The time zone a schedule without one is read in.
+DEFAULT_TIMEZONE = "UTC"
+
+
+class ScheduleError(ValueError):
+    """A cron expression or time zone that cannot be used; the message says why."""
+
+
+def zone(timezone: str | None) -> dt.tzinfo:
+    """The IANA time zone `timezone` (UTC for None).
+
+    Raises:
+        ScheduleError: no such time zone.
+    """
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    name = timezone or DEFAULT_TIMEZONE
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):  # ValueError: a path-like or empty name
+        raise ScheduleError(
+            f"'{name}' is not an IANA time zone; e.g. UTC, Europe/Berlin, America/New_York"
+        ) from None
+
+
+def check_schedule(schedule: str, timezone: str | None = None) -> None:
+    """Raises ScheduleError, with croniter's reason, unless `schedule` is five cron fields
+    (minute hour day-of-month month day-of-week) or an @-alias that fires at some time, and
+    `timezone` is an IANA time zone."""
+    from croniter import CroniterError
+
+    text = schedule.strip()
+    if text.startswith("@"):
+        if text.lower() not in CRON_ALIASES:
+            raise ScheduleError(f"'{text}' is not an alias; use one of {', '.join(CRON_ALIASES)}")
+    elif len(text.split()) != 5:
+        raise ScheduleError(
+            f"'{text}' has {len(text.split())} fields; give 5 (minute hour day month weekday), "
+            "e.g. '*/15 * * * *', or an alias such as @hourly"
+        )
+    try:
+        next_slot(dt.datetime.now(dt.UTC), text, timezone)
+    except CroniterError as exc:
+        reason = "it never fires" if "find next date" in str(exc) else str(exc)
+        raise ScheduleError(f"'{text}' is not a usable cron expression: {reason}") from None
+
+
+def next_slot(after: dt.datetime, schedule: str, timezone: str | None = None) -> dt.datetime:
+    """The first time strictly after `after` that `schedule` names, read in `timezone`
+    (UTC for None); UTC-aware.
+
+    A connector that missed slots (its worker was down, its sync ran long) is due once,
+    at the next slot after the time it is asked from, not once per missed slot. Daylight
+    saving follows croniter: a slot the clock skips runs when the clock jumps; in the
+    hour that repeats, each repeated slot runs.
+    """
+    from croniter import croniter
+
+    local = after.astimezone(zone(timezone))
+    slots = croniter(schedule.strip(), local)
+    slot: dt.datetime = slots.get_next(dt.datetime)
+    while slot <= after:  # never the past, whatever a daylight-saving change does
+        slot = slots.get_next(dt.datetime)
+    return slot.astimezone(dt.UTC)
+
+
+def next_sync_after_edit(
+    *,
+    now: dt.datetime,
+    current: dt.datetime | None,
+    last_sync_at: dt.datetime | None,
+    consecutive_failures: int,
+    interval: int,
+    schedule: str | None,
+    timezone: str | None,
+    syncing: bool,
+) -> dt.datetime:
+    """When a connector whose interval, schedule or time zone was just edited is due.
+
+    A schedule: its next slot after now. An interval: one interval after the last sync
+    (so a shortened interval makes it due sooner, at once if that time has passed); a
+    connector never synced stays due now; a pending retry after a failure is not pushed
+    later. A connector being synced counts its sync as the last one (now).
+    """
+    if schedule is not None:
+        return next_slot(now, schedule, timezone)
+    if syncing:
+        return now + dt.timedelta(seconds=interval)
+    if last_sync_at is None:
+        return min(current or now, now)
+    due = last_sync_at + dt.timedelta(seconds=interval)
+    if consecutive_failures and current is not None:
+        return min(current, due)
+    return due

@@ -64,6 +64,7 @@ def test_upgrade_gives_the_models_schema(empty_url: str) -> None:
         "ck_connectors_status",
         "ck_connectors_sync_interval_positive",
         "ck_connectors_sync_timeout_positive",
+        "ck_connectors_keep_not_negative",
         "ck_connector_syncs_status",
         "ck_connector_syncs_trigger",
         "ck_datasets_status",

@@ -12,6 +12,8 @@ import typer
 
 from connector_sync.cli.errors import CommandLine, Flags
 from connector_sync.constants import (
+    DATASET_STATUSES,
+    DEFAULT_KEEP,
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
     DEFAULT_SYNC_INTERVAL,
     DEFAULT_TENANT,
@@ -70,9 +72,15 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON document ins
 TenantOpt = Annotated[
     str | None, typer.Option("--tenant", "-t", help="Only this tenant.", envvar=f"{ENV}TENANT")
 ]
-LimitOpt = Annotated[
-    int | None, typer.Option("--limit", "-n", min=1, max=MAX_COUNT, help="At most N.")
-]
+#: The tenant a new connector goes in (CONNECTOR_SYNC_TENANT, like every command's --tenant).
+NewTenantOpt = Annotated[str, typer.Option("--tenant", "-t", help="Tenant.", envvar=f"{ENV}TENANT")]
+
+
+def _at_most() -> Any:
+    return typer.Option("--limit", "-n", min=1, max=MAX_COUNT, help="At most N.")
+
+
+LimitOpt = Annotated[int | None, _at_most()]
 
 
 def _seconds_option(
@@ -123,6 +131,43 @@ def _run_duration(name: str) -> Any:
     return _seconds_option(name, min=least, default=default, envvar=envvar, help=help)
 
 
+def _given(ctx: typer.Context, param: str) -> bool:
+    """Whether the user gave this option (on the line or in its environment variable)."""
+    source = ctx.get_parameter_source(param)
+    return source is not None and source.name != "DEFAULT"
+
+
+def _duration_option(*names: str, help: str) -> Any:
+    """A whole number of seconds, given as a duration (90s, 15m, 1h, 1d), no default."""
+    return _seconds_option(*names, min=1, default=None, whole=True, help=help)
+
+
+IntervalOpt = Annotated[
+    int,
+    _seconds_option(
+        "--interval", min=1, default=DEFAULT_SYNC_INTERVAL, whole=True, help="Time between syncs"
+    ),
+]
+ScheduleOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--schedule",
+        metavar="CRON",
+        help="Cron schedule instead of an interval: '*/15 * * * *', @hourly, @daily.",
+    ),
+]
+TimezoneOpt = Annotated[
+    str | None,
+    typer.Option("--timezone", help="IANA time zone the schedule is read in [default: UTC]."),
+]
+KeepOpt = Annotated[
+    int,
+    typer.Option(
+        "--keep", min=0, max=MAX_COUNT, help="READY datasets kept after each sync; 0 keeps all."
+    ),
+]
+
+
 def _count_option(*names: str, max: int, help: str) -> Any:
     """A whole number from 1 to `max`, with its CONNECTOR_SYNC_* environment twin."""
     envvar = ENV + names[0].removeprefix("--").replace("-", "_").upper()
@@ -132,6 +177,14 @@ def _count_option(*names: str, max: int, help: str) -> Any:
 ConnectorArg = Annotated[
     str,
     typer.Argument(help="Connector id or unique name.", autocompletion=complete_connector),
+]
+
+
+ConnectorFilterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--connector", "-c", help="Only this connector.", autocompletion=complete_connector
+    ),
 ]
 
 
@@ -253,16 +306,13 @@ def add(
     config_file: Annotated[
         Path | None, typer.Option("--config-file", help="Read the JSON config from a file.")
     ] = None,
-    interval: Annotated[
-        int,
-        _seconds_option(
-            "--interval", min=1, default=DEFAULT_SYNC_INTERVAL, whole=True, help="Between syncs"
-        ),
-    ] = DEFAULT_SYNC_INTERVAL,
+    interval: IntervalOpt = DEFAULT_SYNC_INTERVAL,
+    schedule: ScheduleOpt = None,
+    timezone: TimezoneOpt = None,
     no_auto_sync: Annotated[
         bool, typer.Option("--no-auto-sync", help="Only sync when asked (run --connector).")
     ] = False,
-    tenant: Annotated[str, typer.Option("--tenant", "-t", help="Tenant.")] = DEFAULT_TENANT,
+    tenant: NewTenantOpt = DEFAULT_TENANT,
     timeout: Annotated[
         int | None,
         _seconds_option(
@@ -282,36 +332,47 @@ def add(
             help="Failures in a row before the connector goes to ERROR.",
         ),
     ] = DEFAULT_MAX_CONSECUTIVE_FAILURES,
+    keep: KeepOpt = DEFAULT_KEEP,
     as_json: JsonOpt = False,
 ) -> None:
-    """Add a connector; it is due at once.
+    """Add a connector; it is due at once (with --schedule, at its next slot).
 
     Example: connector-sync add customers --type csv --config '{"path": "customers.csv"}'
     """
     from connector_sync import operations, render
     from connector_sync.cli.inputs import parse_config
 
+    if schedule is not None and _given(ctx, "interval"):
+        raise typer.BadParameter(
+            "give --interval or --schedule, not both", param_hint="'--schedule'"
+        )
     parsed = parse_config(config, config_file)
     new = operations.NewConnector(
         name=name, type=type_name, config=parsed, sync_interval=interval,
         auto_sync=not no_auto_sync, tenant=tenant, sync_timeout=timeout,
-        max_consecutive_failures=max_failures,
+        max_consecutive_failures=max_failures, schedule=schedule, timezone=timezone, keep=keep,
     )  # fmt: skip
     # Checked before the database is opened: a bad `add` must not create one.
     connector_id = _call(ctx, operations.add_connector, operations.validated(new))
     if as_json:
         render.print_json({"id": connector_id})
     else:
-        when = "due now" if not no_auto_sync else "auto-sync off: sync it with run --connector"
-        render.say(f"added connector {name} (id {connector_id}), {when}")
+        render.added(new, connector_id)
 
 
 @app.command("list")
-def list_(ctx: typer.Context, tenant: TenantOpt = None, as_json: JsonOpt = False) -> None:
+def list_(
+    ctx: typer.Context,
+    tenant: TenantOpt = None,
+    all_: Annotated[
+        bool, typer.Option("--all", "-a", help="Also INACTIVE connectors (deleted, data kept).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """List connectors.  Example: connector-sync list --json"""
     from connector_sync import operations, render
 
-    rows = _call(ctx, operations.list_connectors, tenant)
+    rows = _call(ctx, operations.list_connectors, tenant, all_)
     render.output(as_json, rows, lambda rows: render.connectors_table(rows, "Connectors"))
 
 
@@ -365,6 +426,279 @@ def reset_state(ctx: typer.Context, connector: ConnectorArg, tenant: TenantOpt =
         f"connector {row.name} (id {row.id}): state cleared (was {previous}); "
         "the next sync is a full one"
     )
+
+
+@app.command()
+def edit(
+    ctx: typer.Context,
+    connector: ConnectorArg,
+    config: Annotated[
+        str | None, typer.Option("--config", help="The whole new config, a JSON object.")
+    ] = None,
+    config_file: Annotated[
+        Path | None, typer.Option("--config-file", help="Read the whole new config from a file.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            metavar="KEY=VALUE",
+            help="Set a config key (dotted: headers.Accept); VALUE is JSON or text (repeat).",
+        ),
+    ] = None,
+    unset: Annotated[
+        list[str] | None,
+        typer.Option("--unset", metavar="KEY", help="Remove a config key, dotted (repeat)."),
+    ] = None,
+    interval: Annotated[
+        int | None,
+        _duration_option("--interval", help="Time between syncs (replaces a schedule)"),
+    ] = None,
+    schedule: ScheduleOpt = None,
+    timezone: TimezoneOpt = None,
+    timeout: Annotated[
+        int | None, _duration_option("--timeout", help="How long a sync may take")
+    ] = None,
+    max_failures: Annotated[
+        int | None,
+        typer.Option(
+            "--max-failures", min=1, max=MAX_COUNT, help="Failures in a row before ERROR."
+        ),
+    ] = None,
+    keep: Annotated[
+        int | None,
+        typer.Option("--keep", min=0, max=MAX_COUNT, help="READY datasets kept; 0 keeps all."),
+    ] = None,
+    rename: Annotated[str | None, typer.Option("--rename", metavar="NEW", help="New name.")] = None,
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change a connector's config, schedule or limits; checked as `add` checks them.
+
+    Example: connector-sync edit orders --set path=orders.csv --interval 15m
+    """
+    from connector_sync import operations, render
+    from connector_sync.cli.inputs import config_assignment, parse_config
+
+    whole = parse_config(config, config_file) if config or config_file else None
+    changes = operations.ConnectorChanges(
+        config=whole, set_values=[config_assignment(item) for item in set_ or ()],
+        unset=list(unset or ()), sync_interval=interval, schedule=schedule, timezone=timezone,
+        sync_timeout=timeout, max_consecutive_failures=max_failures, keep=keep, rename=rename,
+    )  # fmt: skip
+    _show(ctx, as_json, render.edit_result, operations.edit_connector, connector, tenant, changes)
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    connector: ConnectorArg,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Delete it even while a worker is syncing it.")
+    ] = False,
+    keep_data: Annotated[
+        bool,
+        typer.Option(
+            "--keep-data", help="Keep its datasets and history; the connector becomes INACTIVE."
+        ),
+    ] = False,
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete a connector with its syncs, datasets and records (asks first on a terminal).
+
+    Example: connector-sync delete orders --yes
+    """
+    from connector_sync import operations, render
+    from connector_sync.exceptions import BadInput, ConnectorBusy
+
+    def confirm(plan: operations.DeletePlan) -> None:
+        if yes:
+            return
+        if not sys.stdin.isatty():
+            raise BadInput(
+                f"deleting connector {plan.connector.name} needs a confirmation and there is "
+                "no terminal to ask on: give --yes"
+            )
+        typer.confirm(render.deletion_question(plan), abort=True, err=True)
+
+    try:
+        _show(
+            ctx, as_json, render.deleted, operations.delete_connector, connector, tenant,
+            force=force, keep_data=keep_data, confirm=confirm,
+        )  # fmt: skip
+    except ConnectorBusy as exc:
+        raise BadInput(f"{exc.message}: wait for the sync to end, or give --force") from None
+
+
+datasets_app = typer.Typer(invoke_without_command=True, rich_markup_mode=None)
+app.add_typer(datasets_app, name="datasets")
+DatasetArg = Annotated[int, typer.Argument(min=1, help="Dataset id (see `datasets`).")]
+
+
+@datasets_app.callback()
+def datasets(
+    ctx: typer.Context,
+    connector: ConnectorFilterOpt = None,
+    status: Annotated[
+        str | None,
+        typer.Option("--status", "-s", help=f"Only this status: {', '.join(DATASET_STATUSES)}."),
+    ] = None,
+    limit: Annotated[int, _at_most()] = 50,
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List datasets, newest first (or: datasets show ID, datasets export ID).
+
+    Example: connector-sync datasets --connector orders
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from connector_sync import operations, render
+
+    rows = _call(ctx, operations.list_datasets, connector, status, tenant, limit)
+    render.output(as_json, rows, render.datasets_table)
+
+
+@datasets_app.command("show")
+def datasets_show(
+    ctx: typer.Context,
+    dataset: DatasetArg,
+    records: Annotated[
+        int, typer.Option("--records", "-r", min=0, max=1000, help="Show the first N records.")
+    ] = 10,
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a dataset's schema (field -> JSON types) and first records.
+
+    Example: connector-sync datasets show 3 --records 5
+    """
+    from connector_sync import operations, render
+
+    _show(ctx, as_json, render.dataset_detail, operations.dataset_detail, dataset, tenant, records)
+
+
+class ExportFormat(StrEnum):
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+@datasets_app.command("export")
+def datasets_export(
+    ctx: typer.Context,
+    dataset: Annotated[
+        int | None, typer.Argument(min=1, help="Dataset id (or --connector C --latest).")
+    ] = None,
+    connector: Annotated[
+        str | None,
+        typer.Option(
+            "--connector",
+            "-c",
+            help="With --latest: this connector's.",
+            autocompletion=complete_connector,
+        ),
+    ] = None,
+    latest: Annotated[
+        bool, typer.Option("--latest", help="The connector's newest READY dataset.")
+    ] = False,
+    format_: Annotated[
+        ExportFormat, typer.Option("--format", "-f", help="jsonl: a record a line; csv.")
+    ] = ExportFormat.jsonl,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write to this file (whole or not at all)."),
+    ] = None,
+    tenant: TenantOpt = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With -o: print what was written as JSON.")
+    ] = False,
+) -> None:
+    """Write every record of a READY dataset, in order, to stdout or a file.
+
+    Example: connector-sync datasets export --connector orders --latest --format csv -o orders.csv
+    """
+    from connector_sync import operations, render
+    from connector_sync.cli.inputs import whole_file
+
+    if (dataset is None) == (connector is None) or (connector is not None) != latest:
+        raise typer.BadParameter(
+            "give a DATASET id, or --connector NAME --latest", param_hint="'DATASET'"
+        )
+    if as_json and output is None:
+        raise typer.BadParameter(
+            "the records go to stdout: give --output FILE to get JSON about them",
+            param_hint="'--json'",
+        )
+    kwargs: dict[str, Any] = {
+        "dataset_id": dataset, "connector": connector, "tenant": tenant, "format": format_.value,
+    }  # fmt: skip
+    if output is None:
+        try:
+            _call(ctx, operations.export_dataset, sys.stdout, **kwargs)
+        except BrokenPipeError:  # the reader (`| head`) has what it wanted
+            _silence_stdout()
+        return
+    with whole_file(output) as out:
+        result = _call(ctx, operations.export_dataset, out, **kwargs)
+    if as_json:
+        render.print_json({**render.jsonable(result), "output": str(output)})
+    else:
+        render.exported(result, str(output))
+
+
+def _silence_stdout() -> None:
+    """After the reader closed the pipe: nothing more goes to it, not even at exit."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+@app.command()
+def prune(
+    ctx: typer.Context,
+    keep: Annotated[
+        int | None,
+        typer.Option(
+            "--keep",
+            min=0,
+            max=MAX_COUNT,
+            help="Keep each connector's newest N READY datasets [default: its own --keep].",
+        ),
+    ] = None,
+    older_than: Annotated[
+        int | None,
+        _duration_option("--older-than", help="Also remove datasets (or syncs) older than this"),
+    ] = None,
+    history: Annotated[
+        bool,
+        typer.Option("--history", help="Remove sync history older than --older-than instead."),
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would be removed; remove nothing.")
+    ] = False,
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Remove old datasets (or old sync history) of every connector; never the newest good one.
+
+    Example (weekly): connector-sync prune --older-than 30d
+    """
+    from connector_sync import operations, render
+
+    if history and older_than is None:
+        raise typer.BadParameter("--history needs --older-than", param_hint="'--history'")
+    if history and keep is not None:
+        raise typer.BadParameter(
+            "--keep counts datasets; prune them and the history in two commands",
+            param_hint="'--keep'",
+        )
+    _show(
+        ctx, as_json, render.prune_report, operations.prune, keep=keep, older_than=older_than,
+        history=history, dry_run=dry_run, tenant=tenant,
+    )  # fmt: skip
 
 
 @app.command()
@@ -489,21 +823,14 @@ def _run_exit_code(report: RunReport) -> int:
 @app.command()
 def history(
     ctx: typer.Context,
-    connector: Annotated[
-        str | None,
-        typer.Option(
-            "--connector", "-c", help="Only this connector.", autocompletion=complete_connector
-        ),
-    ] = None,
+    connector: ConnectorFilterOpt = None,
     status: Annotated[
         str | None,
         typer.Option(
             "--status", "-s", help=f"Only syncs in this status: {', '.join(SYNC_STATUSES)}."
         ),
     ] = None,
-    limit: Annotated[
-        int, typer.Option("--limit", "-n", min=1, max=MAX_COUNT, help="At most N.")
-    ] = 20,
+    limit: Annotated[int, _at_most()] = 20,
     tenant: TenantOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -551,16 +878,25 @@ def health(
 
 @app.command()
 def test(
-    ctx: typer.Context, connector: ConnectorArg, tenant: TenantOpt = None, as_json: JsonOpt = False
+    ctx: typer.Context,
+    connector: ConnectorArg,
+    preview: Annotated[
+        int,
+        typer.Option(
+            "--preview", "-p", min=0, max=1000, help="Also show the first N records it would sync."
+        ),
+    ] = 0,
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Check a connector's source without syncing or writing anything.  Exit 1 on failure.
 
-    Example: connector-sync test customers
+    Example: connector-sync test customers --preview 5
     """
     from connector_sync import operations, render
 
     check = _show(
-        ctx, as_json, render.connector_check, operations.test_connector, connector, tenant
+        ctx, as_json, render.connector_check, operations.test_connector, connector, tenant, preview
     )
     raise typer.Exit(EXIT_OK if check.result.ok else EXIT_FAILURE)
 
@@ -586,14 +922,14 @@ def recover(ctx: typer.Context, tenant: TenantOpt = None, as_json: JsonOpt = Fal
 
 
 @app.command()
-def demo(ctx: typer.Context) -> None:
+def demo(ctx: typer.Context, tenant: NewTenantOpt = DEFAULT_TENANT) -> None:
     """Quickstart: add three demo connectors, sync them once, show the results.
 
     Example: connector-sync demo
     """
     from connector_sync import operations, render
 
-    result = _call(ctx, operations.demo)
+    result = _call(ctx, operations.demo, tenant)
     render.demo_result(result)
     raise typer.Exit(_run_exit_code(result.run.report))
 

@@ -1,10 +1,14 @@
-"""Turning command-line input into what the operations take: the connector config."""
+"""Turning command-line input into what the operations take: configs, durations."""
 
 from __future__ import annotations
 
 import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from connector_sync.connectors.base import JSON_VALUE_TYPE_NAMES
 from connector_sync.exceptions import BadInput
@@ -48,3 +52,36 @@ def parse_config(config_json: str | None, config_file: Path | None) -> dict[str,
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def config_assignment(text: str) -> tuple[str, Any]:
+    """`key=value` of --set: the value as JSON when it is JSON (5, true, {"a": 1}, "5"),
+    else as text (orders.csv)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise BadInput(f"--set '{text}' is not key=value: give e.g. --set path=orders.csv")
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant)
+    except ValueError:
+        value = raw
+    return key.strip(), value
+
+
+@contextmanager
+def whole_file(path: Path) -> Iterator[TextIO]:
+    """A text file written whole or not at all: into a temporary file beside `path`,
+    renamed over it only when the block ends without an error."""
+    try:
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    except OSError as exc:
+        raise BadInput(f"--output {path}: cannot write there: {exc.strerror}") from None
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(fd, 0o666 & ~umask)  # as open() would have made it, not mkstemp's 0600
+        with open(fd, "w", encoding="utf-8", newline="") as handle:
+            yield handle
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

@@ -17,7 +17,7 @@ import abc
 import datetime as dt
 import functools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ParamSpec, TypeVar
 
@@ -25,12 +25,20 @@ import tenacity
 
 from connector_sync.constants import (
     COMPLETED,
+    DEFAULT_KEEP,
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
     DEFAULT_TENANT,
     FAILED,
 )
 from connector_sync.db import Closing, Database
-from connector_sync.exceptions import BadInput, DatabaseError, LeaseLost, NotFound
+from connector_sync.exceptions import (
+    AlreadyExists,
+    BadInput,
+    ConnectorBusy,
+    DatabaseError,
+    LeaseLost,
+    NotFound,
+)
 
 log = logging.getLogger("connector_sync.store")
 
@@ -69,7 +77,13 @@ class ConnectorSummary:
     status: str
     auto_sync: bool
     sync_interval: int
+    #: A cron expression; when set it wins over sync_interval.
+    schedule: str | None
+    #: The IANA time zone the schedule is read in (None: UTC).
+    timezone: str | None
     sync_timeout: int | None
+    #: READY datasets kept when a sync completes (0: every one).
+    keep: int
     last_sync_at: dt.datetime | None
     last_sync_status: str | None
     last_sync_error: str | None
@@ -125,9 +139,24 @@ class DatasetSummary:
     completed_at: dt.datetime | None
 
 
+@dataclass(slots=True)
+class Dataset(DatasetSummary):
+    """A dataset with its connector and schema (field name -> JSON types seen)."""
+
+    connector_id: int
+    connector_name: str
+    tenant: str
+    schema: dict[str, list[str]] | None
+
+    def __post_init__(self) -> None:
+        # By field name on every database (jsonb orders keys by length first).
+        if self.schema is not None:
+            self.schema = dict(sorted(self.schema.items()))
+
+
 @dataclass(frozen=True, slots=True)
 class NewConnector:
-    """What `add` stores; the connector is due at once."""
+    """What `add` stores; the connector is due at `next_sync_at` (None: at once)."""
 
     name: str
     type: str
@@ -137,6 +166,28 @@ class NewConnector:
     tenant: str = DEFAULT_TENANT
     sync_timeout: int | None = None
     max_consecutive_failures: int = DEFAULT_MAX_CONSECUTIVE_FAILURES
+    schedule: str | None = None
+    timezone: str | None = None
+    keep: int = DEFAULT_KEEP
+    next_sync_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorEdit:
+    """What `edit` writes: every editable field's new value (unchanged ones as they were).
+
+    `next_sync_at` None leaves it as it is.
+    """
+
+    name: str
+    config: dict[str, Any]
+    sync_interval: int
+    schedule: str | None
+    timezone: str | None
+    sync_timeout: int | None
+    max_consecutive_failures: int
+    keep: int
+    next_sync_at: dt.datetime | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +220,8 @@ class Claim:
     consecutive_failures: int
     max_consecutive_failures: int
     sync_timeout: int | None
+    schedule: str | None
+    timezone: str | None
     lease_token: str
     worker: str
     trigger: str
@@ -190,7 +243,8 @@ class Claim:
 #: The columns of `connectors` a claim returns, in Claim's order (up to lease_token).
 CLAIM_CONNECTOR_COLUMNS = (
     "id", "tenant", "name", "type", "config", "state", "sync_interval",
-    "consecutive_failures", "max_consecutive_failures", "sync_timeout", "lease_token",
+    "consecutive_failures", "max_consecutive_failures", "sync_timeout", "schedule", "timezone",
+    "lease_token",
 )  # fmt: skip
 
 
@@ -210,8 +264,13 @@ class Completion(Finished):
 
     schema: dict[str, list[str]]
     state: dict[str, Any] | None
-    #: Seconds from now (the store's clock) until the connector is due again.
+    #: Seconds from now (the store's clock) until the connector is due again...
     next_sync_in: float
+    #: ...unless this says when (the next slot of a cron schedule).
+    next_sync_at: dt.datetime | None = None
+    #: False: the sync stored nothing worth a dataset (an incremental sync that found
+    #: nothing new); its BUILDING dataset is deleted and the sync links none.
+    keep_dataset: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,13 +327,69 @@ class HealthProblem:
 
 
 @dataclass(frozen=True, slots=True)
-class HistoryFilter:
-    """Which syncs `history` shows, newest first."""
+class ListFilter:
+    """Which rows a listing shows, newest first: syncs (`history`), datasets."""
 
     connector_id: int | None = None
     status: str | None = None
     tenant: str | None = None
     limit: int | None = 20
+
+
+HistoryFilter = ListFilter
+
+
+@dataclass(frozen=True, slots=True)
+class DataCounts:
+    """What deleting a connector removes."""
+
+    syncs: int
+    datasets: int
+    records: int
+
+
+@dataclass(frozen=True, slots=True)
+class PruneRequest:
+    """Which datasets to remove: those beyond the newest `keep` READY ones of each
+    connector (None: each connector's own keep; 0: no limit) and those created before
+    `older_than`. The newest READY dataset of a connector is never among them."""
+
+    connector_id: int | None = None
+    tenant: str | None = None
+    keep: int | None = None
+    older_than: dt.datetime | None = None
+    dry_run: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PrunedDataset:
+    """A dataset removed (or, in a dry run, that would be), and why."""
+
+    id: int
+    connector_id: int
+    connector_name: str
+    tenant: str
+    name: str
+    record_count: int
+    created_at: dt.datetime
+    #: "keep" (beyond the newest N), "age" (older than asked), "unfinished" (a removal
+    #: that was interrupted, finished now).
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PrunedHistory:
+    """How many syncs of a connector were removed from its history (or would be)."""
+
+    connector_id: int
+    connector_name: str
+    tenant: str
+    syncs: int
+
+
+#: Records deleted per transaction when a dataset is removed: each transaction stays
+#: short, so other connectors' syncs (and SQLite's single writer) never wait long.
+PURGE_BATCH = 10_000
 
 
 def as_dict(row: Any) -> dict[str, Any]:
@@ -289,6 +404,27 @@ def lease_lost(name: str) -> LeaseLost:
 def not_found(ref: str, tenant: str | None) -> NotFound:
     where = f" in tenant '{tenant}'" if tenant else ""
     return NotFound(f"no connector '{ref}'{where}: give an id or name from 'connector-sync list'")
+
+
+def dataset_not_found(dataset_id: int, tenant: str | None) -> NotFound:
+    where = f" in tenant '{tenant}'" if tenant else ""
+    return NotFound(
+        f"no dataset {dataset_id}{where}: give an id from 'connector-sync datasets'", param="id"
+    )
+
+
+def name_taken(name: str, tenant: str | None = None) -> AlreadyExists:
+    where = f" in tenant '{tenant}'" if tenant else " in its tenant"
+    return AlreadyExists(f"connector '{name}' already exists{where}: choose another name")
+
+
+def connector_busy(name: str, owner: str | None, expires: dt.datetime | None) -> ConnectorBusy:
+    until = f", lease until {expires:%Y-%m-%dT%H:%M:%SZ}" if expires else ""
+    return ConnectorBusy(f"connector '{name}' is being synced by {owner}{until}")
+
+
+#: Why a connector's open sync ended when the connector was deleted.
+RETIRED_REASON = "cancelled: connector deleted"
 
 
 def ambiguous_name(ref: str, tenants: Sequence[str]) -> BadInput:
@@ -412,8 +548,36 @@ class Store(Closing, abc.ABC):
         """
 
     @abc.abstractmethod
-    def list_connectors(self, tenant: str | None = None) -> list[ConnectorSummary]:
-        """Every connector, by tenant and name."""
+    def list_connectors(
+        self, tenant: str | None = None, include_inactive: bool = True
+    ) -> list[ConnectorSummary]:
+        """Every connector, by tenant and name; INACTIVE ones only with include_inactive."""
+
+    @abc.abstractmethod
+    def edit_connector(self, connector_id: int, edit: ConnectorEdit) -> None:
+        """Write a connector's editable fields; status, lease and outcome stay as they are.
+
+        Raises:
+            AlreadyExists: the new name is taken in the connector's tenant.
+        """
+
+    @abc.abstractmethod
+    def data_counts(self, connector_id: int) -> DataCounts:
+        """The connector's syncs, datasets and stored records."""
+
+    @abc.abstractmethod
+    def retire_connector(self, connector_id: int, *, force: bool, remove_data: bool) -> None:
+        """INACTIVE (never scheduled again), its lease cleared, its open sync CANCELLED and
+        that sync's BUILDING dataset deleted. With `remove_data` its datasets become
+        FAILED, so no reader takes them for whole while their records are deleted.
+
+        Raises:
+            ConnectorBusy: a worker holds a live lease on it and `force` is False.
+        """
+
+    @abc.abstractmethod
+    def delete_connector(self, connector_id: int) -> None:
+        """Delete the connector row; its syncs and datasets (and their records) cascade."""
 
     @abc.abstractmethod
     def connector_names(self, prefix: str, tenant: str | None, limit: int) -> list[str]:
@@ -467,8 +631,13 @@ class Store(Closing, abc.ABC):
 
     @abc.abstractmethod
     def complete(self, claim: Claim, done: Completion) -> Outcome | None:
-        """Sync COMPLETED, dataset READY, state saved, connector ACTIVE and due
-        done.next_sync_in seconds from now; written only under the claim's lease.
+        """Sync COMPLETED, dataset READY (or deleted, without done.keep_dataset), state
+        saved, connector ACTIVE and due at done.next_sync_at or done.next_sync_in seconds
+        from now; written only under the claim's lease. Then the connector's retention
+        (apply_retention), right after that transaction.
+
+        When the connector's interval, schedule or time zone was edited during the sync,
+        the edit wins: due one (new) interval from now, or at the slot the edit set.
 
         Returns None when a retry found the outcome already recorded (the first commit's
         acknowledgement was lost).
@@ -535,6 +704,105 @@ class Store(Closing, abc.ABC):
     @abc.abstractmethod
     def datasets_of(self, connector_id: int, limit: int = 10) -> list[DatasetSummary]:
         """A connector's datasets, newest first."""
+
+    @abc.abstractmethod
+    def list_datasets(self, where: ListFilter) -> list[Dataset]:
+        """Datasets, newest first."""
+
+    @abc.abstractmethod
+    def find_dataset(self, dataset_id: int, tenant: str | None = None) -> Dataset:
+        """One dataset.
+
+        Raises:
+            NotFound: no such dataset (in that tenant).
+        """
+
+    @abc.abstractmethod
+    def latest_dataset(self, connector_id: int) -> Dataset | None:
+        """The connector's newest READY dataset."""
+
+    @abc.abstractmethod
+    def read_records(
+        self, dataset_id: int, limit: int | None = None, chunk: int = 2000
+    ) -> Generator[list[str], None, None]:
+        """The dataset's records as JSON text in `seq` order, `chunk` at a time, from one
+        snapshot and with flat memory (a server-side cursor on PostgreSQL, one lazily
+        stepped statement on SQLite). Close the iterator to stop early."""
+
+    # -- removing data -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    def mark_datasets_to_prune(self, request: PruneRequest) -> list[PrunedDataset]:
+        """Choose the datasets `request` removes and, unless it is a dry run, mark them
+        FAILED in the same statement (readers stop taking them) for `purge` to delete;
+        FAILED datasets left by an interrupted removal are chosen too. Never the
+        newest READY dataset of a connector."""
+
+    @abc.abstractmethod
+    def max_record_seq(self, dataset_id: int) -> int:
+        """The highest seq stored in a dataset (0 when it is empty)."""
+
+    @abc.abstractmethod
+    def delete_record_range(self, dataset_id: int, after: int, upto: int) -> int:
+        """Delete a dataset's records with after < seq <= upto, one transaction; returns
+        how many."""
+
+    @abc.abstractmethod
+    def delete_datasets(self, dataset_ids: Sequence[int]) -> None:
+        """Delete these dataset rows (their syncs then link no dataset)."""
+
+    @abc.abstractmethod
+    def prune_history(
+        self, before: dt.datetime, tenant: str | None = None, *, dry_run: bool = False
+    ) -> list[PrunedHistory]:
+        """Remove finished syncs started before `before`, by connector; never an open
+        sync, a sync whose dataset is kept, or a connector's latest COMPLETED sync."""
+
+    # -- built on the methods above, the same for every database ------------------------
+
+    def purge_records(self, dataset_id: int, batch: int = PURGE_BATCH) -> int:
+        """Delete a dataset's records, `batch` per short transaction; returns how many."""
+        removed, upto = 0, self.max_record_seq(dataset_id)
+        for after in range(0, upto, batch):
+            removed += self.delete_record_range(dataset_id, after, after + batch)
+        return removed
+
+    def prune(self, request: PruneRequest) -> list[PrunedDataset]:
+        """Remove the datasets `request` chooses (see mark_datasets_to_prune): records
+        first in short transactions, then the rows. A dry run removes nothing."""
+        chosen = self.mark_datasets_to_prune(request)
+        if not request.dry_run:
+            for dataset in chosen:
+                self.purge_records(dataset.id)
+            self.delete_datasets([dataset.id for dataset in chosen])
+        return chosen
+
+    def apply_retention(self, connector_id: int) -> list[PrunedDataset]:
+        """The connector's own `keep`, applied right after a sync completed. A failure is
+        logged, not raised: the sync is recorded, and the next completion or `prune`
+        removes what this one left."""
+        try:
+            return self.prune(PruneRequest(connector_id=connector_id))
+        except DatabaseError as exc:
+            log.warning("retention of connector %s failed, left for later: %s", connector_id, exc)
+            return []
+
+
+def next_sync_on_completion(
+    claim: Claim,
+    done: Completion,
+    now: dt.datetime,
+    row: tuple[str | None, str | None, int, dt.datetime | None],
+) -> dt.datetime | None:
+    """When a completed sync's connector is due again, given its row as the sync ends
+    (schedule, timezone, sync_interval, next_sync_at): what the runner asked, unless the
+    schedule was edited during the sync. (PostgreSQL's finish statement says the same.)"""
+    schedule, timezone, interval, edited_next = row
+    if (schedule, timezone, interval) == (claim.schedule, claim.timezone, claim.sync_interval):
+        return done.next_sync_at or now + dt.timedelta(seconds=done.next_sync_in)
+    if schedule is None:
+        return now + dt.timedelta(seconds=interval)
+    return edited_next
 
 
 def recovery_reason(worker: str | None, expired_at: dt.datetime) -> str:

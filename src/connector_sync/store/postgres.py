@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import cache
 from importlib.resources import files
@@ -16,7 +16,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from connector_sync.constants import CANCELLED, COMPLETED, FAILED
-from connector_sync.exceptions import AlreadyExists, RecordError
+from connector_sync.exceptions import AlreadyExists, DatabaseError, RecordError
 from connector_sync.store import base
 from connector_sync.store.base import (
     Store,
@@ -57,13 +57,13 @@ class PostgresStore(Store):
     """The Store on PostgreSQL: row locks (FOR UPDATE SKIP LOCKED), the database's clock."""
 
     @contextmanager
-    def _cursor(self) -> Iterator[psycopg.Cursor[Any]]:
-        """A cursor in one transaction; driver errors become DatabaseError (transient
-        where trying again may succeed)."""
+    def _cursor(self, name: str | None = None) -> Iterator[psycopg.Cursor[Any]]:
+        """A cursor in one transaction (server-side when named); driver errors become
+        DatabaseError (transient where trying again may succeed)."""
         with self.database.begin() as conn:
             raw: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
             try:
-                with raw.cursor() as cursor:
+                with raw.cursor(name) if name else raw.cursor() as cursor:
                     yield cursor
             except psycopg.Error as exc:
                 if raw.broken:
@@ -89,17 +89,9 @@ class PostgresStore(Store):
 
     @retried
     def add_connector(self, new: base.NewConnector) -> int:
-        rows = self._run(
-            "add_connector",
-            tenant=new.tenant,
-            name=new.name,
-            type=new.type,
-            config=Jsonb(new.config),
-            auto_sync=new.auto_sync,
-            sync_interval=new.sync_interval,
-            sync_timeout=new.sync_timeout,
-            max_consecutive_failures=new.max_consecutive_failures,
-        )
+        params = as_dict(new)
+        params["config"] = Jsonb(new.config)
+        rows = self._run("add_connector", **params)
         if not rows:
             raise AlreadyExists(
                 f"connector '{new.name}' already exists in tenant '{new.tenant}': "
@@ -121,8 +113,42 @@ class PostgresStore(Store):
         return base.Connector(*rows[0])
 
     @retried
-    def list_connectors(self, tenant: str | None = None) -> list[base.ConnectorSummary]:
-        return [base.ConnectorSummary(*row) for row in self._run("list_connectors", tenant=tenant)]
+    def list_connectors(
+        self, tenant: str | None = None, include_inactive: bool = True
+    ) -> list[base.ConnectorSummary]:
+        rows = self._run("list_connectors", tenant=tenant, include_inactive=include_inactive)
+        return [base.ConnectorSummary(*row) for row in rows]
+
+    @retried
+    def edit_connector(self, connector_id: int, edit: base.ConnectorEdit) -> None:
+        params = as_dict(edit)
+        params["config"] = Jsonb(edit.config)
+        try:
+            self._run("edit_connector", id=connector_id, **params)
+        except DatabaseError as exc:
+            if isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
+                raise base.name_taken(edit.name) from None
+            raise
+
+    @retried
+    def data_counts(self, connector_id: int) -> base.DataCounts:
+        syncs, datasets, records = self._run("data_counts", id=connector_id)[0]
+        return base.DataCounts(int(syncs), int(datasets), int(records))
+
+    @retried
+    def retire_connector(self, connector_id: int, *, force: bool, remove_data: bool) -> None:
+        if self._run(
+            "retire_connector", id=connector_id, force=force, remove_data=remove_data,
+            reason=base.RETIRED_REASON,
+        ):  # fmt: skip
+            return
+        rows = self._run("lease_of", id=connector_id)
+        if rows:
+            raise base.connector_busy(*rows[0])
+
+    @retried
+    def delete_connector(self, connector_id: int) -> None:
+        self._run("delete_connector", id=connector_id)
 
     @retried
     def connector_names(self, prefix: str, tenant: str | None, limit: int) -> list[str]:
@@ -200,11 +226,14 @@ class PostgresStore(Store):
         self._run("discard_records", dataset_id=claim.dataset_id)
 
     def complete(self, claim: base.Claim, done: base.Completion) -> base.Outcome | None:
-        return self._finish(
+        outcome = self._finish(
             claim, COMPLETED, done, schema=Jsonb(done.schema),
             state=None if done.state is None else Jsonb(done.state),
-            next_sync_in=done.next_sync_in,
+            next_sync_in=done.next_sync_in, next_sync_at=done.next_sync_at,
+            keep_dataset=done.keep_dataset,
         )  # fmt: skip
+        self.apply_retention(claim.connector_id)
+        return outcome
 
     def fail(self, claim: base.Claim, failure: base.Failure) -> base.Outcome | None:
         return self._finish(
@@ -232,9 +261,12 @@ class PostgresStore(Store):
         """The `finish` statement; raises LeaseLost when the lease is no longer ours."""
         values: dict[str, Any] = {
             "error": None, "error_type": None, "schema": None, "state": None, "next_sync_in": 0,
-            **as_dict(finished), **params,
+            "next_sync_at": None, "keep_dataset": True, **as_dict(finished), **params,
         }  # fmt: skip
-        rows = self._run("finish", status=status, **_lease_of(claim), **values)
+        rows = self._run(
+            "finish", status=status, **_lease_of(claim), schedule=claim.schedule,
+            timezone=claim.timezone, sync_interval=claim.sync_interval, **values,
+        )  # fmt: skip
         if not rows:
             raise lease_lost(claim.name)
         return base.Outcome(*rows[0])
@@ -296,3 +328,60 @@ class PostgresStore(Store):
     def datasets_of(self, connector_id: int, limit: int = 10) -> list[base.DatasetSummary]:
         rows = self._run("datasets_of", connector_id=connector_id, limit=limit)
         return [base.DatasetSummary(*row) for row in rows]
+
+    @retried
+    def list_datasets(self, where: base.ListFilter) -> list[base.Dataset]:
+        return [base.Dataset(*row) for row in self._run("list_datasets", id=None, **as_dict(where))]
+
+    @retried
+    def find_dataset(self, dataset_id: int, tenant: str | None = None) -> base.Dataset:
+        rows = []
+        if dataset_id < 2**31:
+            rows = self._run(
+                "list_datasets", id=dataset_id, connector_id=None, status=None, tenant=tenant,
+                limit=1,
+            )  # fmt: skip
+        if not rows:
+            raise base.dataset_not_found(dataset_id, tenant)
+        return base.Dataset(*rows[0])
+
+    @retried
+    def latest_dataset(self, connector_id: int) -> base.Dataset | None:
+        rows = self._run("latest_dataset", connector_id=connector_id)
+        return base.Dataset(*rows[0]) if rows else None
+
+    def read_records(
+        self, dataset_id: int, limit: int | None = None, chunk: int = 2000
+    ) -> Generator[list[str], None, None]:
+        with self._cursor(name=f"records_{dataset_id}") as cursor:
+            cursor.execute(queries()["read_records"], {"dataset_id": dataset_id, "limit": limit})
+            while rows := cursor.fetchmany(chunk):
+                yield [row[0] for row in rows]
+
+    # -- removing data -------------------------------------------------------------------
+
+    @retried
+    def mark_datasets_to_prune(self, request: base.PruneRequest) -> list[base.PrunedDataset]:
+        rows = self._run("prune_datasets", **as_dict(request))
+        return [base.PrunedDataset(*row) for row in rows]
+
+    @retried
+    def max_record_seq(self, dataset_id: int) -> int:
+        return int(self._run("max_record_seq", dataset_id=dataset_id)[0][0])
+
+    @retried
+    def delete_record_range(self, dataset_id: int, after: int, upto: int) -> int:
+        rows = self._run("delete_record_range", dataset_id=dataset_id, after=after, upto=upto)
+        return int(rows[0][0])
+
+    @retried
+    def delete_datasets(self, dataset_ids: Sequence[int]) -> None:
+        if dataset_ids:
+            self._run("delete_datasets", ids=list(dataset_ids))
+
+    @retried
+    def prune_history(
+        self, before: dt.datetime, tenant: str | None = None, *, dry_run: bool = False
+    ) -> list[base.PrunedHistory]:
+        rows = self._run("prune_history", before=before, tenant=tenant, dry_run=dry_run)
+        return [base.PrunedHistory(cid, name, tenant, int(n)) for cid, name, tenant, n in rows]

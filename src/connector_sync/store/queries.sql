@@ -10,37 +10,37 @@ SELECT coalesce(%(now)s, now());
 
 -- name: add_connector --
 INSERT INTO connectors (tenant, name, type, config, status, auto_sync, sync_interval,
-                        sync_timeout, max_consecutive_failures, next_sync_at, created_at,
-                        updated_at)
+                        schedule, timezone, sync_timeout, keep, max_consecutive_failures,
+                        next_sync_at, created_at, updated_at)
 VALUES (%(tenant)s, %(name)s, %(type)s, %(config)s, 'ACTIVE', %(auto_sync)s,
-        %(sync_interval)s, %(sync_timeout)s, %(max_consecutive_failures)s,
-        coalesce(%(now)s, now()), coalesce(%(now)s, now()), coalesce(%(now)s, now()))
+        %(sync_interval)s, %(schedule)s, %(timezone)s, %(sync_timeout)s, %(keep)s,
+        %(max_consecutive_failures)s, coalesce(%(next_sync_at)s, %(now)s, now()),
+        coalesce(%(now)s, now()), coalesce(%(now)s, now()))
 ON CONFLICT (tenant, name) DO NOTHING
 RETURNING id;
 
 -- name: find_connector_by_id --
-SELECT id, tenant, name, type, status, auto_sync, sync_interval, sync_timeout,
-       last_sync_at, last_sync_status, last_sync_error, next_sync_at, consecutive_failures,
-       max_consecutive_failures, lease_owner, lease_expires_at, created_at, updated_at,
-       config, state
+SELECT id, tenant, name, type, status, auto_sync, sync_interval, schedule, timezone, sync_timeout,
+       keep, last_sync_at, last_sync_status, last_sync_error, next_sync_at, consecutive_failures,
+       max_consecutive_failures, lease_owner, lease_expires_at, created_at, updated_at, config, state
 FROM connectors
 WHERE id = %(id)s AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s);
 
 -- name: find_connectors_by_name --
-SELECT id, tenant, name, type, status, auto_sync, sync_interval, sync_timeout,
-       last_sync_at, last_sync_status, last_sync_error, next_sync_at, consecutive_failures,
-       max_consecutive_failures, lease_owner, lease_expires_at, created_at, updated_at,
-       config, state
+SELECT id, tenant, name, type, status, auto_sync, sync_interval, schedule, timezone, sync_timeout,
+       keep, last_sync_at, last_sync_status, last_sync_error, next_sync_at, consecutive_failures,
+       max_consecutive_failures, lease_owner, lease_expires_at, created_at, updated_at, config, state
 FROM connectors
 WHERE name = %(name)s AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
 ORDER BY tenant;
 
 -- name: list_connectors --
-SELECT id, tenant, name, type, status, auto_sync, sync_interval, sync_timeout,
-       last_sync_at, last_sync_status, last_sync_error, next_sync_at, consecutive_failures,
+SELECT id, tenant, name, type, status, auto_sync, sync_interval, schedule, timezone, sync_timeout,
+       keep, last_sync_at, last_sync_status, last_sync_error, next_sync_at, consecutive_failures,
        max_consecutive_failures, lease_owner, lease_expires_at, created_at, updated_at
 FROM connectors
-WHERE %(tenant)s::text IS NULL OR tenant = %(tenant)s
+WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+  AND (%(include_inactive)s OR status <> 'INACTIVE')
 ORDER BY tenant, name;
 
 -- name: connector_names --
@@ -53,8 +53,8 @@ LIMIT %(limit)s;
 
 -- name: due_connectors --
 -- What operators and schedulers poll most: an index range scan of ix_connectors_due.
-SELECT id, tenant, name, type, status, auto_sync, sync_interval, sync_timeout,
-       last_sync_at, last_sync_status, last_sync_error, next_sync_at, consecutive_failures,
+SELECT id, tenant, name, type, status, auto_sync, sync_interval, schedule, timezone, sync_timeout,
+       keep, last_sync_at, last_sync_status, last_sync_error, next_sync_at, consecutive_failures,
        max_consecutive_failures, lease_owner, lease_expires_at, created_at, updated_at
 FROM connectors
 WHERE auto_sync AND status = 'ACTIVE' AND next_sync_at <= coalesce(%(now)s, now())
@@ -96,7 +96,7 @@ WITH due AS MATERIALIZED (
     FOR UPDATE SKIP LOCKED
 ), named AS MATERIALIZED (
     SELECT id FROM connectors
-    WHERE id = ANY(%(ids)s::integer[]) AND status <> 'SYNCING'
+    WHERE id = ANY(%(ids)s::integer[]) AND status NOT IN ('SYNCING', 'INACTIVE')
       AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
     FOR UPDATE SKIP LOCKED
 ), claimed AS (
@@ -107,7 +107,7 @@ WITH due AS MATERIALIZED (
     WHERE c.id IN (SELECT id FROM due UNION ALL SELECT id FROM named)
     RETURNING c.id, c.tenant, c.name, c.type, c.config, c.state, c.sync_interval,
               c.consecutive_failures, c.max_consecutive_failures, c.sync_timeout,
-              c.lease_token, c.next_sync_at
+              c.schedule, c.timezone, c.lease_token, c.next_sync_at
 ), opened AS (
     INSERT INTO connector_syncs (connector_id, tenant, status, trigger, worker, lease_token,
                                  attempts, started_at)
@@ -123,8 +123,8 @@ WITH due AS MATERIALIZED (
     RETURNING id, sync_id
 )
 SELECT cl.id, cl.tenant, cl.name, cl.type, cl.config, cl.state, cl.sync_interval,
-       cl.consecutive_failures, cl.max_consecutive_failures, cl.sync_timeout, cl.lease_token,
-       o.id AS sync_id, b.id AS dataset_id, o.started_at
+       cl.consecutive_failures, cl.max_consecutive_failures, cl.sync_timeout, cl.schedule,
+       cl.timezone, cl.lease_token, o.id AS sync_id, b.id AS dataset_id, o.started_at
 FROM claimed AS cl
 JOIN opened AS o ON o.connector_id = cl.id
 JOIN building AS b ON b.sync_id = o.id
@@ -143,6 +143,12 @@ RETURNING id, lease_token;
 -- the partial dataset deleted) or CANCELLED (the run stopped: the connector is given
 -- back, its last outcome untouched; the partial dataset deleted). Written only under
 -- this worker's lease: the sync and dataset change only if the connector row did.
+-- A completed sync's connector is due at %(next_sync_at)s (a cron slot) or
+-- %(next_sync_in)s seconds from now, unless its schedule was edited during the sync
+-- (the row no longer holds the one claimed): then the edit wins, one new interval from
+-- now or the slot the edit set (store.base.next_sync_on_completion says the same).
+-- Without %(keep_dataset)s (an incremental sync that found nothing new) the dataset is
+-- deleted and the sync links none.
 WITH released AS (
     UPDATE connectors
     SET status = CASE WHEN %(status)s = 'FAILED'
@@ -158,7 +164,16 @@ WITH released AS (
         last_sync_at = CASE WHEN %(status)s = 'CANCELLED' THEN last_sync_at
                             ELSE coalesce(%(now)s, now()) END,
         state = CASE WHEN %(status)s = 'COMPLETED' THEN %(state)s ELSE state END,
-        next_sync_at = coalesce(%(now)s, now()) + make_interval(secs => %(next_sync_in)s),
+        next_sync_at = CASE
+            WHEN %(status)s <> 'COMPLETED' OR (
+                schedule IS NOT DISTINCT FROM %(schedule)s::text
+                AND timezone IS NOT DISTINCT FROM %(timezone)s::text
+                AND sync_interval = %(sync_interval)s)
+            THEN coalesce(%(next_sync_at)s, coalesce(%(now)s, now())
+                          + make_interval(secs => %(next_sync_in)s))
+            WHEN schedule IS NULL
+            THEN coalesce(%(now)s, now()) + make_interval(secs => sync_interval)
+            ELSE next_sync_at END,
         updated_at = coalesce(%(now)s, now()),
         lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
     WHERE id = %(connector_id)s AND lease_token = %(lease_token)s
@@ -168,18 +183,19 @@ WITH released AS (
     SET status = %(status)s, completed_at = coalesce(%(now)s, now()), duration = %(duration)s,
         records_fetched = %(records_fetched)s, records_processed = %(records_processed)s,
         attempts = %(attempts)s, error = %(error)s, error_type = %(error_type)s,
-        dataset_id = CASE WHEN %(status)s = 'COMPLETED' THEN %(dataset_id)s END
+        dataset_id = CASE WHEN %(status)s = 'COMPLETED' AND %(keep_dataset)s
+                          THEN %(dataset_id)s END
     WHERE id = %(sync_id)s AND EXISTS (SELECT 1 FROM released)
 ), ready AS (
     UPDATE datasets
     SET status = 'READY', record_count = %(records_processed)s, schema = %(schema)s,
         completed_at = coalesce(%(now)s, now())
-    WHERE %(status)s = 'COMPLETED' AND id = %(dataset_id)s
+    WHERE %(status)s = 'COMPLETED' AND %(keep_dataset)s AND id = %(dataset_id)s
       AND EXISTS (SELECT 1 FROM released)
 ), dropped AS (
     DELETE FROM datasets
-    WHERE %(status)s <> 'COMPLETED' AND sync_id = %(sync_id)s AND status <> 'READY'
-      AND EXISTS (SELECT 1 FROM released)
+    WHERE (%(status)s <> 'COMPLETED' OR NOT %(keep_dataset)s) AND sync_id = %(sync_id)s
+      AND status <> 'READY' AND EXISTS (SELECT 1 FROM released)
 )
 SELECT status, consecutive_failures, next_sync_at FROM released;
 
@@ -308,3 +324,148 @@ SELECT id, sync_id, name, status, record_count, created_at, completed_at FROM da
 WHERE connector_id = %(connector_id)s
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s;
+
+-- name: edit_connector --
+-- Only what `edit` changes: status, lease and outcome are left to the finish statement.
+UPDATE connectors
+SET name = %(name)s, config = %(config)s, sync_interval = %(sync_interval)s,
+    schedule = %(schedule)s, timezone = %(timezone)s, sync_timeout = %(sync_timeout)s,
+    max_consecutive_failures = %(max_consecutive_failures)s, keep = %(keep)s,
+    next_sync_at = coalesce(%(next_sync_at)s, next_sync_at),
+    updated_at = coalesce(%(now)s, now())
+WHERE id = %(id)s;
+
+-- name: data_counts --
+SELECT (SELECT count(*) FROM connector_syncs WHERE connector_id = %(id)s),
+       (SELECT count(*) FROM datasets WHERE connector_id = %(id)s),
+       (SELECT coalesce(sum(record_count), 0) FROM datasets WHERE connector_id = %(id)s);
+
+-- name: retire_connector --
+-- INACTIVE, unless a worker holds a live lease and the caller did not force it; the
+-- open sync CANCELLED and its BUILDING dataset deleted; with %(remove_data)s every
+-- READY dataset FAILED, so readers stop taking them while their records are deleted.
+WITH retired AS (
+    UPDATE connectors
+    SET status = 'INACTIVE', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
+        updated_at = coalesce(%(now)s, now())
+    WHERE id = %(id)s
+      AND (%(force)s OR status <> 'SYNCING' OR lease_expires_at IS NULL
+           OR lease_expires_at <= coalesce(%(now)s, now()))
+    RETURNING id
+), cancelled AS (
+    UPDATE connector_syncs
+    SET status = 'CANCELLED', completed_at = coalesce(%(now)s, now()), error = %(reason)s,
+        error_type = 'Cancelled'
+    WHERE connector_id = %(id)s AND status = 'IN_PROGRESS' AND EXISTS (SELECT 1 FROM retired)
+    RETURNING id
+), dropped AS (
+    DELETE FROM datasets WHERE sync_id IN (SELECT id FROM cancelled) AND status <> 'READY'
+), failed AS (
+    UPDATE datasets SET status = 'FAILED'
+    WHERE connector_id = %(id)s AND %(remove_data)s AND status = 'READY'
+      AND EXISTS (SELECT 1 FROM retired)
+)
+SELECT id FROM retired;
+
+-- name: lease_of --
+SELECT name, lease_owner, lease_expires_at FROM connectors WHERE id = %(id)s;
+
+-- name: delete_connector --
+DELETE FROM connectors WHERE id = %(id)s;
+
+-- name: list_datasets --
+SELECT d.id, d.sync_id, d.name, d.status, d.record_count, d.created_at, d.completed_at,
+       d.connector_id, c.name, d.tenant, d.schema
+FROM datasets AS d JOIN connectors AS c ON c.id = d.connector_id
+WHERE (%(connector_id)s::integer IS NULL OR d.connector_id = %(connector_id)s)
+  AND (%(status)s::text IS NULL OR d.status = %(status)s)
+  AND (%(tenant)s::text IS NULL OR d.tenant = %(tenant)s)
+  AND (%(id)s::integer IS NULL OR d.id = %(id)s)
+ORDER BY d.created_at DESC, d.id DESC
+LIMIT %(limit)s;
+
+-- name: latest_dataset --
+SELECT d.id, d.sync_id, d.name, d.status, d.record_count, d.created_at, d.completed_at,
+       d.connector_id, c.name, d.tenant, d.schema
+FROM datasets AS d JOIN connectors AS c ON c.id = d.connector_id
+WHERE d.connector_id = %(connector_id)s AND d.status = 'READY'
+ORDER BY d.id DESC
+LIMIT 1;
+
+-- name: read_records --
+-- Run on a server-side cursor: one snapshot, fetched a chunk at a time.
+SELECT data::text FROM dataset_records
+WHERE dataset_id = %(dataset_id)s
+ORDER BY seq
+LIMIT %(limit)s;
+
+-- name: prune_datasets --
+-- The datasets a prune removes: READY ones beyond the newest %(keep)s of their connector
+-- (NULL: the connector's own keep; 0: no limit) or created before %(older_than)s, never
+-- a connector's newest READY one; and FAILED ones, left by a removal that was cut short.
+-- Unless %(dry_run)s they are marked FAILED here, in the statement that chose them.
+WITH ready AS (
+    SELECT d.id, d.connector_id, d.created_at,
+           row_number() OVER (PARTITION BY d.connector_id ORDER BY d.id DESC) AS newest
+    FROM datasets AS d
+    WHERE d.status = 'READY'
+      AND (%(connector_id)s::integer IS NULL OR d.connector_id = %(connector_id)s)
+      AND (%(tenant)s::text IS NULL OR d.tenant = %(tenant)s)
+), chosen AS (
+    SELECT r.id,
+           CASE WHEN coalesce(%(keep)s, c.keep) > 0 AND r.newest > coalesce(%(keep)s, c.keep)
+                THEN 'keep' ELSE 'age' END AS reason
+    FROM ready AS r JOIN connectors AS c ON c.id = r.connector_id
+    WHERE r.newest > 1
+      AND ((coalesce(%(keep)s, c.keep) > 0 AND r.newest > coalesce(%(keep)s, c.keep))
+           OR r.created_at < %(older_than)s::timestamptz)
+    UNION ALL
+    SELECT d.id, 'unfinished' FROM datasets AS d
+    WHERE d.status = 'FAILED'
+      AND (%(connector_id)s::integer IS NULL OR d.connector_id = %(connector_id)s)
+      AND (%(tenant)s::text IS NULL OR d.tenant = %(tenant)s)
+), marked AS (
+    UPDATE datasets SET status = 'FAILED'
+    WHERE NOT %(dry_run)s AND status = 'READY' AND id IN (SELECT id FROM chosen)
+)
+SELECT d.id, d.connector_id, c.name, d.tenant, d.name, d.record_count, d.created_at,
+       ch.reason
+FROM chosen AS ch
+JOIN datasets AS d ON d.id = ch.id
+JOIN connectors AS c ON c.id = d.connector_id
+ORDER BY d.tenant, c.name, d.id;
+
+-- name: max_record_seq --
+SELECT coalesce(max(seq), 0) FROM dataset_records WHERE dataset_id = %(dataset_id)s;
+
+-- name: delete_record_range --
+WITH gone AS (
+    DELETE FROM dataset_records
+    WHERE dataset_id = %(dataset_id)s AND seq > %(after)s AND seq <= %(upto)s
+    RETURNING 1
+)
+SELECT count(*) FROM gone;
+
+-- name: delete_datasets --
+WITH unlinked AS (
+    UPDATE connector_syncs SET dataset_id = NULL WHERE dataset_id = ANY(%(ids)s)
+)
+DELETE FROM datasets WHERE id = ANY(%(ids)s);
+
+-- name: prune_history --
+-- Finished syncs started before %(before)s, by connector; never one whose dataset is
+-- kept, nor a connector's latest COMPLETED sync. Deleted unless %(dry_run)s.
+WITH picked AS (
+    SELECT s.id, s.connector_id FROM connector_syncs AS s
+    WHERE s.started_at < %(before)s AND s.status <> 'IN_PROGRESS'
+      AND (%(tenant)s::text IS NULL OR s.tenant = %(tenant)s)
+      AND NOT EXISTS (SELECT 1 FROM datasets AS d WHERE d.sync_id = s.id)
+      AND s.id <> coalesce((SELECT max(l.id) FROM connector_syncs AS l
+                            WHERE l.connector_id = s.connector_id AND l.status = 'COMPLETED'), 0)
+), gone AS (
+    DELETE FROM connector_syncs WHERE NOT %(dry_run)s AND id IN (SELECT id FROM picked)
+)
+SELECT p.connector_id, c.name, c.tenant, count(*)
+FROM picked AS p JOIN connectors AS c ON c.id = p.connector_id
+GROUP BY p.connector_id, c.name, c.tenant
+ORDER BY c.tenant, c.name;

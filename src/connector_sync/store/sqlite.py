@@ -10,7 +10,7 @@ timeout instead of failing. Times are this host's UTC clock (or the injected one
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +23,7 @@ from connector_sync.constants import (
     ERROR,
     FAILED,
     IN_PROGRESS,
+    INACTIVE,
     READY,
     SYNCING,
 )
@@ -37,26 +38,39 @@ from connector_sync.models import (
 )
 from connector_sync.store.base import (
     CLAIM_CONNECTOR_COLUMNS,
+    RETIRED_REASON,
     Claim,
     ClaimRequest,
     Completion,
     Connector,
+    ConnectorEdit,
     ConnectorSummary,
+    DataCounts,
+    Dataset,
     DatasetSummary,
     Failure,
     Finished,
     HealthProblem,
     HistoryFilter,
+    ListFilter,
     NewConnector,
     Outcome,
+    PrunedDataset,
+    PrunedHistory,
+    PruneRequest,
     RecoveredLease,
     StatusSummary,
     Store,
     Sync,
     ambiguous_name,
+    as_dict,
+    connector_busy,
+    dataset_not_found,
     finish_once,
     health_problems_of,
     lease_lost,
+    name_taken,
+    next_sync_on_completion,
     not_found,
     recovery_reason,
     retried,
@@ -73,6 +87,10 @@ SYNC_COLUMNS = tuple(
     c.name if key == "connector_name" else s[key] for key in Sync.__dataclass_fields__
 )
 DATASET_COLUMNS = tuple(d[f] for f in DatasetSummary.__dataclass_fields__)
+WHOLE_DATASET_COLUMNS = tuple(
+    c.name if key == "connector_name" else d[key] for key in Dataset.__dataclass_fields__
+)
+_DATASETS = datasets.join(connectors, c.id == d.connector_id)
 CLAIM_COLUMNS = tuple(c[f] for f in CLAIM_CONNECTOR_COLUMNS)
 _SYNCS = connector_syncs.join(connectors, c.id == s.connector_id)
 
@@ -114,18 +132,13 @@ class SqliteStore(Store):
         stmt = (
             sa.insert(connectors)
             .values(
-                tenant=new.tenant,
-                name=new.name,
-                type=new.type,
-                config=new.config,
-                status=ACTIVE,
-                auto_sync=new.auto_sync,
-                sync_interval=new.sync_interval,
-                sync_timeout=new.sync_timeout,
-                max_consecutive_failures=new.max_consecutive_failures,
-                next_sync_at=now,  # a new connector is due at once
-                created_at=now,
-                updated_at=now,
+                {
+                    **as_dict(new),
+                    "status": ACTIVE,
+                    "next_sync_at": new.next_sync_at or now,  # else due at once
+                    "created_at": now,
+                    "updated_at": now,
+                }
             )
             .returning(c.id)
         )
@@ -154,12 +167,87 @@ class SqliteStore(Store):
         return Connector(*rows[0])
 
     @retried
-    def list_connectors(self, tenant: str | None = None) -> list[ConnectorSummary]:
+    def list_connectors(
+        self, tenant: str | None = None, include_inactive: bool = True
+    ) -> list[ConnectorSummary]:
         query = (
             sa.select(*SUMMARY_COLUMNS).where(*_tenant(c.tenant, tenant)).order_by(c.tenant, c.name)
         )
+        if not include_inactive:
+            query = query.where(c.status != INACTIVE)
         with self.database.begin() as conn:
             return [ConnectorSummary(*row) for row in conn.execute(query)]
+
+    @retried
+    def edit_connector(self, connector_id: int, edit: ConnectorEdit) -> None:
+        values = as_dict(edit)
+        if edit.next_sync_at is None:
+            del values["next_sync_at"]
+        try:
+            with self.database.begin() as conn:
+                conn.execute(
+                    sa.update(connectors)
+                    .where(c.id == connector_id)
+                    .values(**values, updated_at=self.now())
+                )
+        except sa.exc.IntegrityError:
+            raise name_taken(edit.name) from None
+
+    @retried
+    def data_counts(self, connector_id: int) -> DataCounts:
+        of_connector = d.connector_id == connector_id
+        query = sa.select(
+            sa.select(sa.func.count()).where(s.connector_id == connector_id).scalar_subquery(),
+            sa.select(sa.func.count()).where(of_connector).scalar_subquery(),
+            sa.select(sa.func.coalesce(sa.func.sum(d.record_count), 0))
+            .where(of_connector)
+            .scalar_subquery(),
+        )
+        with self.database.begin() as conn:
+            return DataCounts(*conn.execute(query).one())
+
+    @retried
+    def retire_connector(self, connector_id: int, *, force: bool, remove_data: bool) -> None:
+        now = self.now()
+        free = sa.or_(c.status != SYNCING, c.lease_expires_at.is_(None), c.lease_expires_at <= now)
+        with self.database.begin() as conn:
+            retired = conn.execute(
+                sa.update(connectors)
+                .where(c.id == connector_id, sa.true() if force else free)
+                .values(
+                    status=INACTIVE,
+                    lease_owner=None,
+                    lease_token=None,
+                    lease_expires_at=None,
+                    updated_at=now,
+                )
+            ).rowcount
+            if not retired:
+                row = conn.execute(
+                    sa.select(c.name, c.lease_owner, c.lease_expires_at).where(c.id == connector_id)
+                ).first()
+                if row is None:
+                    return
+                raise connector_busy(*row)
+            open_syncs = conn.execute(
+                sa.select(s.id).where(s.connector_id == connector_id, s.status == IN_PROGRESS)
+            ).scalars()
+            for sync_id in list(open_syncs):
+                self._close_sync(
+                    conn, sync_id, status=CANCELLED, completed_at=now, error=RETIRED_REASON,
+                    error_type="Cancelled",
+                )  # fmt: skip
+            if remove_data:
+                conn.execute(
+                    sa.update(datasets)
+                    .where(d.connector_id == connector_id, d.status == READY)
+                    .values(status=FAILED)
+                )
+
+    @retried
+    def delete_connector(self, connector_id: int) -> None:
+        with self.database.begin() as conn:
+            conn.execute(sa.delete(connectors).where(c.id == connector_id))
 
     @retried
     def connector_names(self, prefix: str, tenant: str | None, limit: int) -> list[str]:
@@ -221,7 +309,9 @@ class SqliteStore(Store):
             eligible = _due(_time(request.due_before or now))
             trigger = "schedule"
         else:
-            eligible = sa.and_(c.id.in_(list(request.connector_ids)), c.status != SYNCING)
+            eligible = sa.and_(
+                c.id.in_(list(request.connector_ids)), c.status.not_in([SYNCING, INACTIVE])
+            )
             trigger = "manual"
         eligible = sa.and_(eligible, *_tenant(c.tenant, request.tenant))
         picked = sa.select(c.id).where(eligible).order_by(c.next_sync_at, c.id).limit(request.limit)
@@ -331,26 +421,36 @@ class SqliteStore(Store):
 
     @staticmethod
     def _close_sync(conn: sa.Connection, sync_id: int, **values: Any) -> None:
-        """End a sync; one that did not complete loses its partial dataset (records cascade)."""
+        """End a sync; one that did not complete, or completed linking no dataset, loses
+        its partial dataset (records cascade)."""
         conn.execute(sa.update(connector_syncs).where(s.id == sync_id).values(**values))
-        if values["status"] != COMPLETED:
+        if values["status"] != COMPLETED or values.get("dataset_id", 0) is None:
             conn.execute(sa.delete(datasets).where(d.sync_id == sync_id, d.status != READY))
 
     def complete(self, claim: Claim, done: Completion) -> Outcome | None:
-        def record(now: dt.datetime) -> dict[str, Any]:
+        def record(conn: sa.Connection, now: dt.datetime) -> dict[str, Any]:
+            row = conn.execute(
+                sa.select(c.schedule, c.timezone, c.sync_interval, c.next_sync_at).where(
+                    c.id == claim.connector_id
+                )
+            ).first()
+            if row is None:
+                raise lease_lost(claim.name)
             return {
                 "status": ACTIVE, "last_sync_status": COMPLETED, "last_sync_error": None,
                 "consecutive_failures": 0, "state": done.state,
-                "next_sync_at": now + dt.timedelta(seconds=done.next_sync_in),
+                "next_sync_at": next_sync_on_completion(claim, done, now, tuple(row)),
             }  # fmt: skip
 
-        return self._finish(
-            claim, done, record, ready_schema=done.schema, status=COMPLETED,
-            dataset_id=claim.dataset_id,
+        outcome = self._finish(
+            claim, done, record, ready_schema=done.schema if done.keep_dataset else None,
+            status=COMPLETED, dataset_id=claim.dataset_id if done.keep_dataset else None,
         )  # fmt: skip
+        self.apply_retention(claim.connector_id)
+        return outcome
 
     def fail(self, claim: Claim, failure: Failure) -> Outcome | None:
-        def record(now: dt.datetime) -> dict[str, Any]:
+        def record(_conn: sa.Connection, now: dt.datetime) -> dict[str, Any]:
             return {
                 **_fails_again(), "last_sync_status": FAILED, "last_sync_error": failure.error,
                 "next_sync_at": now + dt.timedelta(seconds=failure.retry_in),
@@ -365,7 +465,7 @@ class SqliteStore(Store):
         self,
         claim: Claim,
         finished: Finished,
-        connector_values: Callable[[dt.datetime], dict[str, Any]],
+        connector_values: Callable[[sa.Connection, dt.datetime], dict[str, Any]],
         ready_schema: dict[str, list[str]] | None = None,
         **sync_values: Any,
     ) -> Outcome | None:
@@ -375,7 +475,7 @@ class SqliteStore(Store):
         def record() -> Outcome:
             now = self.now()
             with self.database.begin() as conn:
-                values = {**connector_values(now), "last_sync_at": now}
+                values = {**connector_values(conn, now), "last_sync_at": now}
                 outcome = self._release(conn, claim, now, values)
                 self._close_sync(
                     conn, claim.sync_id, completed_at=now, duration=finished.duration,
@@ -569,3 +669,169 @@ class SqliteStore(Store):
         )
         with self.database.begin() as conn:
             return [DatasetSummary(*row) for row in conn.execute(query)]
+
+    def _datasets(self, *where: sa.ColumnElement[bool], limit: int | None) -> list[Dataset]:
+        query = (
+            sa.select(*WHOLE_DATASET_COLUMNS)
+            .select_from(_DATASETS)
+            .where(*where)
+            .order_by(d.created_at.desc(), d.id.desc())
+            .limit(limit)
+        )
+        with self.database.begin() as conn:
+            return [Dataset(*row) for row in conn.execute(query)]
+
+    @retried
+    def list_datasets(self, where: ListFilter) -> list[Dataset]:
+        conditions = [*_tenant(d.tenant, where.tenant)]
+        if where.connector_id is not None:
+            conditions.append(d.connector_id == where.connector_id)
+        if where.status is not None:
+            conditions.append(d.status == where.status)
+        return self._datasets(*conditions, limit=where.limit)
+
+    @retried
+    def find_dataset(self, dataset_id: int, tenant: str | None = None) -> Dataset:
+        found = self._datasets(d.id == dataset_id, *_tenant(d.tenant, tenant), limit=1)
+        if not found:
+            raise dataset_not_found(dataset_id, tenant)
+        return found[0]
+
+    @retried
+    def latest_dataset(self, connector_id: int) -> Dataset | None:
+        query = (
+            sa.select(*WHOLE_DATASET_COLUMNS)
+            .select_from(_DATASETS)
+            .where(d.connector_id == connector_id, d.status == READY)
+            .order_by(d.id.desc())
+            .limit(1)
+        )
+        with self.database.begin() as conn:
+            row = conn.execute(query).first()
+        return Dataset(*row) if row else None
+
+    def read_records(
+        self, dataset_id: int, limit: int | None = None, chunk: int = 2000
+    ) -> Generator[list[str], None, None]:
+        # Not through Database.begin: its BEGIN IMMEDIATE would hold the one write lock
+        # for the whole read. One statement stepped lazily reads one WAL snapshot and
+        # lets writers go on.
+        raw = self.database.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute(
+                "SELECT data FROM dataset_records WHERE dataset_id = ? ORDER BY seq LIMIT ?",
+                (dataset_id, -1 if limit is None else limit),
+            )
+            while rows := cursor.fetchmany(chunk):
+                yield [row[0] for row in rows]
+            cursor.close()
+        finally:
+            raw.close()
+
+    # -- removing data -------------------------------------------------------------------
+
+    @retried
+    def mark_datasets_to_prune(self, request: PruneRequest) -> list[PrunedDataset]:
+        scope = [*_tenant(d.tenant, request.tenant)]
+        if request.connector_id is not None:
+            scope.append(d.connector_id == request.connector_id)
+        newest = sa.func.row_number().over(partition_by=d.connector_id, order_by=d.id.desc())
+        ready = (
+            sa.select(d.id, d.connector_id, d.created_at, newest.label("newest"))
+            .where(d.status == READY, *scope)
+            .subquery()
+        )
+        keep = sa.func.coalesce(sa.bindparam(None, request.keep, type_=sa.Integer), c.keep)
+        beyond = sa.and_(keep > 0, ready.c.newest > keep)
+        older = ready.c.created_at < _time(request.older_than) if request.older_than else sa.false()
+        chosen = sa.union_all(
+            sa.select(ready.c.id, sa.case((beyond, "keep"), else_="age").label("reason"))
+            .join(connectors, c.id == ready.c.connector_id)
+            .where(ready.c.newest > 1, sa.or_(beyond, older)),
+            sa.select(d.id, sa.literal("unfinished")).where(d.status == FAILED, *scope),
+        ).subquery()
+        query = (
+            sa.select(
+                d.id,
+                d.connector_id,
+                c.name,
+                d.tenant,
+                d.name,
+                d.record_count,
+                d.created_at,
+                chosen.c.reason,
+            )
+            .select_from(chosen.join(_DATASETS, d.id == chosen.c.id))
+            .order_by(d.tenant, c.name, d.id)
+        )
+        with self.database.begin() as conn:
+            found = [PrunedDataset(*row) for row in conn.execute(query)]
+            if not request.dry_run and found:
+                conn.execute(
+                    sa.update(datasets)
+                    .where(d.id.in_([p.id for p in found]), d.status == READY)
+                    .values(status=FAILED)
+                )
+        return found
+
+    @retried
+    def max_record_seq(self, dataset_id: int) -> int:
+        r = dataset_records.c
+        query = sa.select(sa.func.coalesce(sa.func.max(r.seq), 0)).where(r.dataset_id == dataset_id)
+        with self.database.begin() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    @retried
+    def delete_record_range(self, dataset_id: int, after: int, upto: int) -> int:
+        r = dataset_records.c
+        with self.database.begin() as conn:
+            return conn.execute(
+                sa.delete(dataset_records).where(
+                    r.dataset_id == dataset_id, r.seq > after, r.seq <= upto
+                )
+            ).rowcount
+
+    @retried
+    def delete_datasets(self, dataset_ids: Sequence[int]) -> None:
+        if not dataset_ids:
+            return
+        with self.database.begin() as conn:
+            conn.execute(
+                sa.update(connector_syncs)
+                .where(s.dataset_id.in_(list(dataset_ids)))
+                .values(dataset_id=None)
+            )
+            conn.execute(sa.delete(datasets).where(d.id.in_(list(dataset_ids))))
+
+    @retried
+    def prune_history(
+        self, before: dt.datetime, tenant: str | None = None, *, dry_run: bool = False
+    ) -> list[PrunedHistory]:
+        # Aliases, so that SQLAlchemy does not correlate the subquery with the outer
+        # statement's connector_syncs.
+        p, latest = connector_syncs.alias("picked"), connector_syncs.alias("latest")
+        latest_completed = (
+            sa.select(sa.func.max(latest.c.id))
+            .where(latest.c.connector_id == p.c.connector_id, latest.c.status == COMPLETED)
+            .scalar_subquery()
+        )
+        picked = sa.select(p.c.id).where(
+            p.c.started_at < _time(before),
+            p.c.status != IN_PROGRESS,
+            *_tenant(p.c.tenant, tenant),
+            ~sa.exists().where(d.sync_id == p.c.id),
+            p.c.id != sa.func.coalesce(latest_completed, 0),
+        )
+        counts = (
+            sa.select(s.connector_id, c.name, c.tenant, sa.func.count())
+            .select_from(_SYNCS)
+            .where(s.id.in_(picked))
+            .group_by(s.connector_id, c.name, c.tenant)
+            .order_by(c.tenant, c.name)
+        )
+        with self.database.begin() as conn:
+            found = [PrunedHistory(*row) for row in conn.execute(counts)]
+            if not dry_run and found:
+                conn.execute(sa.delete(connector_syncs).where(s.id.in_(picked)))
+        return found
