@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from conftest import Cli, count_rows
 from connector_sync.db import Database
+from support.cli import Cli
+from support.database import count_rows
 
 
 def ok(cli: Cli, *args: str, env: dict[str, str] | None = None) -> Any:

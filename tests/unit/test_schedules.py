@@ -6,12 +6,11 @@ import datetime as dt
 from zoneinfo import ZoneInfo
 
 import pytest
-import typer
 from croniter import croniter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector_sync.cli.inputs import config_assignment, duration_seconds
+from connector_sync.cli.inputs import config_assignment
 from connector_sync.exceptions import BadInput
 from connector_sync.export import csv_cell
 from connector_sync.scheduling import (
@@ -150,20 +149,6 @@ def test_a_schedule_gives_its_next_slot_and_a_syncing_connector_counts_now() -> 
 
 
 # -- command-line input ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("90", 90), ("90s", 90), ("15m", 900), ("1h", 3600), ("1d", 86400), ("2w", 1209600)],
-)
-def test_durations(text: str, seconds: int) -> None:
-    assert duration_seconds(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "0", "15x", "1.5h", "-5m", "99999999999d", "m"])
-def test_bad_durations(text: str) -> None:
-    with pytest.raises(typer.BadParameter):
-        duration_seconds(text)
 
 
 def test_set_values_are_json_when_they_are_json_else_text() -> None:
