@@ -78,6 +78,16 @@ def _seconds_option(*, min: float, help: str, envvar: str | None = None) -> Any:
     return typer.Option(min=min, max=MAX_SECONDS, envvar=envvar, help=help)
 
 
+GraceOpt = Annotated[
+    float,
+    _seconds_option(
+        min=0,
+        envvar=f"{ENV}GRACE",
+        help="After SIGTERM/SIGINT, seconds before in-flight syncs are cancelled.",
+    ),
+]
+
+
 def complete_connector(ctx: typer.Context, incomplete: str) -> list[str]:
     """Shell completion: the names of connectors starting with what was typed so far."""
     from connector_sync import operations
@@ -371,14 +381,7 @@ def run(
         int,
         _count_option("--attempts", max=20, help="Tries per sync when a source fails transiently."),
     ] = 3,
-    grace: Annotated[
-        float,
-        _seconds_option(
-            min=0,
-            envvar=f"{ENV}GRACE",
-            help="After SIGTERM/SIGINT, seconds before in-flight syncs are cancelled.",
-        ),
-    ] = 30.0,
+    grace: GraceOpt = 30.0,
     lease_seconds: Annotated[
         float,
         _seconds_option(min=5, envvar=f"{ENV}LEASE_SECONDS", help="Lease length."),
@@ -589,6 +592,50 @@ def demo(ctx: typer.Context) -> None:
     result = _call(ctx, operations.demo)
     render.demo_result(result)
     raise typer.Exit(_run_exit_code(result.run.report))
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[
+        str, typer.Option("--host", envvar=f"{ENV}HOST", help="Address to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int,
+        typer.Option("--port", min=0, max=65535, envvar=f"{ENV}PORT", help="0: any free port."),
+    ] = 8000,
+    secret_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--secret-file",
+            envvar=f"{ENV}SECRET_FILE",
+            help="Read the bearer secret from this file instead of CRON_SECRET.",
+        ),
+    ] = None,
+    no_auth: Annotated[
+        bool,
+        typer.Option("--no-auth", help="No bearer secret; allowed only on a loopback --host."),
+    ] = False,
+    grace: GraceOpt = 30.0,
+) -> None:
+    """Serve the HTTP trigger: hosted crons list and sync the due connectors over HTTP.
+
+    Every /api route needs 'Authorization: Bearer $CRON_SECRET'. One process (no
+    --workers): runs go in threads, and claims keep several servers and `run`s from
+    syncing a connector twice. Exit 0 once stopped (SIGTERM drains runs within --grace),
+    2 without a secret or a usable address, 3 without the database.
+
+    Example: CRON_SECRET=... connector-sync serve --host 0.0.0.0 --port 8000
+    """
+    import os
+
+    from connector_sync import server
+
+    options = server.ServeOptions(
+        host=host, port=port, secret_file=secret_file, secret_env=os.environ.get("CRON_SECRET"),
+        no_auth=no_auth, grace=grace,
+    )  # fmt: skip
+    server.serve(_url(ctx), options)
 
 
 def main() -> None:
