@@ -13,12 +13,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Self
+from typing import IO, Any, Self
 
 import httpx
 
 from connector_sync import operations
-from connector_sync.server.launch import HttpTrigger, bind
+from connector_sync.server.launch import HttpTrigger, bind, resolve
 
 COMMAND = str(Path(sys.executable).parent / "connector-sync")
 SECRET = "test-secret-0123456789"
@@ -29,7 +29,7 @@ AUTH = {"Authorization": f"Bearer {SECRET}"}
 def served(url: str, *, secret: str | None = SECRET, grace: float = 5.0) -> Iterator[HttpTrigger]:
     """A server on the database at `url`, in a thread; stopped (and drained) at the end."""
     with operations.session(url) as store:
-        listener = bind("127.0.0.1", 0)
+        listener = bind(resolve("127.0.0.1", 0))
         trigger = HttpTrigger(store, listener, None if secret is None else secret.encode(), grace)
         thread = threading.Thread(target=trigger.run, name="test-server", daemon=True)
         thread.start()
@@ -68,13 +68,24 @@ class Command:
             [COMMAND, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
         self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self._stdout: list[str] = []
+        self._readers = [
+            threading.Thread(target=self._read, args=(self.process.stderr, self.lines)),
+            threading.Thread(target=self._read, args=(self.process.stdout, self._stdout)),
+        ]
+        for reader in self._readers:
+            reader.daemon = True
+            reader.start()
 
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
+    @staticmethod
+    def _read(stream: IO[str] | None, into: list[str]) -> None:
+        assert stream is not None
+        for line in stream:
+            into.append(line)
+
+    def _join_readers(self) -> None:
+        for reader in self._readers:
+            reader.join(5)
 
     @property
     def stderr(self) -> str:
@@ -85,7 +96,7 @@ class Command:
         if any(text in line for line in list(self.lines)):
             return True
         if self.process.poll() is not None:
-            self._reader.join(5)
+            self._join_readers()
             if any(text in line for line in self.lines):
                 return True
             raise AssertionError(f"exited {self.process.returncode}: {self.stderr}")
@@ -93,9 +104,9 @@ class Command:
 
     def wait(self, timeout: float = 60.0) -> tuple[int, str]:
         """The exit code and stdout, once the process ended."""
-        stdout, _ = self.process.communicate(timeout=timeout)
-        self._reader.join(5)
-        return self.process.returncode, stdout
+        code = self.process.wait(timeout)
+        self._join_readers()
+        return code, "".join(self._stdout)
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Send `signum`; the exit code once the process ended."""

@@ -10,7 +10,7 @@ import pytest
 
 from connector_sync.exceptions import BadInput
 from connector_sync.server.auth import bearer_matches, is_loopback, load_secret
-from connector_sync.server.launch import bind
+from connector_sync.server.launch import bind, resolve
 
 
 def test_the_secret_comes_from_the_file_first_then_cron_secret(tmp_path: Path) -> None:
@@ -111,14 +111,19 @@ def test_a_taken_port_is_one_clear_line() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(BadInput) as raised:
-            bind("127.0.0.1", port)
+            bind(resolve("127.0.0.1", port))
     assert raised.value.message == (
         f"--host 127.0.0.1 --port {port}: cannot listen there (Address already in use): "
         "choose another --port, or stop what uses it"
     )
 
 
+def test_an_unknown_host_is_one_clear_line() -> None:
+    with pytest.raises(BadInput, match=r"^--host no-such-host\.invalid: cannot resolve it \("):
+        resolve("no-such-host.invalid", 8000)
+
+
 def test_port_zero_binds_a_free_port_on_the_host_given() -> None:
-    with bind("localhost", 0) as listener:
+    with bind(resolve("localhost", 0)) as listener:
         host, port = listener.getsockname()[:2]
     assert is_loopback(host) and port > 0

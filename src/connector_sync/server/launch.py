@@ -14,7 +14,9 @@ import signal
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -36,45 +38,56 @@ SHUTDOWN_MARGIN = 5.0
 def serve_until_stopped(url: str, options: ServeOptions) -> None:
     """Check the secret, bind, open the store, serve; returns once the runs are drained."""
     secret = None if options.no_auth else load_secret(options.secret_file, options.secret_env)
-    listener = bind(options.host, options.port)
+    address = resolve(options.host, options.port)
+    if options.no_auth and not is_loopback(address.sockaddr[0]):
+        raise BadInput(
+            f"--no-auth is allowed only on a loopback address (127.0.0.1, ::1); --host "
+            f"{options.host} is reachable from other machines: set {SECRET_ENVVAR} or give "
+            "--secret-file instead"
+        )
+    with bind(address) as listener, operations.session(url) as store:
+        HttpTrigger(store, listener, secret, options.grace).run()
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where to listen, as getaddrinfo resolved --host and --port."""
+
+    host: str
+    port: int
+    family: socket.AddressFamily
+    sockaddr: tuple[Any, ...]
+
+
+def resolve(host: str, port: int) -> Address:
+    """The first address `host` resolves to (a name: as the system resolves it)."""
     try:
-        address = listener.getsockname()[0]
-        if options.no_auth and not is_loopback(address):
-            raise BadInput(
-                f"--no-auth is allowed only on a loopback address (127.0.0.1, ::1); --host "
-                f"{options.host} is reachable from other machines: set {SECRET_ENVVAR} or give "
-                "--secret-file instead"
-            )
-        with operations.session(url) as store:
-            HttpTrigger(store, listener, secret, options.grace).run()
-    finally:
-        listener.close()
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening-ready TCP socket on host:port (port 0: any free port).
-
-    Bound here rather than by uvicorn so a taken port is one clear line, and the address
-    actually bound can be checked (--no-auth) and logged. Nothing is served before
-    uvicorn starts: a connection waits in the backlog.
-    """
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(
+        family, _, _, _, sockaddr = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
         )[0]
     except (socket.gaierror, UnicodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise BadInput(f"--host {host}: cannot resolve it ({reason}): give an IP address") from None
-    listener = socket.socket(family, kind, proto)
+    return Address(host, port, family, sockaddr)
+
+
+def bind(address: Address) -> socket.socket:
+    """A listening TCP socket on the address (port 0: any free port).
+
+    Bound here rather than by uvicorn so a taken port is one clear line and the port
+    actually bound can be logged. Nothing is served before uvicorn starts: a connection
+    waits in the backlog.
+    """
+    listener = socket.socket(address.family, socket.SOCK_STREAM)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(address)
+        listener.bind(address.sockaddr)
         listener.listen(2048)
     except OSError as exc:
         listener.close()
         raise BadInput(
-            f"--host {host} --port {port}: cannot listen there ({exc.strerror}): "
-            "choose another --port, or stop what uses it"
+            f"--host {address.host} --port {address.port}: cannot listen there "
+            f"({exc.strerror}): choose another --port, or stop what uses it"
         ) from None
     return listener
 
