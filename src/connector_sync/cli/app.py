@@ -602,7 +602,9 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[
         int,
-        typer.Option("--port", min=0, max=65535, envvar=f"{ENV}PORT", help="0: any free port."),
+        typer.Option(
+            "--port", min=0, max=65535, envvar=f"{ENV}PORT", help="Port (0: any free port)."
+        ),
     ] = 8000,
     secret_file: Annotated[
         Path | None,
