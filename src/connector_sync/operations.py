@@ -25,21 +25,21 @@ from connector_sync.runner import LoopOptions as LoopOptions
 from connector_sync.runner import LoopReport, Runner, RunOptions, RunReport
 from connector_sync.runner import run_loop as _run_loop
 from connector_sync.store import open_store
+
+# The types the CLI and the server build requests with and read results of.
+from connector_sync.store.base import Connector as Connector
+from connector_sync.store.base import ConnectorSummary as ConnectorSummary
+from connector_sync.store.base import DatasetSummary as DatasetSummary
 from connector_sync.store.base import (
-    Connector,
-    ConnectorSummary,
-    DatasetSummary,
     HealthProblem,
     HistoryFilter,
     RecoveredLease,
     StatusSummary,
-    Sync,
     as_dict,
 )
-
-# The types the CLI and the server build requests with and read results of.
 from connector_sync.store.base import NewConnector as NewConnector
 from connector_sync.store.base import Store as Store
+from connector_sync.store.base import Sync as Sync
 
 log = logging.getLogger("connector_sync.operations")
 

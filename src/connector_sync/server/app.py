@@ -40,7 +40,6 @@ from connector_sync.server.schemas import (
     TenantQuery,
     WaitQuery,
 )
-from connector_sync.store.base import ConnectorSummary, Sync
 
 access_log = logging.getLogger("connector_sync.server.access")
 log = logging.getLogger("connector_sync.server")
@@ -96,7 +95,7 @@ def create_app(
         "/connectors/sync",
         summary="The due connectors, or (run=true) sync them: for crons that only send GET",
         responses={
-            200: {"model": list[ConnectorSummary] | list[Sync]},
+            200: {"model": list[operations.ConnectorSummary] | list[operations.Sync]},
             202: {"model": RunDocument},
         },
     )
@@ -111,7 +110,7 @@ def create_app(
         "/connectors/sync",
         summary="Sync the due connectors (or the ones named), as `connector-sync run`",
         status_code=200,
-        responses={**_answers(list[Sync], 404), 202: {"model": RunDocument}},
+        responses={**_answers(list[operations.Sync], 404), 202: {"model": RunDocument}},
     )
     def sync(query: Annotated[WaitQuery, Query()], body: SyncRequest | None = None) -> Response:
         """Recover expired leases, claim, sync, record: the syncs of this run, as
@@ -150,7 +149,7 @@ def create_app(
     @api.get(
         "/connectors",
         summary="Every connector, as `list --json`",
-        responses=_answers(list[ConnectorSummary]),
+        responses=_answers(list[operations.ConnectorSummary]),
     )
     def list_connectors(query: Annotated[TenantQuery, Query()]) -> Response:
         return _document(operations.list_connectors(store, query.tenant))
@@ -169,7 +168,7 @@ def create_app(
     @api.get(
         "/syncs",
         summary="Sync history, newest first, as `history --json`",
-        responses=_answers(list[Sync], 404),
+        responses=_answers(list[operations.Sync], 404),
     )
     def history(query: Annotated[HistoryQuery, Query()]) -> Response:
         return _document(

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from connector_sync.constants import MAX_COUNT, MAX_NAME_LENGTH
-from connector_sync.store.base import Connector, DatasetSummary, Sync
+from connector_sync.operations import Connector, DatasetSummary, Sync
 
 #: At most this many connectors named in one request.
 MAX_CONNECTORS_PER_RUN = 1000
