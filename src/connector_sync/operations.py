@@ -38,23 +38,23 @@ from connector_sync.runner import LoopOptions as LoopOptions
 from connector_sync.runner import LoopReport, Runner, RunOptions, RunReport
 from connector_sync.runner import run_loop as _run_loop
 from connector_sync.store import base, open_store
+
+# The types the CLI and the server build requests with and read results of.
+from connector_sync.store.base import Connector as Connector
+from connector_sync.store.base import ConnectorSummary as ConnectorSummary
+from connector_sync.store.base import Dataset as Dataset
+from connector_sync.store.base import DatasetSummary as DatasetSummary
 from connector_sync.store.base import (
-    Connector,
-    ConnectorSummary,
-    Dataset,
-    DatasetSummary,
     HealthProblem,
     HistoryFilter,
     ListFilter,
     RecoveredLease,
     StatusSummary,
-    Sync,
     as_dict,
 )
-
-# The types the CLI and the server build requests with and read results of.
 from connector_sync.store.base import NewConnector as NewConnector
 from connector_sync.store.base import Store as Store
+from connector_sync.store.base import Sync as Sync
 
 log = logging.getLogger("connector_sync.operations")
 
@@ -82,7 +82,11 @@ class SchemaRevision:
 def schema_revision(url: str) -> SchemaRevision:
     """The schema revision of the database (None: no schema), and the one this code needs."""
     with Database(url) as database:
-        revision = database.current_revision()
+        return _revision_of(database)
+
+
+def _revision_of(database: Database) -> SchemaRevision:
+    revision = database.current_revision()
     return SchemaRevision(revision, SCHEMA_REVISION, revision == SCHEMA_REVISION)
 
 
@@ -414,7 +418,10 @@ class RunResult:
 
 def run(store: Store, options: RunOptions) -> RunResult:
     """One run: recover expired leases, claim, sync, record."""
-    report = Runner(store, options).run(handle_signals=True)
+    return _finish(store, Runner(store, options).run(handle_signals=True))
+
+
+def _finish(store: Store, report: RunReport) -> RunResult:
     return RunResult(report, store.syncs_by_id(report.sync_ids))
 
 
@@ -436,6 +443,11 @@ def run_connectors(
     store: Store, refs: Sequence[str], tenant: str | None, options: RunOptions
 ) -> RunResult:
     """A manual run of the connectors named (by id or name), due or not."""
+    return run(store, replace(options, connector_ids=_connector_ids(store, refs, tenant)))
+
+
+def _connector_ids(store: Store, refs: Sequence[str], tenant: str | None) -> list[int]:
+    """The ids of the connectors named (by id or name), each once, in the order named."""
     ids: list[int] = []
     for ref in refs:
         connector = store.find_connector(ref, tenant)
@@ -446,7 +458,7 @@ def run_connectors(
             )
         if connector.id not in ids:
             ids.append(connector.id)
-    return run(store, replace(options, connector_ids=ids))
+    return ids
 
 
 def plan_run(store: Store, options: RunOptions, refs: Sequence[str] = ()) -> list[ConnectorSummary]:
@@ -866,3 +878,33 @@ def prune(
 #: the ones a new user starts with. Everything else (a scheduled `run` above all) refuses
 #: a missing file, so a job pointed at the wrong folder fails instead of staying green.
 CREATES_DATABASE = frozenset({add_connector, demo})
+
+
+# -- for the HTTP server ------------------------------------------------------------------
+
+
+def readiness(store: Store) -> SchemaRevision:
+    """Whether the store's database answers and has the schema this code needs (`/readyz`).
+
+    Raises DatabaseUnavailable when it does not answer.
+    """
+    return _revision_of(store.database)
+
+
+def prepare_run(store: Store, options: RunOptions, refs: Sequence[str] = ()) -> Runner:
+    """A run for a caller that starts and stops it itself (the HTTP server).
+
+    The connectors named (by id or name, within options.tenant) are looked up now, so a
+    wrong name fails before anything starts; without names the run syncs the due
+    connectors. Start it with `execute_run`; stop it with
+    `runner.control.request_stop(grace, reason)`.
+    """
+    if refs:
+        options = replace(options, connector_ids=_connector_ids(store, refs, options.tenant))
+    return Runner(store, options)
+
+
+def execute_run(store: Store, runner: Runner) -> RunResult:
+    """Run a prepared run in this thread. No signal handler is installed: the caller may be
+    any thread, and stops the run through its control."""
+    return _finish(store, runner.run(handle_signals=False))

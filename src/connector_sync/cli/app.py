@@ -131,6 +131,10 @@ def _run_duration(name: str) -> Any:
     return _seconds_option(name, min=least, default=default, envvar=envvar, help=help)
 
 
+#: `run` and `serve`: how long in-flight syncs may finish after SIGTERM.
+GraceOpt = Annotated[float, _run_duration("--grace")]
+
+
 def _given(ctx: typer.Context, param: str) -> bool:
     """Whether the user gave this option (on the line or in its environment variable)."""
     source = ctx.get_parameter_source(param)
@@ -734,7 +738,7 @@ def run(
         int,
         _count_option("--attempts", max=20, help="Tries per sync when a source fails transiently."),
     ] = 3,
-    grace: Annotated[float, _run_duration("--grace")] = 30.0,
+    grace: GraceOpt = 30.0,
     lease_seconds: Annotated[float, _run_duration("--lease-seconds")] = 60.0,
     heartbeat_seconds: Annotated[float, _run_duration("--heartbeat-seconds")] = 20.0,
     batch_size: Annotated[
@@ -932,6 +936,52 @@ def demo(ctx: typer.Context, tenant: NewTenantOpt = DEFAULT_TENANT) -> None:
     result = _call(ctx, operations.demo, tenant)
     render.demo_result(result)
     raise typer.Exit(_run_exit_code(result.run.report))
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[
+        str, typer.Option("--host", envvar=f"{ENV}HOST", help="Address to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int,
+        typer.Option(
+            "--port", min=0, max=65535, envvar=f"{ENV}PORT", help="Port (0: any free port)."
+        ),
+    ] = 8000,
+    secret_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--secret-file",
+            envvar=f"{ENV}SECRET_FILE",
+            help="Read the bearer secret from this file instead of CRON_SECRET.",
+        ),
+    ] = None,
+    no_auth: Annotated[
+        bool,
+        typer.Option("--no-auth", help="No bearer secret; allowed only on a loopback --host."),
+    ] = False,
+    grace: GraceOpt = 30.0,
+) -> None:
+    """Serve the HTTP trigger: hosted crons list and sync the due connectors over HTTP.
+
+    Every /api route needs 'Authorization: Bearer $CRON_SECRET'. One process (no
+    --workers): runs go in threads, and claims keep several servers and `run`s from
+    syncing a connector twice. Exit 0 once stopped (SIGTERM drains runs within --grace),
+    2 without a secret or a usable address, 3 without the database.
+
+    Example: CRON_SECRET=... connector-sync serve --host 0.0.0.0 --port 8000
+    """
+    import os
+
+    from connector_sync import server
+
+    options = server.ServeOptions(
+        host=host, port=port, secret_file=secret_file, secret_env=os.environ.get("CRON_SECRET"),
+        no_auth=no_auth, grace=grace,
+    )  # fmt: skip
+    server.serve(_url(ctx), options)
 
 
 def main() -> None:

@@ -101,7 +101,7 @@ class PostgresStore(Store):
 
     @retried
     def find_connector(self, ref: str, tenant: str | None = None) -> base.Connector:
-        if ref.isdigit() and int(ref) < 2**31:
+        if ref.isascii() and ref.isdigit() and int(ref) < 2**31:
             rows = self._run("find_connector_by_id", id=int(ref), tenant=tenant)
             if rows:
                 return base.Connector(*rows[0])

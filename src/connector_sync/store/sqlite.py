@@ -155,7 +155,7 @@ class SqliteStore(Store):
     def find_connector(self, ref: str, tenant: str | None = None) -> Connector:
         query = sa.select(*CONNECTOR_COLUMNS).where(*_tenant(c.tenant, tenant))
         with self.database.begin() as conn:
-            if ref.isdigit() and int(ref) < 2**63:
+            if ref.isascii() and ref.isdigit() and int(ref) < 2**63:
                 row = conn.execute(query.where(c.id == int(ref))).first()
                 if row is not None:
                     return Connector(*row)

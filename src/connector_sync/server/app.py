@@ -1,0 +1,316 @@
+"""The FastAPI application: each route calls one operation and answers with the document the
+CLI's --json prints for it (render.jsonable), so scripts read the same keys either way.
+
+Routes that touch the database are plain `def`: FastAPI runs them in its threadpool, so a
+run or a slow query never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPBearer
+from starlette.middleware.base import BaseHTTPMiddleware
+
+from connector_sync import __version__, operations
+from connector_sync.exceptions import ConnectorSyncError, DatabaseError
+from connector_sync.render import jsonable
+from connector_sync.runner import RunOptions
+from connector_sync.server.auth import bearer_matches
+from connector_sync.server.errors import ShuttingDown, one_line, status_of, unexpected
+from connector_sync.server.runs import RunRegistry, TriggeredRun
+from connector_sync.server.schemas import (
+    ConnectorDocument,
+    ConnectorRef,
+    DueQuery,
+    HistoryQuery,
+    Liveness,
+    Problem,
+    Readiness,
+    RunDocument,
+    SyncRequest,
+    TenantQuery,
+    WaitQuery,
+)
+
+access_log = logging.getLogger("connector_sync.server.access")
+log = logging.getLogger("connector_sync.server")
+
+#: Request bodies larger than this are refused (413) before they are read: the API takes a
+#: few fields, and an unauthenticated client must not make the server buffer megabytes.
+MAX_BODY_BYTES = 64 * 1024
+#: Seconds a client is asked to wait (Retry-After) when the server is shutting down.
+RETRY_AFTER_SHUTDOWN = 30
+
+
+def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": one_line(detail)}, status_code=status, headers=headers)
+
+
+def _document(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(jsonable(value), status_code=status, headers=headers)
+
+
+def _answers(model: Any, *errors: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI: 200 answers with `model`, each of `errors` with a Problem."""
+    return {200: {"model": model}, **{code: {"model": Problem} for code in errors}}
+
+
+# Every /api route may answer these.
+_API_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": Problem} for code in (400, 401, 422, 503)
+}
+
+
+def create_app(
+    store: operations.Store,
+    runs: RunRegistry,
+    *,
+    secret: bytes | None,
+    run_options: RunOptions,
+) -> FastAPI:
+    """The API on `store`. `secret` None turns authentication off (serve allows that only on
+    a loopback address); `run_options` are the defaults of the runs the API starts."""
+    app = FastAPI(
+        title="connector-sync",
+        version=__version__,
+        description="Trigger and watch connector syncs over HTTP (`connector-sync serve`).",
+    )
+    # The scheme, for the OpenAPI document; the check itself is in the gate (middleware),
+    # before any body is read or any route looked up.
+    bearer = HTTPBearer(auto_error=False, description="The server's CRON_SECRET.")
+    api = APIRouter(prefix="/api", dependencies=[Depends(bearer)], responses=_API_ERRORS)
+
+    # -- connectors --------------------------------------------------------------------
+
+    @api.get(
+        "/connectors/sync",
+        summary="The due connectors, or (run=true) sync them: for crons that only send GET",
+        responses={
+            200: {"model": list[operations.ConnectorSummary] | list[operations.Sync]},
+            202: {"model": RunDocument},
+        },
+    )
+    def due_or_sync(query: Annotated[DueQuery, Query()]) -> Response:
+        """Without `run`: the connectors due now, most overdue first, as `due --json`.
+        With `run=true`: the same as `POST` with `{"limit": N, "tenant": T}`."""
+        if query.run:
+            return _sync(SyncRequest(limit=query.limit, tenant=query.tenant), query.wait)
+        return _document(operations.due_connectors(store, query.limit, query.tenant))
+
+    @api.post(
+        "/connectors/sync",
+        summary="Sync the due connectors (or the ones named), as `connector-sync run`",
+        status_code=200,
+        responses={**_answers(list[operations.Sync], 404), 202: {"model": RunDocument}},
+    )
+    def sync(query: Annotated[WaitQuery, Query()], body: SyncRequest | None = None) -> Response:
+        """Recover expired leases, claim, sync, record: the syncs of this run, as
+        `run --json` (a failed sync is in the list with its error; the request succeeded)."""
+        return _sync(body or SyncRequest(), query.wait)
+
+    def _sync(request: SyncRequest, wait: bool) -> Response:
+        if not runs.accepting:
+            raise ShuttingDown()
+        options = replace(run_options, limit=request.limit, tenant=request.tenant)
+        run = runs.start(operations.prepare_run(store, options, request.connectors or ()))
+        if not wait:
+            return _document(run.document(), 202, {"Location": run.poll})
+        run.done.wait()
+        if run.error is not None:
+            raise run.error
+        assert run.result is not None
+        return _document(run.result.syncs)
+
+    @api.get(
+        "/runs/{run_id}",
+        summary="How a run started with wait=false goes",
+        responses=_answers(RunDocument, 404),
+    )
+    def run_status(run_id: Annotated[str, Path(max_length=64)]) -> Response:
+        """RUNNING, then FINISHED with its syncs (as `run --json`), or ERROR."""
+        run: TriggeredRun | None = runs.get(run_id)
+        if run is None:
+            return _problem(
+                404,
+                f"no run '{run_id}' on this server process: runs are kept in memory, the last "
+                "100 finished ones, by the process that started them",
+            )
+        return _document(run.document())
+
+    @api.get(
+        "/connectors",
+        summary="Every connector, as `list --json`",
+        responses=_answers(list[operations.ConnectorSummary]),
+    )
+    def list_connectors(query: Annotated[TenantQuery, Query()]) -> Response:
+        return _document(operations.list_connectors(store, query.tenant))
+
+    @api.get(
+        "/connectors/{connector}",
+        summary="One connector (config masked), its recent syncs and datasets, as `show --json`",
+        responses=_answers(ConnectorDocument, 404),
+    )
+    def show_connector(
+        connector: Annotated[ConnectorRef, Path(description="Its id or name.")],
+        query: Annotated[TenantQuery, Query()],
+    ) -> Response:
+        return _document(operations.connector_detail(store, connector, query.tenant))
+
+    @api.get(
+        "/syncs",
+        summary="Sync history, newest first, as `history --json`",
+        responses=_answers(list[operations.Sync], 404),
+    )
+    def history(query: Annotated[HistoryQuery, Query()]) -> Response:
+        return _document(
+            operations.history(
+                store,
+                connector=query.connector,
+                status=query.status,
+                tenant=query.tenant,
+                limit=query.limit,
+            )
+        )
+
+    app.include_router(api)
+
+    # -- probes (no authentication: they tell nothing about the data) --------------------
+
+    @app.get("/healthz", summary="Liveness: the process answers", response_model=Liveness)
+    async def healthz() -> Liveness:
+        return Liveness("ok")
+
+    @app.get(
+        "/readyz",
+        summary="Readiness: the database answers and its schema is current",
+        responses={200: {"model": Readiness}, 503: {"model": Readiness}},
+    )
+    def readyz() -> Response:
+        try:
+            revision = operations.readiness(store)
+        except DatabaseError as exc:
+            log.warning("not ready: %s", exc.message)
+            return _document(Readiness("not ready", "the database does not answer"), 503)
+        if not revision.current:
+            reason = (
+                f"the database schema is at {revision.revision or 'none'}, this version needs "
+                f"{revision.expected}: run 'connector-sync db upgrade'"
+            )
+            return _document(Readiness("not ready", reason), 503)
+        return _document(Readiness("ready"))
+
+    _install_error_handlers(app)
+    app.add_middleware(BaseHTTPMiddleware, dispatch=_gate(secret))
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    async def failed(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ConnectorSyncError)
+        if isinstance(exc, DatabaseError):
+            log.warning("%s", exc.message)
+        return _problem(status_of(exc), exc.message)
+
+    async def shutting_down(_request: Request, _exc: Exception) -> Response:
+        return _problem(
+            503,
+            "the server is shutting down and starts no new run: try again (another instance)",
+            {"Retry-After": str(RETRY_AFTER_SHUTDOWN)},
+        )
+
+    async def invalid(_request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return _problem(422, _validation_line(exc))
+
+    app.add_exception_handler(ConnectorSyncError, failed)
+    app.add_exception_handler(ShuttingDown, shutting_down)
+    app.add_exception_handler(RequestValidationError, invalid)
+
+
+def _validation_line(exc: RequestValidationError) -> str:
+    """The first problem as `where: what` (never the value sent), and how many more."""
+    errors = list(exc.errors())
+    if not errors:
+        return "the request is not valid"
+    first = errors[0]
+    loc = list(first.get("loc", ()))
+    if loc and loc[0] in ("body", "query", "path", "header"):
+        loc = loc[1:]  # the field's own name says where it goes
+    where = ".".join(str(part) for part in loc) or "body"
+    if first.get("type") == "json_invalid":
+        reason = f"not valid JSON ({first.get('ctx', {}).get('error', 'cannot parse it')})"
+        where = "body"
+    else:
+        reason = str(first.get("msg", "not valid")).removeprefix("Value error, ")
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {reason}{more}"
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _gate(secret: bytes | None) -> Callable[[Request, Handler], Awaitable[Response]]:
+    """The middleware every request passes: /api needs the bearer secret (401 with no detail
+    otherwise: a wrong scheme, a wrong secret and an unknown path look the same), bodies
+    are bounded, a bug becomes a 500 with one line (no traceback, which may quote data,
+    reaches a client), and one access line is logged (never a header)."""
+
+    async def gate(request: Request, call_next: Handler) -> Response:
+        started = time.perf_counter()
+        path = str(request.scope["path"])  # what the routes match
+        if (
+            secret is not None
+            and (path == "/api" or path.startswith("/api/"))
+            and not bearer_matches(request.headers.get("authorization"), secret)
+        ):
+            response: Response | None = _problem(
+                401, "unauthorized", {"WWW-Authenticate": "Bearer"}
+            )
+        else:
+            response = _refuse_shape(request)
+        if response is None:
+            try:
+                response = await call_next(request)
+            except Exception as exc:
+                response = _problem(500, unexpected(exc, f"{request.method} {path}"))
+        client = f"{request.client.host}:{request.client.port}" if request.client else "-"
+        target = path + (f"?{request.url.query}" if request.url.query else "")
+        access_log.info(
+            '%s "%s %s" %d %.0fms',
+            client,
+            request.method,
+            target,
+            response.status_code,
+            (time.perf_counter() - started) * 1000,
+        )
+        return response
+
+    return gate
+
+
+def _refuse_shape(request: Request) -> Response | None:
+    """What no route takes: a query parameter given twice (which one would count?), a
+    body without a length, or over MAX_BODY_BYTES."""
+    counted = Counter(name for name, _ in request.query_params.multi_items())
+    repeated = sorted(name for name, count in counted.items() if count > 1)
+    if repeated:
+        return _problem(422, f"{repeated[0]}: given more than once: give it once")
+    length = request.headers.get("content-length")
+    if length is None:
+        if "transfer-encoding" in request.headers:
+            return _problem(411, "send the body with a Content-Length")
+        return None
+    if not (length.isascii() and length.isdigit()):
+        return _problem(400, "Content-Length is not a number")
+    if int(length) > MAX_BODY_BYTES:
+        return _problem(413, f"the body is over {MAX_BODY_BYTES} bytes: the API takes a few fields")
+    return None
