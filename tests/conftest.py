@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from connector_sync.connectors import registry
 from connector_sync.db import Database
-from connector_sync.repository import Repository
+from connector_sync.store import Store, open_store
 
 ADMIN_URL = os.environ.get(
     "CONNECTOR_SYNC_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -46,7 +46,7 @@ os.environ.pop("CONNECTOR_SYNC_DATABASE_URL", None)
 def test_plugins(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Installs tests/plugins as a distribution with entry points (a .dist-info on sys.path)."""
     site = tmp_path_factory.mktemp("site")
-    shutil.copytree(TESTS_DIR / "plugins", site / "cs_test_plugins")
+    shutil.copytree(TESTS_DIR / "support" / "plugins", site / "cs_test_plugins")
     info = site / "cs_test_plugins-1.0.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: cs-test-plugins\nVersion: 1.0\n")
@@ -165,8 +165,9 @@ def database(db_url: str) -> Iterator[Database]:
 
 
 @pytest.fixture
-def repo(database: Database) -> Repository:
-    return Repository(database)
+def store(database: Database) -> Iterator[Store]:
+    with open_store(database) as opened:
+        yield opened
 
 
 # -- CLI -----------------------------------------------------------------------------
