@@ -37,8 +37,10 @@ from connector_sync.store.base import (
     ClaimRequest,
     Completion,
     Failure,
+    Outcome,
     RecoveredLease,
     Store,
+    SyncProgress,
 )
 
 log = logging.getLogger("connector_sync.runner")
@@ -143,14 +145,44 @@ class RunControl:
             time.sleep(min(left, _POLL_SECONDS))
 
 
+class SyncWatcher:
+    """Told about each sync as it goes (a progress display, failure notifications).
+
+    Called from the sync's own thread; a watcher must be quick and must not raise.
+    """
+
+    def started(self, claim: Claim) -> None:
+        """The sync began reading."""
+
+    def progressed(self, claim: Claim, records_fetched: int, records_processed: int) -> None:
+        """A batch was stored: the records so far of the current try."""
+
+    def finished(
+        self, claim: Claim, status: str, error: str | None, outcome: Outcome | None
+    ) -> None:
+        """The sync ended as `status`; a failure has its error and how it left the
+        connector (None when that was recorded by an earlier try of the same write)."""
+
+
+@dataclass
+class _Progress:
+    """Records read from the plugin and stored, by the latest try of a sync. Written by
+    the sync's thread, read by the lease keeper's."""
+
+    fetched: int = 0
+    stored: int = 0
+
+
 class LeaseKeeper:
-    """A background thread that extends the leases this process holds while syncs run."""
+    """A background thread that extends the leases this process holds while syncs run,
+    and with the same statement writes each sync's records so far (for `status`)."""
 
     def __init__(self, store: Store, lease_seconds: float, every: float) -> None:
         self.store = store
         self.lease_seconds = lease_seconds
         self.every = every
         self._held: dict[int, str] = {}
+        self._progress: dict[int, tuple[int, _Progress]] = {}
         self._lost: set[int] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -164,13 +196,17 @@ class LeaseKeeper:
         self._stop.set()
         self._thread.join()
 
-    def hold(self, claim: Claim) -> None:
+    def hold(self, claim: Claim, progress: _Progress | None = None) -> None:
+        """Keep the claim's lease; with `progress`, also report its sync's records so far."""
         with self._lock:
             self._held[claim.connector_id] = claim.lease_token
+            if progress is not None:
+                self._progress[claim.connector_id] = (claim.sync_id, progress)
 
     def release(self, claim: Claim) -> None:
         with self._lock:
             self._held.pop(claim.connector_id, None)
+            self._progress.pop(claim.connector_id, None)
             self._lost.discard(claim.connector_id)
 
     def ensure_held(self, claim: Claim) -> None:
@@ -186,24 +222,20 @@ class LeaseKeeper:
         while not self._stop.wait(self.every):
             with self._lock:
                 held = dict(self._held)
+                progress = {
+                    cid: SyncProgress(sync_id, p.fetched, p.stored)
+                    for cid, (sync_id, p) in self._progress.items()
+                }
             if not held:
                 continue
             try:
-                lost = self.store.heartbeat(held, self.lease_seconds)
+                lost = self.store.heartbeat(held, self.lease_seconds, progress)
             except DatabaseError as exc:  # try again next beat; the lease has slack
                 log.warning("heartbeat failed: %s", exc)
                 continue
             if lost:
                 with self._lock:
                     self._lost.update(lost)
-
-
-@dataclass
-class _Progress:
-    """Records read from the plugin and stored, by the latest try of a sync."""
-
-    fetched: int = 0
-    stored: int = 0
 
 
 _DONE = object()
@@ -308,9 +340,15 @@ def _worth_retrying_now(exc: BaseException) -> bool:
 class Runner:
     """Runs syncs for one `connector-sync run`."""
 
-    def __init__(self, store: Store, options: RunOptions | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        options: RunOptions | None = None,
+        watchers: Sequence[SyncWatcher] = (),
+    ) -> None:
         self.store = store
         self.options = options or RunOptions()
+        self.watchers = tuple(watchers)
         self.control = RunControl()
         self._lock = threading.Lock()
         self._reserved = 0
@@ -492,12 +530,13 @@ class Runner:
         the connector over (nothing is recorded then), DatabaseError when the
         database itself fails (the lease will expire and a later run recovers it).
         """
-        keeper.hold(claim)
+        progress = _Progress()
+        keeper.hold(claim, progress)
         started = time.monotonic()
         timeout = float(claim.sync_timeout or self.options.timeout)
         deadline = started + timeout
         tries = 0
-        progress = _Progress()
+        self._tell("started", claim)
 
         def wait(seconds: float) -> None:
             if time.monotonic() + seconds >= deadline:
@@ -539,10 +578,10 @@ class Runner:
             except (LeaseLost, DatabaseError):
                 raise
             except SyncCancelled as exc:
-                self.store.cancel(
-                    claim, reason=str(exc) or "cancelled", duration=time.monotonic() - started
-                )
+                reason = str(exc) or "cancelled"
+                self.store.cancel(claim, reason=reason, duration=time.monotonic() - started)
                 log.warning("sync of %s cancelled: %s", claim.name, exc)
+                self._tell("finished", claim, CANCELLED, reason, None)
                 return CANCELLED
             except SyncTimeout:
                 error = f"timed out after {_seconds(timeout)}"
@@ -564,6 +603,7 @@ class Runner:
             )
             self.store.complete(claim, done)
             log.info("synced %s: %d records in %.2fs", claim.name, progress.stored, duration)
+            self._tell("finished", claim, COMPLETED, None, None)
             return COMPLETED
         finally:
             keeper.release(claim)
@@ -583,9 +623,19 @@ class Runner:
                 for batch in reader.batches_until(deadline, between_batches):
                     between_batches()
                     writer.write(batch)
+                    progress.fetched, progress.stored = reader.fetched, writer.count
+                    self._tell("progressed", claim, reader.fetched, writer.count)
             finally:
                 progress.fetched, progress.stored = reader.fetched, writer.count
         return writer, plugin
+
+    def _tell(self, event: str, claim: Claim, *args: Any) -> None:
+        """Call each watcher's `event`; a watcher that fails is logged, never fails the sync."""
+        for watcher in self.watchers:
+            try:
+                getattr(watcher, event)(claim, *args)
+            except Exception as exc:
+                log.warning("%s watcher failed: %s", type(watcher).__name__, describe_error(exc))
 
     @staticmethod
     def _describe(claim: Claim, exc: BaseException | None) -> str:
@@ -633,6 +683,7 @@ class Runner:
                 outcome.connector_status,
                 error,
             )
+        self._tell("finished", claim, FAILED, error, outcome)
         return FAILED
 
 
@@ -702,6 +753,7 @@ def run_loop(
     options: RunOptions,
     loop: LoopOptions,
     on_run: Callable[[int, RunReport | None], None] | None = None,
+    watchers: Sequence[SyncWatcher] = (),
 ) -> LoopReport:
     """Run, sleep, run again, until a signal (or `loop.max_runs`).
 
@@ -720,7 +772,7 @@ def run_loop(
     with stop_on_signals(options.grace, request_stop) as stopped:
         while not stopped.is_set():
             started = time.monotonic()
-            runner = Runner(store, options)
+            runner = Runner(store, options, watchers)
             current.append(runner)
             if stopped.is_set():  # a signal between the check and the append
                 runner.control.request_stop(0, "cancelled: loop stopping", report.signal)
