@@ -284,13 +284,10 @@ class RunningSync:
     def from_row(cls, row: Sequence[Any]) -> RunningSync:
         """From RUNNING_SYNC_COLUMNS' values: `rate` is computed here."""
         values = dict(zip(RUNNING_SYNC_COLUMNS, row, strict=True))
-        elapsed = max(float(values["elapsed"]), 0.0)
-        typical = values["typical_duration"]
-        return cls(
-            **{**values, "elapsed": elapsed},
-            rate=values["records_processed"] / elapsed if elapsed > 0 else 0.0,
-            typical_duration=None if typical is None else float(typical),
-        )
+        elapsed = values["elapsed"] = max(float(values["elapsed"]), 0.0)
+        if values["typical_duration"] is not None:
+            values["typical_duration"] = float(values["typical_duration"])
+        return cls(**values, rate=values["records_processed"] / elapsed if elapsed > 0 else 0.0)
 
 
 #: Records so far of the syncs in flight, by connector id.

@@ -402,7 +402,8 @@ ON CONFLICT (scope, key) DO UPDATE
 SET problem = excluded.problem, level = excluded.level,
     connector_name = excluded.connector_name, detail = excluded.detail,
     seen_at = excluded.seen_at, resolved_at = NULL,
-    notified_level = least(health_alerts.notified_level, excluded.level);
+    notified_level = CASE WHEN health_alerts.notified_level > excluded.level
+                          THEN excluded.level ELSE health_alerts.notified_level END;
 
 -- name: resolve_alerts --
 UPDATE health_alerts SET resolved_at = coalesce(%(now)s, now())

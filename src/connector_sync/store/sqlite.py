@@ -550,7 +550,7 @@ class SqliteStore(Store):
     @staticmethod
     def _by_status(conn: sa.Connection, tenant: str | None) -> dict[str, int]:
         query = sa.select(c.status, sa.func.count()).where(*_tenant(c.tenant, tenant))
-        return dict(conn.execute(query.group_by(c.status)).tuples().all())
+        return {status: int(n) for status, n in conn.execute(query.group_by(c.status))}
 
     @staticmethod
     def _due_count(
@@ -573,7 +573,7 @@ class SqliteStore(Store):
             .where(_started_since(now, seconds), *_tenant(s.tenant, tenant))
             .group_by(s.status)
         )
-        return list(conn.execute(query).tuples().all())
+        return [(status, int(n), int(r)) for status, n, r in conn.execute(query)]
 
     @staticmethod
     def _running(conn: sa.Connection, now: dt.datetime, tenant: str | None) -> list[RunningSync]:
@@ -793,7 +793,10 @@ class SqliteStore(Store):
                     .values(
                         **values,
                         resolved_at=None,
-                        notified_level=sa.func.min(a.notified_level, values["level"]),
+                        notified_level=sa.case(
+                            (a.notified_level > values["level"], values["level"]),
+                            else_=a.notified_level,
+                        ),
                     )
                 ).rowcount
                 if not kept:
@@ -828,10 +831,13 @@ class SqliteStore(Store):
                     a.connector_name,
                     a.detail,
                     a.opened_at,
-                    a.resolved_at.is_not(None).label("resolved"),
+                    a.resolved_at,
                 )
             ).mappings()
-            return alert_messages([dict(row) for row in claimed])
+            # SQLite's RETURNING got `resolved_at IS NOT NULL` wrong (true for NULL): test here.
+            return alert_messages(
+                [{**row, "resolved": row["resolved_at"] is not None} for row in claimed]
+            )
 
     @retried
     def alerts_sent(
