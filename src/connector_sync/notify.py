@@ -12,8 +12,10 @@ import logging
 import re
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from connector_sync.constants import FAILED
 from connector_sync.exceptions import BadInput
@@ -41,7 +43,9 @@ class Notifier:
         self._apprise = apprise.Apprise()
         self.shown: list[str] = []
         self._hidden: set[str] = set()
+        _route_apprise_logs()
         for position, url in enumerate(urls, 1):
+            # apprise's own complaint would echo the URL: ours below does not.
             service = apprise.Apprise.instantiate(url.strip())
             if service is None:
                 scheme = url.partition("://")[0] if "://" in url else ""
@@ -53,7 +57,7 @@ class Notifier:
                     param="notify URL",
                 )
             self._apprise.add(service)
-            shown = str(service.url(privacy=True))  # type: ignore[no-untyped-call]
+            shown = _shown(str(service.url(privacy=True)))  # type: ignore[no-untyped-call]
             self.shown.append(shown)
             self._hidden |= _secret_parts(url, shown)
         self._lock = threading.Lock()
@@ -78,6 +82,14 @@ class Notifier:
         return sent
 
 
+def _shown(private: str) -> str:
+    """How a notify URL is shown: apprise's privacy form (tokens and passwords hidden) with
+    its path hidden too (a generic webhook's path is often its secret, and apprise shows
+    it) and without apprise's own options."""
+    parts = urlsplit(private)
+    return f"{parts.scheme}://{parts.netloc}" + ("/***" if parts.path.strip("/") else "")
+
+
 def _secret_parts(url: str, shown: str) -> set[str]:
     """The parts of `url` that apprise's privacy form hides: what must never be shown."""
     visible = set(_URL_PARTS.split(shown))
@@ -89,33 +101,33 @@ def _secret_parts(url: str, shown: str) -> set[str]:
 
 
 class _MaskingHandler(logging.Handler):
-    """Passes apprise's log records on to ours, the notify URLs' secrets masked."""
+    """Passes apprise's log records on to ours, the notify URLs' secrets masked; outside a
+    send (no notifier to mask with) drops them: apprise's complaints about a URL echo it."""
 
     notifier: Notifier | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        notifier = self.notifier
-        text = record.getMessage()
-        log.log(record.levelno, "apprise: %s", notifier.mask(text) if notifier else text)
+        if self.notifier is not None:
+            log.log(record.levelno, "apprise: %s", self.notifier.mask(record.getMessage()))
 
 
 _HANDLER = _MaskingHandler(logging.WARNING)
 
 
-class _apprise_logs_masked:
+def _route_apprise_logs() -> None:
+    logger = logging.getLogger("apprise")
+    logger.propagate = False  # never Python's last-resort handler: it would not mask
+    if _HANDLER not in logger.handlers:
+        logger.addHandler(_HANDLER)
+
+
+@contextmanager
+def _apprise_logs_masked(notifier: Notifier) -> Iterator[None]:
     """While it is open, apprise's warnings reach our log with the secrets masked."""
-
-    def __init__(self, notifier: Notifier) -> None:
-        self.notifier = notifier
-
-    def __enter__(self) -> None:
-        logger = logging.getLogger("apprise")
-        logger.propagate = False  # never Python's last-resort handler: it would not mask
-        if _HANDLER not in logger.handlers:
-            logger.addHandler(_HANDLER)
-        _HANDLER.notifier = self.notifier
-
-    def __exit__(self, *exc: object) -> None:
+    _HANDLER.notifier = notifier
+    try:
+        yield
+    finally:
         _HANDLER.notifier = None
 
 

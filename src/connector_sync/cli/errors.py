@@ -17,7 +17,7 @@ PROG = "connector-sync"
 
 #: How the command line names what an operation's BadInput.param names.
 _FLAGS = {"name": "NAME", "tenant": "--tenant", "database URL": "--database-url",
-          "status": "--status"}  # fmt: skip
+          "status": "--status", "notify URL": "--notify URL", "output": "--output"}  # fmt: skip
 
 
 def _in_cli_terms(exc: ConnectorSyncError) -> str:
