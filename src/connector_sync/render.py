@@ -173,10 +173,10 @@ class Col:
 
     header: str
     #: 0: always shown. Otherwise, when the table is too wide, the column with the highest
-    #: `drop` goes first.
+    #: `drop` goes first (a text column to lines of its own below the table).
     drop: int = 0
-    #: Long text (an error, a detail): wraps between words, never cut. When the terminal
-    #: has no room for its longest word, it leaves the table for lines of its own below.
+    #: Long text (an error, a detail): wraps between words, never cut; it needs at least
+    #: the width of its longest word.
     text: bool = False
     justify: str = "left"
 
@@ -213,8 +213,8 @@ def fitted_table(
     """Print a table that never cuts a cell: secondary columns are left out while it does
     not fit the terminal, text columns wrap between words, and a text column with a word
     too long for the width left is printed below the table instead, one whole line per
-    row (`below(row index, text)`). Only a name longer than the terminal itself wraps
-    inside its cell (folded, never cut short)."""
+    row (`below(row index, text)`). When even the essential columns do not fit, each row
+    is printed as one line of `Header: value` pairs instead of a table."""
     width = console.width
     cells = [[row[i] for row in rows] for i in range(len(columns))]
     shown = list(range(len(columns)))
@@ -224,41 +224,66 @@ def fitted_table(
         return _table_width([_least(columns[i], cells[i]) for i in shown])
 
     while needed() > width:
-        candidates = [i for i in shown if columns[i].drop or (columns[i].text and below)]
-        if not candidates:
-            break
-        # A text column goes below before anything is dropped for it...
-        text = [i for i in candidates if columns[i].text and below]
-        dropping = max(candidates, key=lambda i: (columns[i].drop, i in text))
-        if text and columns[dropping].drop == 0:
-            dropping = text[0]
+        # The column with the highest `drop` goes first: a text column to lines of its own
+        # below the table, any other out of sight.
+        droppable = [i for i in shown if columns[i].drop]
+        if not droppable:
+            listed = sorted(shown + moved)
+            table_rows = [[row[i] for i in listed] for row in rows]
+            _rows_as_lines(title, [columns[i] for i in listed], table_rows)
+            return
+        dropping = max(droppable, key=lambda i: columns[i].drop)
         shown.remove(dropping)
         if columns[dropping].text:
             moved.append(dropping)
-    table = Table(title=title, title_justify="left")
-    spare = width - _table_width([_natural(columns[i], cells[i]) for i in shown])
-    for i in shown:
-        col = columns[i]
-        if col.text:
-            table.add_column(
-                col.header, justify=col.justify, overflow="fold", ratio=1,  # type: ignore[arg-type]
-                min_width=_least(col, cells[i]),
-            )  # fmt: skip
-        elif spare < 0 and not col.drop and col.justify == "left":
-            # Too narrow even for the essentials: this cell folds rather than lose text.
-            table.add_column(col.header, overflow="fold")
-        else:
-            table.add_column(
-                col.header, justify=col.justify, no_wrap=True,  # type: ignore[arg-type]
-                min_width=_natural(col, cells[i]),
-            )  # fmt: skip
-    for row in rows:
-        table.add_row(*(row[i] for i in shown))
-    _show(table)
+    _fitting_table(title, [columns[i] for i in shown], [cells[i] for i in shown], rows, shown)
     for i in moved:
         for index, cell in enumerate(cells[i]):
             if _plain(cell):
                 say(below(index, _plain(cell)) if below else _plain(cell))
+
+
+def _rows_as_lines(
+    title: str, columns: Sequence[Col], rows: Sequence[Sequence[str | Text]]
+) -> None:
+    """When even the essential columns do not fit the terminal: each row as one line of
+    `Header: value` pairs, which the terminal wraps (nothing is cut)."""
+    say(f"{title}:")
+    for row in rows:
+        say(
+            "  ".join(
+                f"{col.header}: {_plain(cell)}" for col, cell in zip(columns, row, strict=True)
+            )
+        )
+
+
+def _fitting_table(
+    title: str,
+    columns: Sequence[Col],
+    cells: Sequence[Sequence[str | Text]],
+    rows: Sequence[Sequence[str | Text]],
+    shown: Sequence[int],
+) -> None:
+    table = Table(title=title, title_justify="left")
+    for col, column_cells in zip(columns, cells, strict=True):
+        if col.text:
+            table.add_column(
+                col.header,
+                justify=col.justify,  # type: ignore[arg-type]
+                overflow="fold",
+                ratio=1,
+                min_width=_least(col, column_cells),
+            )
+        else:
+            table.add_column(
+                col.header,
+                justify=col.justify,  # type: ignore[arg-type]
+                no_wrap=True,
+                min_width=_natural(col, column_cells),
+            )
+    for row in rows:
+        table.add_row(*(row[i] for i in shown))
+    _show(table)
 
 
 def connectors_table(rows: Sequence[ConnectorSummary], title: str) -> None:
@@ -300,8 +325,8 @@ def _took(sync: Sync) -> str:
     """How long a sync took, or has been running."""
     if sync.duration is not None:
         return f"{sync.duration:.2f}s"
-    if sync.elapsed is not None:
-        return f"{human_seconds(sync.elapsed)}, running"
+    if sync.elapsed is not None:  # still running: this long so far
+        return f"{human_seconds(sync.elapsed)}+"
     return "-"
 
 
@@ -314,18 +339,18 @@ def syncs_table(rows: Sequence[Sync], title: str) -> None:
         Col("Sync"),
         Col("Connector"),
         Col("Status"),
-        Col("Trigger", drop=4),
-        Col("Started (UTC)"),
+        Col("Trigger", drop=5),
+        Col("Started (UTC)", drop=2),
         Col("Took", justify="right"),
-        Col("Fetched", justify="right", drop=3),
+        Col("Fetched", justify="right", drop=4),
         Col("Stored", justify="right"),
-        Col("Dataset", drop=5),
-        *((Col("Error", text=True),) if errors else ()),
+        Col("Dataset", drop=6),
+        *((Col("Error", text=True, drop=3),) if errors else ()),
     ]
     table_rows = [
         (
             str(r.id),
-            f"{r.connector_name} ({r.connector_id})",
+            r.connector_name,
             _style(r.status),
             r.trigger,
             _when_short(r.started_at),
@@ -382,7 +407,7 @@ def connector_detail(view: ConnectorDetail) -> None:
     connector = view.connector
     table = Table(show_header=False, title=f"Connector {connector.name}", title_justify="left")
     table.add_column("Field", style="bold")
-    table.add_column("Value")
+    table.add_column("Value", overflow="fold")  # a long URL folds, never cut short
     for key in CONNECTOR_KEYS:
         value = getattr(connector, key)
         if isinstance(value, dt.datetime):
@@ -411,7 +436,7 @@ def connector_detail(view: ConnectorDetail) -> None:
 def status_summary(summary: StatusSummary) -> None:
     table = Table(show_header=False, title="connector-sync status", title_justify="left")
     table.add_column("What", style="bold")
-    table.add_column("Value")
+    table.add_column("Value", overflow="fold")  # a long URL folds, never cut short
     table.add_row(
         "connectors",
         Text.assemble(f"{summary.connectors_total} (", _counts(summary.connectors), ")"),
@@ -477,7 +502,7 @@ def health_report(report: HealthReport) -> None:
             Col("Severity"),
             Col("Problem"),
             Col("Connector"),
-            Col("Detail", text=True),
+            Col("Detail", text=True, drop=1),
         ]
         rows = [
             (
@@ -488,7 +513,9 @@ def health_report(report: HealthReport) -> None:
             )
             for p in problems
         ]
-        fitted_table(title, columns, rows, below=lambda i, detail: f"  {rows[i][1]}: {detail}")
+        fitted_table(
+            title, columns, rows, below=lambda i, detail: f"{rows[i][1]} on {rows[i][2]}: {detail}"
+        )
     delivery = report.delivery
     if delivery is not None:
         say(
