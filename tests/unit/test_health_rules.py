@@ -61,7 +61,7 @@ def test_critical_problems_come_first_and_decide_the_worst() -> None:
                 }
             ],
             running=[running(4000.0)],  # past the default timeout of an hour
-        ),  # fmt: skip
+        ),
         HealthThresholds(),
     )
     assert [(p.problem, p.severity) for p in found] == [
