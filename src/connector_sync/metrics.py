@@ -88,7 +88,8 @@ class _SnapshotCollector:
         yield durations
         failures = gauge(
             "connector_consecutive_failures",
-            "Failures in a row of each connector (0 after a success).",
+            "Failures in a row of each connector failing now (no sample: none, the last "
+            "sync succeeded).",
             ["tenant", "connector"],
         )
         success = gauge(
@@ -98,11 +99,21 @@ class _SnapshotCollector:
             ["tenant", "connector"],
         )
         for c in snap.per_connector:
-            failures.add_metric([c.tenant, c.name], c.consecutive_failures)
-            if c.last_success_at is not None:
-                success.add_metric([c.tenant, c.name], c.last_success_at.timestamp())
+            # Only the connectors failing now: a healthy fleet of 100,000 connectors would
+            # otherwise double the exposition with zeros (alert on `>= 2`; absent is 0).
+            if c.consecutive_failures:
+                failures.add_metric([c.tenant, c.name], c.consecutive_failures)
+            if c.last_success is not None:
+                success.add_metric([c.tenant, c.name], c.last_success)
         yield failures
         yield success
+        total = sum(snap.connectors.values())
+        yield gauge(
+            "connectors_without_series",
+            "Connectors left out of the connector_* series (metrics --connector-series): "
+            "the healthiest, after the failing ones and the longest without a success.",
+            value=max(total - len(snap.per_connector), 0),
+        )
 
 
 def _registry(snapshot: MetricsSnapshot) -> Any:

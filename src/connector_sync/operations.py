@@ -36,6 +36,7 @@ from connector_sync.store.base import (
     DatasetSummary,
     HealthProblem,
     HistoryFilter,
+    MetricsSnapshot,
     RecoveredLease,
     StatusSummary,
     Sync,
@@ -304,21 +305,35 @@ def connector_alerts(
 
 #: The window of `metrics`' window_* series, in seconds.
 DEFAULT_METRICS_WINDOW = 86400.0
+#: How many connectors get series of their own at most (those most in need of a look
+#: first): Prometheus' cost grows with every series, and a scrape of a 100,000-connector
+#: fleet should not carry 100,000 timestamps that say "fine".
+DEFAULT_CONNECTOR_SERIES = 10_000
 
 
-def metrics_text(
-    store: Store, window: float = DEFAULT_METRICS_WINDOW, tenant: str | None = None
-) -> str:
+@dataclass(frozen=True)
+class MetricsRequest:
+    """What `metrics` exposes: the window of its window_* series and histogram, the
+    tenant, and how many connectors get series of their own (None: all)."""
+
+    window: float = DEFAULT_METRICS_WINDOW
+    tenant: str | None = None
+    connector_series: int | None = DEFAULT_CONNECTOR_SERIES
+
+
+def metrics_text(store: Store, request: MetricsRequest | None = None) -> str:
     """The Prometheus text format of everything `metrics` exposes (what `serve`'s
     /metrics answers), from a fixed number of queries."""
     from connector_sync.metrics import exposition
 
-    return exposition(store.metrics_snapshot(window, tenant))
+    return exposition(_snapshot(store, request or MetricsRequest()))
 
 
-def write_metrics(
-    store: Store, path: Path, window: float = DEFAULT_METRICS_WINDOW, tenant: str | None = None
-) -> Path:
+def _snapshot(store: Store, request: MetricsRequest) -> MetricsSnapshot:
+    return store.metrics_snapshot(request.window, request.tenant, request.connector_series)
+
+
+def write_metrics(store: Store, path: Path, request: MetricsRequest | None = None) -> Path:
     """Write the metrics to `path` atomically (for node_exporter's textfile collector)."""
     from connector_sync.metrics import write_textfile
 
@@ -326,7 +341,7 @@ def write_metrics(
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         state = "does not exist" if not folder.exists() else "is not a writable folder"
         raise BadInput(f"output {path}: {folder} {state}: create it first", param="output")
-    write_textfile(path, store.metrics_snapshot(window, tenant))
+    write_textfile(path, _snapshot(store, request or MetricsRequest()))
     return path
 
 

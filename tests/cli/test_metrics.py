@@ -62,8 +62,28 @@ def test_metrics_hold_every_series_and_parse(cli: Cli) -> None:
     good = (("connector", "good"), ("tenant", "default"))
     assert found[("connector_sync_connector_last_success_timestamp_seconds", good)] > 1.7e9
     assert ("connector_sync_connector_last_success_timestamp_seconds", per) not in found
+    assert ("connector_sync_connector_consecutive_failures", good) not in found  # none now
+    assert found[("connector_sync_connectors_without_series", ())] == 0
     week = samples(cli("metrics", "--window", "7d").stdout)
     assert week[("connector_sync_window_seconds", ())] == 7 * 86400
+
+
+def test_connector_series_are_bounded_those_in_need_first(cli: Cli) -> None:
+    for name in ("fine", "broken", "never"):
+        add(cli, name, {"records": 2, "fail": name == "broken"})
+    cli("run", "-c", "fine", "-c", "broken")
+    one = samples(cli("metrics", "--connector-series", "1").stdout)
+    per_connector = {
+        dict(labels)["connector"]
+        for name, labels in one
+        if name.startswith("connector_sync_connector_")
+    }
+    assert per_connector == {"broken"}  # failing: first in need of a look
+    assert one[("connector_sync_connectors_without_series", ())] == 2
+    two = samples(cli("metrics", "--connector-series", "2").stdout)
+    assert ("connector_sync_connector_last_success_timestamp_seconds",
+            (("connector", "fine"), ("tenant", "default"))) not in two  # fmt: skip
+    assert two[("connector_sync_connectors_without_series", ())] == 1  # "never" came second
 
 
 def test_metrics_output_file_is_written_whole(cli: Cli, tmp_path: Path) -> None:
@@ -127,8 +147,9 @@ def test_metrics_take_the_same_queries_for_5_or_60_connectors(
             store.add_connector(NewConnector(name=f"c{n}", type="demo", config={},
                                              sync_interval=60))  # fmt: skip
         counter.count = 0
-        text = operations.metrics_text(store)
-        assert text.count("connector_sync_connector_consecutive_failures{") == total
-        return counter.count
+        assert "connector_sync_connectors_due " in operations.metrics_text(store)
+        used = counter.count
+        assert len(store.metrics_snapshot(3600).per_connector) == total
+        return used
 
     assert queries_for(5) == queries_for(60) <= 8

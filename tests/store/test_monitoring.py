@@ -225,8 +225,9 @@ def test_the_metrics_snapshot_counts_the_window_and_each_connector(
     assert (by_status["IN_PROGRESS"].count, by_status["IN_PROGRESS"].duration_count) == (1, 0)
     gauges = {g.name: g for g in snapshot.per_connector}
     assert gauges["a"].consecutive_failures == 1
-    assert gauges["a"].last_success_at == succeeded_at  # its latest sync failed
-    assert gauges["never"].last_success_at is None and gauges["never"].id == never
+    # its latest sync failed: its last success is the one before
+    assert gauges["a"].last_success == pytest.approx(succeeded_at.timestamp(), abs=0.01)
+    assert gauges["never"].last_success is None and never
     clock.advance(86400)
     assert store.metrics_snapshot(3600).syncs == []
 

@@ -686,6 +686,18 @@ def metrics(
         ),
     ] = None,
     window: WindowOpt = "24h",  # type: ignore[assignment]
+    connector_series: Annotated[
+        int,
+        typer.Option(
+            "--connector-series",
+            min=0,
+            max=MAX_COUNT,
+            envvar=f"{ENV}CONNECTOR_SERIES",
+            help="At most this many connectors get series of their own (failing, then "
+            "longest without a success, first); the rest are counted in "
+            "connector_sync_connectors_without_series.",
+        ),
+    ] = 10_000,
     tenant: TenantOpt = None,
 ) -> None:
     """Print Prometheus metrics (text format), or write them to a file.
@@ -694,10 +706,11 @@ def metrics(
     """
     from connector_sync import operations, render
 
+    request = operations.MetricsRequest(window, tenant, connector_series)
     if output is None:
-        render.print_text(_call(ctx, operations.metrics_text, window, tenant))
+        render.print_text(_call(ctx, operations.metrics_text, request))
         return
-    written = _call(ctx, operations.write_metrics, output, window, tenant)
+    written = _call(ctx, operations.write_metrics, output, request)
     render.say(f"metrics written to {written}", err=True)
 
 

@@ -431,13 +431,11 @@ class SyncsInWindow:
 class ConnectorGauges:
     """One connector's own series."""
 
-    id: int
     tenant: str
     name: str
-    status: str
     consecutive_failures: int
-    #: When its latest COMPLETED sync ended (None: never).
-    last_success_at: dt.datetime | None
+    #: When its latest COMPLETED sync ended, in Unix seconds (None: never).
+    last_success: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -451,6 +449,7 @@ class MetricsSnapshot:
     oldest_due_since: dt.datetime | None
     expired_leases: int
     syncs: list[SyncsInWindow]
+    #: The connectors with series of their own, those most in need of a look first.
     per_connector: list[ConnectorGauges]
 
 
@@ -711,11 +710,14 @@ class Store(Closing, abc.ABC):
         is above their threshold, and the window's syncs by status."""
 
     @abc.abstractmethod
-    def metrics_snapshot(self, window: float, tenant: str | None = None) -> MetricsSnapshot:
+    def metrics_snapshot(
+        self, window: float, tenant: str | None = None, connector_series: int | None = None
+    ) -> MetricsSnapshot:
         """What `metrics` exposes, with a fixed number of queries whatever the number of
         connectors: connectors by status, due now, expired leases, the syncs of the last
         `window` seconds by status with their duration histogram, and each connector's
-        failures in a row and last success."""
+        failures in a row and last success (for at most `connector_series` connectors,
+        None: all; failing the longest first, then the longest without a success)."""
 
     # -- alerts ------------------------------------------------------------------------
 

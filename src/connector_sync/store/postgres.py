@@ -305,7 +305,9 @@ class PostgresStore(Store):
             )
 
     @retried
-    def metrics_snapshot(self, window: float, tenant: str | None = None) -> base.MetricsSnapshot:
+    def metrics_snapshot(
+        self, window: float, tenant: str | None = None, connector_series: int | None = None
+    ) -> base.MetricsSnapshot:
         with self._transaction() as run:
             by_status = dict(run("connectors_by_status", tenant=tenant))
             due_now, oldest = run("due_count", tenant=tenant)[0]
@@ -322,7 +324,8 @@ class PostgresStore(Store):
                 expired_leases=int(run("expired_lease_count", tenant=tenant)[0][0]),
                 syncs=base.syncs_by_bucket(buckets),
                 per_connector=[
-                    base.ConnectorGauges(*row) for row in run("connector_gauges", tenant=tenant)
+                    base.ConnectorGauges(*row)
+                    for row in run("connector_gauges", tenant=tenant, limit=connector_series)
                 ],
             )
 

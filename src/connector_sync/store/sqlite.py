@@ -133,6 +133,10 @@ def _fails_again() -> dict[str, Any]:
     }
 
 
+#: julianday('1970-01-01'): SQLite's days to Unix seconds.
+_UNIX_EPOCH_JULIAN_DAY = 2440587.5
+
+
 def _started_since(now: dt.datetime, seconds: float) -> sa.ColumnElement[bool]:
     return s.started_at >= _time(now - dt.timedelta(seconds=seconds))
 
@@ -713,7 +717,9 @@ class SqliteStore(Store):
             )
 
     @retried
-    def metrics_snapshot(self, window: float, tenant: str | None = None) -> MetricsSnapshot:
+    def metrics_snapshot(
+        self, window: float, tenant: str | None = None, connector_series: int | None = None
+    ) -> MetricsSnapshot:
         now = self.now()
         bucket = sa.case(
             *((s.duration <= bound, index) for index, bound in enumerate(DURATION_BUCKETS)),
@@ -746,17 +752,16 @@ class SqliteStore(Store):
                 .where(_started_since(now, window), *_tenant(s.tenant, tenant))
                 .group_by(s.status, bucket)
             ).all()
+            unix = (sa.func.julianday(last_success) - _UNIX_EPOCH_JULIAN_DAY) * 86400.0
             gauges = conn.execute(
-                sa.select(
-                    c.id,
-                    c.tenant,
-                    c.name,
-                    c.status,
-                    c.consecutive_failures,
-                    last_success.label("last_success_at"),
-                )
+                sa.select(c.tenant, c.name, c.consecutive_failures, unix.label("last_success"))
                 .where(*_tenant(c.tenant, tenant))
-                .order_by(c.tenant, c.name)
+                .order_by(
+                    c.consecutive_failures.desc(),
+                    sa.literal_column("last_success").nulls_first(),
+                    c.id,
+                )
+                .limit(connector_series)
             ).all()
         return MetricsSnapshot(
             checked_at=now,
