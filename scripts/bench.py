@@ -965,39 +965,52 @@ def bench_memory(settings: Settings, scratch: Scratch, shared: dict[str, Any]) -
 # -- 5. start-up --------------------------------------------------------------------------------
 
 
-def cli_command() -> list[str]:
+def cli_prefix() -> list[str]:
+    """How to run the installed connector-sync command."""
     script = Path(sys.executable).parent / "connector-sync"
     if script.exists():
-        return [str(script), "--help"]
-    return [sys.executable, "-m", "connector_sync", "--help"]
+        return [str(script)]
+    return [sys.executable, "-m", "connector_sync"]
+
+
+def cli_command() -> list[str]:
+    return [*cli_prefix(), "--help"]
+
+
+def command_timer(cmd: list[str]) -> Callable[[], float]:
+    """A sampler: the wall time of one run of `cmd`, its output discarded."""
+    return lambda: seconds_of(lambda: subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL))
+
+
+def commands_figure(
+    key: str, title: str, samples: tuple[list[float], list[float]], baseline_label: str,
+    extra: dict[str, Any] | None = None,
+) -> Figure:  # fmt: skip
+    """Two commands' wall times (seconds, interleaved samples): ours at most twice theirs."""
+    ours, base = samples
+    return Figure(
+        key=key,
+        title=title,
+        unit="ms",
+        ours=median(ours) * 1000,
+        baseline=median(base) * 1000,
+        baseline_label=baseline_label,
+        ratio_is="ours/baseline",
+        target=Target("<=", 2.0),
+        reps=len(ours),
+        extra=extra or {},
+    )
 
 
 def bench_startup(settings: Settings) -> list[Figure]:
     ours_cmd = cli_command()
     base_cmd = [sys.executable, "-c", "import typer"]
     log(f"startup: {' '.join(ours_cmd)} vs bare typer import ({settings.startup_reps} x)")
-
-    def timer(cmd: list[str]) -> Callable[[], float]:
-        return lambda: seconds_of(
-            lambda: subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        )
-
-    timer(ours_cmd)()  # warm the page cache and .pyc files
-    timer(base_cmd)()
-    ours, base = interleaved(timer(ours_cmd), timer(base_cmd), settings.startup_reps)
-    return [
-        Figure(
-            key="startup.help",
-            title="start-up: connector-sync --help",
-            unit="ms",
-            ours=median(ours) * 1000,
-            baseline=median(base) * 1000,
-            baseline_label='python -c "import typer"',
-            ratio_is="ours/baseline",
-            target=Target("<=", 2.0),
-            reps=settings.startup_reps,
-        )
-    ]
+    command_timer(ours_cmd)()  # warm the page cache and .pyc files
+    command_timer(base_cmd)()
+    samples = interleaved(command_timer(ours_cmd), command_timer(base_cmd), settings.startup_reps)
+    title = "start-up: connector-sync --help"
+    return [commands_figure("startup.help", title, samples, 'python -c "import typer"')]
 
 
 # -- 6. metrics -----------------------------------------------------------------------------------
@@ -1024,19 +1037,15 @@ def bench_metrics(settings: Settings, scratch: Scratch) -> list[Figure]:
     scratch.sql(PG_POPULATE, {"n": n})
     scratch.sql(METRICS_SYNCS)
     scratch.sql("VACUUM ANALYZE")
-    command = [cli_command()[0], "--database-url", scratch.url]
+    command = [*cli_prefix(), "--database-url", scratch.url]
 
     def timer(arguments: str) -> Callable[[], float]:
-        return lambda: seconds_of(
-            lambda: subprocess.run(
-                [*command, *arguments.split()], check=True, stdout=subprocess.DEVNULL
-            )
-        )
+        return command_timer([*command, *arguments.split()])
 
     timer("metrics")()  # warm the page cache, .pyc files and the database's buffers
     timer("status")()
     log(f"metrics: `metrics` vs `status` ({settings.metrics_reps} x each, interleaved)")
-    ours, base = interleaved(timer("metrics"), timer("status"), settings.metrics_reps)
+    samples = interleaved(timer("metrics"), timer("status"), settings.metrics_reps)
     every = [timer(f"metrics --connector-series {n}")() for _ in range(settings.metrics_reps)]
     every_request = operations.MetricsRequest(connector_series=None)
     with open_store(scratch.url) as store:
@@ -1060,8 +1069,8 @@ def bench_metrics(settings: Settings, scratch: Scratch) -> list[Figure]:
         "bytes": len(text),
         "in_process_metrics_ms": round(median(in_ours) * 1000, 1),
         "in_process_status_ms": round(median(in_base) * 1000, 1),
-        "metrics_seconds_all": rounded(ours),
-        "status_seconds_all": rounded(base),
+        "metrics_seconds_all": rounded(samples[0]),
+        "status_seconds_all": rounded(samples[1]),
         # Every connector with series of its own (--connector-series N): not the default.
         "every_connector_ms": round(median(every) * 1000, 1),
         "every_connector_in_process_ms": round(median(in_every) * 1000, 1),
@@ -1070,20 +1079,9 @@ def bench_metrics(settings: Settings, scratch: Scratch) -> list[Figure]:
         f"ms vs status {extra['in_process_status_ms']} ms; with a series for every connector "
         f"{extra['every_connector_ms']} ms ({extra['every_connector_in_process_ms']} ms "
         "in-process)")  # fmt: skip
-    return [
-        Figure(
-            key="metrics.postgresql",
-            title=f"metrics, postgresql, {n:,} connectors: `metrics` vs `status` (wall time)",
-            unit="ms",
-            ours=median(ours) * 1000,
-            baseline=median(base) * 1000,
-            baseline_label="connector-sync status, same database",
-            ratio_is="ours/baseline",
-            target=Target("<=", 2.0),
-            reps=settings.metrics_reps,
-            extra=extra,
-        )
-    ]
+    title = f"metrics, postgresql, {n:,} connectors: `metrics` vs `status` (wall time)"
+    label = "connector-sync status, same database"
+    return [commands_figure("metrics.postgresql", title, samples, label, extra)]
 
 
 # -- machine facts and output -------------------------------------------------------------------
