@@ -531,7 +531,7 @@ def connector_alerts(alerts: ConnectorAlerts) -> None:
     t = alerts.thresholds
 
     def shown(value: object, flag: str) -> str:
-        return f"{flag} (health's flag)" if value is None else str(value)
+        return f"from health's {flag}" if value is None else str(value)
 
     say(f"alert thresholds of {alerts.connector.name} (id {alerts.connector.id}):")
     say(f"  failures-warn:  {shown(t.failures_warn, '--failures-warn')}")
