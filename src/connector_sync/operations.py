@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from connector_sync import health as health_checks
 from connector_sync import secrets
@@ -48,6 +48,9 @@ from connector_sync.store.base import HealthThresholds as HealthThresholds
 # The types the CLI and the server build requests with and read results of.
 from connector_sync.store.base import NewConnector as NewConnector
 from connector_sync.store.base import Store as Store
+
+if TYPE_CHECKING:  # apprise is imported only when a notify URL is given
+    from connector_sync.notify import Notifier
 
 log = logging.getLogger("connector_sync.operations")
 
@@ -240,7 +243,7 @@ def health(
     return HealthReport(facts.checked_at, problems, health_checks.worst(problems), delivery)
 
 
-def _notifier(urls: Sequence[str]) -> Any:
+def _notifier(urls: Sequence[str]) -> Notifier | None:
     """A Notifier for the URLs (None for none); BadInput for a URL apprise cannot use."""
     urls = [url for url in urls if url.strip()]
     if not urls:
@@ -251,7 +254,7 @@ def _notifier(urls: Sequence[str]) -> Any:
 
 
 def _deliver_alerts(
-    store: Store, notifier: Any, problems: Sequence[HealthProblem], scope: str
+    store: Store, notifier: Notifier, problems: Sequence[HealthProblem], scope: str
 ) -> AlertDelivery:
     from connector_sync.notify import alert_notifications
 

@@ -180,3 +180,7 @@ def test_run_notifies_each_failure_as_it_happens(cli: Cli, receiver: Receiver) -
     assert "demo connector configured to fail" in message["message"]
     assert cli("run", "-c", "fine", "--notify", receiver.url).exit_code == 0
     assert len(receiver.messages) == 1
+    assert cli("enable", "broken").exit_code == 0  # due now again
+    looped = cli("run", "--loop", "--max-runs", "1", "--notify", receiver.url)
+    assert looped.exit_code == 1
+    assert receiver.titles()[1:] == ["connector-sync: sync of broken failed (1 in a row)"]
