@@ -286,11 +286,16 @@ def _fitting_table(
     _show(table)
 
 
+def _several_tenants(rows: Sequence[ConnectorSummary] | Sequence[Sync]) -> bool:
+    """Whether a listing needs a Tenant column: more than one, or not the default."""
+    return len({r.tenant for r in rows}) > 1 or rows[0].tenant != "default"
+
+
 def connectors_table(rows: Sequence[ConnectorSummary], title: str) -> None:
     if not rows:
         say(f"{title}: none.")
         return
-    tenants = len({r.tenant for r in rows}) > 1 or rows[0].tenant != "default"
+    tenants = _several_tenants(rows)
     columns = [
         Col("ID"),
         *((Col("Tenant"),) if tenants else ()),
@@ -335,8 +340,10 @@ def syncs_table(rows: Sequence[Sync], title: str) -> None:
         say(f"{title}: none.")
         return
     errors = any(r.error for r in rows)
+    tenants = _several_tenants(rows)
     columns = [
         Col("Sync"),
+        *((Col("Tenant"),) if tenants else ()),
         Col("Connector"),
         Col("Status"),
         Col("Trigger", drop=5),
@@ -350,6 +357,7 @@ def syncs_table(rows: Sequence[Sync], title: str) -> None:
     table_rows = [
         (
             str(r.id),
+            *((r.tenant,) if tenants else ()),
             r.connector_name,
             _style(r.status),
             r.trigger,
