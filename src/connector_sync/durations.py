@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 
+from connector_sync.constants import MAX_SECONDS
 from connector_sync.exceptions import BadInput
 
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -12,7 +13,8 @@ _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", re.IGNORECASE)
 
 
 def parse_duration(text: str, what: str = "duration") -> float:
-    """Seconds from `90`, `90s`, `10m`, `1.5h`, `24h`, `7d` or `2w`; more than zero.
+    """Seconds from `90`, `90s`, `10m`, `1.5h`, `24h`, `7d` or `2w`; more than zero, at
+    most ten years (MAX_SECONDS).
 
     Raises:
         BadInput: anything else (the message names `what`).
@@ -25,6 +27,8 @@ def parse_duration(text: str, what: str = "duration") -> float:
             "(e.g. 90, 10m, 24h)",
             param=what,
         )
+    if seconds > MAX_SECONDS:
+        raise BadInput(f"{what} {text!r} is longer than ten years: give less", param=what)
     return seconds
 
 

@@ -93,6 +93,11 @@ def test_parse_duration_refuses(text: str) -> None:
         parse_duration(text, "--window")
 
 
+def test_parse_duration_refuses_more_than_ten_years() -> None:
+    with pytest.raises(BadInput, match="'9999w' is longer than ten years"):
+        parse_duration("9999w", "--window")
+
+
 @pytest.mark.parametrize(
     ("seconds", "shown"),
     [(4.24, "4.2s"), (42, "42s"), (600, "10m"), (603, "10m 03s"), (7500, "2h 05m"),

@@ -638,7 +638,12 @@ def health(
         ),
     ] = 5,
     strict: Annotated[
-        bool, typer.Option("--strict", help="Exit 1 on warnings too, not only critical problems.")
+        bool,
+        typer.Option(
+            "--strict",
+            envvar=f"{ENV}STRICT",
+            help="Exit 1 on warnings too, not only critical problems.",
+        ),
     ] = False,
     notify: NotifyOpt = None,
     tenant: TenantOpt = None,
