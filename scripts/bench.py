@@ -37,6 +37,10 @@ baseline measured in the same run, doing the same work:
    connector is deleted (records in batches of short transactions), another worker
    claims and completes syncs of another connector back to back: the longest of those
    waits vs the longest with nothing being deleted.
+7. metrics: `connector-sync metrics` vs `connector-sync status` (both whole commands, wall
+   time) over 100,000 connectors with two syncs each in the last day, on PostgreSQL, with
+   a fixed number of queries; also the same two operations in-process, without the
+   start-up, and (not the target) `metrics` with a series for every connector.
 """
 
 from __future__ import annotations
@@ -74,7 +78,7 @@ from connector_sync.store import Store, open_store
 from connector_sync.store.base import ClaimRequest, Completion, NewConnector, as_dict
 from connector_sync.store.postgres import queries
 
-SECTIONS = ("due", "schedule", "ingest", "memory", "startup", "datasets")
+SECTIONS = ("due", "schedule", "ingest", "memory", "startup", "datasets", "metrics")
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DUE_LIMIT = 100
 BATCH = 5000  # records per transaction on both sides of the ingestion benchmark
@@ -106,6 +110,8 @@ class Settings:
     ingest_reps: int = 2  # ABBA: ours, raw, raw, ours; 3 takes the full run past 10 minutes
     memory_reps: int = 3
     startup_reps: int = 7
+    metrics_connectors: int = 100_000
+    metrics_reps: int = 7
     concurrencies: tuple[int, ...] = (1, 4)
 
     @classmethod
@@ -126,6 +132,8 @@ class Settings:
                 ingest_reps=1,
                 memory_reps=1,
                 startup_reps=3,
+                metrics_connectors=10_000,
+                metrics_reps=3,
             )
         overrides = {
             "pg_connectors": args.connectors,
@@ -1105,39 +1113,123 @@ def bench_datasets(settings: Settings, scratch: Scratch) -> list[Figure]:
 # -- 5. start-up --------------------------------------------------------------------------------
 
 
-def cli_command() -> list[str]:
+def cli_prefix() -> list[str]:
+    """How to run the installed connector-sync command."""
     script = Path(sys.executable).parent / "connector-sync"
     if script.exists():
-        return [str(script), "--help"]
-    return [sys.executable, "-m", "connector_sync", "--help"]
+        return [str(script)]
+    return [sys.executable, "-m", "connector_sync"]
+
+
+def cli_command() -> list[str]:
+    return [*cli_prefix(), "--help"]
+
+
+def command_timer(cmd: list[str]) -> Callable[[], float]:
+    """A sampler: the wall time of one run of `cmd`, its output discarded."""
+    return lambda: seconds_of(lambda: subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL))
+
+
+def commands_figure(
+    key: str, title: str, samples: tuple[list[float], list[float]], baseline_label: str,
+    extra: dict[str, Any] | None = None,
+) -> Figure:  # fmt: skip
+    """Two commands' wall times (seconds, interleaved samples): ours at most twice theirs."""
+    ours, base = samples
+    return Figure(
+        key=key,
+        title=title,
+        unit="ms",
+        ours=median(ours) * 1000,
+        baseline=median(base) * 1000,
+        baseline_label=baseline_label,
+        ratio_is="ours/baseline",
+        target=Target("<=", 2.0),
+        reps=len(ours),
+        extra=extra or {},
+    )
 
 
 def bench_startup(settings: Settings) -> list[Figure]:
     ours_cmd = cli_command()
     base_cmd = [sys.executable, "-c", "import typer"]
     log(f"startup: {' '.join(ours_cmd)} vs bare typer import ({settings.startup_reps} x)")
+    command_timer(ours_cmd)()  # warm the page cache and .pyc files
+    command_timer(base_cmd)()
+    samples = interleaved(command_timer(ours_cmd), command_timer(base_cmd), settings.startup_reps)
+    title = "start-up: connector-sync --help"
+    return [commands_figure("startup.help", title, samples, 'python -c "import typer"')]
 
-    def timer(cmd: list[str]) -> Callable[[], float]:
-        return lambda: seconds_of(
-            lambda: subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        )
 
-    timer(ours_cmd)()  # warm the page cache and .pyc files
-    timer(base_cmd)()
-    ours, base = interleaved(timer(ours_cmd), timer(base_cmd), settings.startup_reps)
-    return [
-        Figure(
-            key="startup.help",
-            title="start-up: connector-sync --help",
-            unit="ms",
-            ours=median(ours) * 1000,
-            baseline=median(base) * 1000,
-            baseline_label='python -c "import typer"',
-            ratio_is="ours/baseline",
-            target=Target("<=", 2.0),
-            reps=settings.startup_reps,
+# -- 6. metrics -----------------------------------------------------------------------------------
+
+# Two syncs per connector in the last day (one of twenty FAILED), spread over the day.
+METRICS_SYNCS = """
+INSERT INTO connector_syncs (connector_id, tenant, status, trigger, worker, attempts,
+    started_at, completed_at, duration, records_fetched, records_processed)
+SELECT c.id, c.tenant, CASE WHEN mod(c.id, 20) = 0 THEN 'FAILED' ELSE 'COMPLETED' END,
+    'schedule', 'bench:1', 1,
+    now() - (mod(c.id, 40000) + k * 40000) * interval '1 second',
+    now() - (mod(c.id, 40000) + k * 40000) * interval '1 second' + interval '2 seconds',
+    2.0 + mod(c.id, 50), 100, 100
+FROM connectors AS c, generate_series(0, 1) AS k
+"""
+
+
+def bench_metrics(settings: Settings, scratch: Scratch) -> list[Figure]:
+    from connector_sync import operations
+
+    n = settings.metrics_connectors
+    scratch.reset_tables()
+    log(f"metrics: populating {n:,} connectors and {2 * n:,} syncs")
+    scratch.sql(PG_POPULATE, {"n": n})
+    scratch.sql(METRICS_SYNCS)
+    scratch.sql("VACUUM ANALYZE")
+    command = [*cli_prefix(), "--database-url", scratch.url]
+
+    def timer(arguments: str) -> Callable[[], float]:
+        return command_timer([*command, *arguments.split()])
+
+    timer("metrics")()  # warm the page cache, .pyc files and the database's buffers
+    timer("status")()
+    log(f"metrics: `metrics` vs `status` ({settings.metrics_reps} x each, interleaved)")
+    samples = interleaved(timer("metrics"), timer("status"), settings.metrics_reps)
+    every = [timer(f"metrics --connector-series {n}")() for _ in range(settings.metrics_reps)]
+    every_request = operations.MetricsRequest(connector_series=None)
+    with open_store(scratch.url) as store:
+        text = operations.metrics_text(store)
+        in_ours, in_base = interleaved(
+            lambda: seconds_of(lambda: operations.metrics_text(store)),
+            lambda: seconds_of(lambda: operations.status(store)),
+            settings.metrics_reps,
         )
-    ]
+        in_every = [
+            seconds_of(lambda: operations.metrics_text(store, every_request))
+            for _ in range(settings.metrics_reps)
+        ]
+
+    def count(exposition: str) -> int:
+        return sum(1 for line in exposition.splitlines() if line and not line.startswith("#"))
+
+    extra = {
+        "connectors": n,
+        "samples": count(text),
+        "bytes": len(text),
+        "in_process_metrics_ms": round(median(in_ours) * 1000, 1),
+        "in_process_status_ms": round(median(in_base) * 1000, 1),
+        "metrics_seconds_all": rounded(samples[0]),
+        "status_seconds_all": rounded(samples[1]),
+        # Every connector with series of its own (--connector-series N): not the default.
+        "every_connector_ms": round(median(every) * 1000, 1),
+        "every_connector_in_process_ms": round(median(in_every) * 1000, 1),
+    }
+    log(f"metrics: {extra['samples']:,} samples; in-process {extra['in_process_metrics_ms']} "
+        f"ms vs status {extra['in_process_status_ms']} ms; with a series for every connector "
+        f"{extra['every_connector_ms']} ms ({extra['every_connector_in_process_ms']} ms "
+        "in-process)")  # fmt: skip
+    title = f"metrics, postgresql, {n:,} connectors: `metrics` vs `status` (wall time)"
+    label = "connector-sync status, same database"
+    return [commands_figure("metrics.postgresql", title, samples, label, extra)]
 
 
 # -- machine facts and output -------------------------------------------------------------------
@@ -1292,6 +1384,8 @@ def run_sections(settings: Settings, sections: set[str], scratch: Scratch) -> li
         figures += bench_startup(settings)
     if "datasets" in sections:
         figures += bench_datasets(settings, scratch)
+    if "metrics" in sections:
+        figures += bench_metrics(settings, scratch)
     return figures
 
 

@@ -106,3 +106,21 @@ def duration_option(
         show_default=False,
         help=f"{help.rstrip('.')}: 30s, 15m, 1h, 1d or seconds{shown}.",
     )
+
+
+def human_seconds(seconds: float) -> str:
+    """`4.2s`, `42s`, `10m 03s`, `10m`, `2h 05m`, `24h`, `3d 4h`: a duration as people read it."""
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    # Days only from two days on: a day's window reads better as 24h.
+    days, rest = divmod(whole, 86400) if whole >= 172800 else (0, whole)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h" if hours else f"{days}d"
+    if hours:
+        return f"{hours}h {minutes:02d}m" if minutes else f"{hours}h"
+    if minutes:
+        return f"{minutes}m {secs:02d}s" if secs else f"{minutes}m"
+    return f"{secs}s"

@@ -35,7 +35,8 @@ __all__ = [
     "ACTIVE", "BUILDING", "CANCELLED", "COMPLETED", "CONNECTOR_STATUSES", "DATASET_STATUSES",
     "DEFAULT_MAX_CONSECUTIVE_FAILURES", "DEFAULT_SYNC_INTERVAL", "DEFAULT_TENANT", "ERROR",
     "FAILED", "INACTIVE", "IN_PROGRESS", "READY", "SYNCING", "SYNC_STATUSES", "TRIGGERS",
-    "UTCDateTime", "connector_syncs", "connectors", "dataset_records", "datasets", "metadata",
+    "UTCDateTime", "alert_thresholds", "connector_syncs", "connectors", "dataset_records",
+    "datasets", "health_alerts", "metadata",
 ]  # fmt: skip
 
 
@@ -245,4 +246,44 @@ dataset_records = sa.Table(
     ),
     sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("data", JSONType, nullable=False),
+)
+
+# -- monitoring ------------------------------------------------------------------------
+
+#: What `health --notify` has announced, so that each problem is sent once, an escalation
+#: once more, and its clearing once: one row per open problem (or cleared problem whose
+#: "resolved" message is still to be sent), per scope (the tenant the health run looked
+#: at, '*' for all). Keyed by the check and its subject ("failures:42", "error_rate:*").
+health_alerts = sa.Table(
+    "health_alerts",
+    metadata,
+    sa.Column("scope", sa.String(200), primary_key=True),
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("problem", sa.String(40), nullable=False),
+    # 1 warning, 2 critical: compared to tell an escalation.
+    sa.Column("level", sa.Integer, nullable=False),
+    sa.Column("connector_id", sa.Integer),
+    sa.Column("connector_name", sa.String(200)),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("opened_at", UTCDateTime, nullable=False),
+    sa.Column("seen_at", UTCDateTime, nullable=False),
+    # The level last announced; NULL: not announced yet.
+    sa.Column("notified_level", sa.Integer),
+    # Set when the problem cleared; the row goes once its "resolved" message is sent.
+    sa.Column("resolved_at", UTCDateTime),
+    # A health run sending this row's message holds it until then (two cron runs at
+    # once never send the same message twice).
+    sa.Column("sending_until", UTCDateTime),
+)
+
+#: A connector's own alert thresholds, overriding `health`'s flags (NULL: the flag's).
+_owner = sa.ForeignKey("connectors.id", ondelete="CASCADE")
+alert_thresholds = sa.Table(
+    "alert_thresholds",
+    metadata,
+    sa.Column("connector_id", sa.Integer, _owner, primary_key=True),
+    sa.Column("failures_warn", sa.Integer),
+    sa.Column("long_sync", sa.Integer),
+    sa.Column("max_error_rate", sa.Float),
+    sa.Column("updated_at", UTCDateTime, nullable=False, default=_now_default),
 )

@@ -12,13 +12,16 @@ import datetime as dt
 import itertools
 import json
 import logging
+import os
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, fields, replace
-from typing import Any, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 from connector_sync import export, scheduling, secrets
+from connector_sync import health as health_checks
 from connector_sync.connectors.base import CheckResult
 from connector_sync.connectors.registry import available_types, load_plugin, secret_fields
 from connector_sync.constants import (
@@ -35,26 +38,33 @@ from connector_sync.datasets import encode_batch
 from connector_sync.db import SCHEMA_REVISION, Database
 from connector_sync.exceptions import BadInput, ConnectorSyncError, NotFound, PluginError
 from connector_sync.runner import LoopOptions as LoopOptions
-from connector_sync.runner import LoopReport, Runner, RunOptions, RunReport
+from connector_sync.runner import LoopReport, Runner, RunOptions, RunReport, SyncWatcher
 from connector_sync.runner import run_loop as _run_loop
 from connector_sync.store import base, open_store
+from connector_sync.store.base import (
+    AlertMessage,
+    HealthProblem,
+    HistoryFilter,
+    ListFilter,
+    MetricsSnapshot,
+    RecoveredLease,
+    StatusSummary,
+    as_dict,
+)
+from connector_sync.store.base import AlertThresholds as AlertThresholds
 
 # The types the CLI and the server build requests with and read results of.
 from connector_sync.store.base import Connector as Connector
 from connector_sync.store.base import ConnectorSummary as ConnectorSummary
 from connector_sync.store.base import Dataset as Dataset
 from connector_sync.store.base import DatasetSummary as DatasetSummary
-from connector_sync.store.base import (
-    HealthProblem,
-    HistoryFilter,
-    ListFilter,
-    RecoveredLease,
-    StatusSummary,
-    as_dict,
-)
+from connector_sync.store.base import HealthThresholds as HealthThresholds
 from connector_sync.store.base import NewConnector as NewConnector
 from connector_sync.store.base import Store as Store
 from connector_sync.store.base import Sync as Sync
+
+if TYPE_CHECKING:  # apprise is imported only when a notify URL is given
+    from connector_sync.notify import Notifier
 
 log = logging.getLogger("connector_sync.operations")
 
@@ -290,10 +300,157 @@ def status(store: Store, tenant: str | None = None) -> StatusSummary:
     return store.status_summary(tenant)
 
 
+#: How long a health run holds the alerts it is sending (another run skips them).
+NOTIFY_HOLD_SECONDS = 120.0
+
+
+@dataclass(frozen=True)
+class AlertDelivery:
+    """What `health --notify` sent: messages of alerts delivered, and not (tried again by
+    the next run), to the URLs shown in their privacy form."""
+
+    urls: list[str]
+    sent: list[AlertMessage]
+    failed: list[AlertMessage]
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """`health`: every problem found, the worst severity, what was notified."""
+
+    checked_at: dt.datetime
+    problems: list[HealthProblem]
+    #: "critical", "warning" or None (healthy).
+    worst: str | None
+    delivery: AlertDelivery | None = None
+
+    def to_document(self) -> list[HealthProblem]:
+        """`health --json`: the problems, each with its severity and check."""
+        return self.problems
+
+
 def health(
-    store: Store, tenant: str | None = None, overdue_after: float = 3600.0
-) -> list[HealthProblem]:
-    return store.health_problems(tenant, overdue_after)
+    store: Store,
+    tenant: str | None = None,
+    thresholds: HealthThresholds | None = None,
+    notify: Sequence[str] = (),
+) -> HealthReport:
+    """Judge the connectors against the thresholds. With `notify` (apprise URLs), send each
+    new (or escalated) problem once and each clearing once; the state is kept in the
+    database, so health runs from cron never send the same message twice."""
+    thresholds = thresholds or HealthThresholds()
+    notifier = _notifier(notify)
+    facts = store.health_facts(thresholds, tenant)
+    problems = health_checks.judge(facts, thresholds)
+    delivery = None
+    if notifier is not None:
+        delivery = _deliver_alerts(store, notifier, problems, tenant or "*")
+    return HealthReport(facts.checked_at, problems, health_checks.worst(problems), delivery)
+
+
+def _notifier(urls: Sequence[str]) -> Notifier | None:
+    """A Notifier for the URLs (None for none); BadInput for a URL apprise cannot use."""
+    urls = [url for url in urls if url.strip()]
+    if not urls:
+        return None
+    from connector_sync.notify import Notifier
+
+    return Notifier(urls)
+
+
+def _deliver_alerts(
+    store: Store, notifier: Notifier, problems: Sequence[HealthProblem], scope: str
+) -> AlertDelivery:
+    from connector_sync.notify import alert_notifications
+
+    owed = store.track_alerts(scope, problems, NOTIFY_HOLD_SECONDS)
+    sent: list[AlertMessage] = []
+    failed: list[AlertMessage] = []
+    try:
+        for title, body, severity, messages in alert_notifications(owed, scope):
+            (sent if notifier.send(title, body, severity) else failed).extend(messages)
+    finally:
+        # What was not tried (an unexpected error) is released like a failure.
+        tried = {m.key for m in sent + failed}
+        failed += [m for m in owed if m.key not in tried]
+        store.alerts_sent(scope, sent, failed)
+    return AlertDelivery(list(notifier.shown), sent, failed)
+
+
+@dataclass(frozen=True)
+class ConnectorAlerts:
+    """`alerts`: a connector's own alert thresholds (None: health's flag applies)."""
+
+    connector: Connector
+    thresholds: AlertThresholds
+
+    def to_document(self) -> dict[str, Any]:
+        return {**_naming(self.connector), **as_dict(self.thresholds)}
+
+
+def _naming(connector: Connector) -> dict[str, Any]:
+    """The keys that name the connector a result is about."""
+    return {"connector_id": connector.id, "connector_name": connector.name}
+
+
+def connector_alerts(
+    store: Store,
+    ref: str,
+    tenant: str | None = None,
+    change: AlertThresholds | None = None,
+    reset: bool = False,
+) -> ConnectorAlerts:
+    """A connector's own alert thresholds; `change` sets those it gives (None leaves one
+    as it is), `reset` clears them all first."""
+    connector = store.find_connector(ref, tenant)
+    current = AlertThresholds() if reset else store.alert_thresholds(connector.id)
+    if change is not None or reset:
+        given = {k: v for k, v in as_dict(change or AlertThresholds()).items() if v is not None}
+        current = replace(current, **given)
+        store.set_alert_thresholds(connector.id, current)
+    return ConnectorAlerts(connector, current)
+
+
+#: The window of `metrics`' window_* series, in seconds.
+DEFAULT_METRICS_WINDOW = 86400.0
+#: How many connectors get series of their own at most (those most in need of a look
+#: first): Prometheus' cost grows with every series, and a scrape of a 100,000-connector
+#: fleet should not carry 100,000 timestamps that say "fine".
+DEFAULT_CONNECTOR_SERIES = 10_000
+
+
+@dataclass(frozen=True)
+class MetricsRequest:
+    """What `metrics` exposes: the window of its window_* series and histogram, the
+    tenant, and how many connectors get series of their own (None: all)."""
+
+    window: float = DEFAULT_METRICS_WINDOW
+    tenant: str | None = None
+    connector_series: int | None = DEFAULT_CONNECTOR_SERIES
+
+
+def metrics_text(store: Store, request: MetricsRequest | None = None) -> str:
+    """The Prometheus text format of everything `metrics` exposes (what `serve`'s
+    /metrics answers), from a fixed number of queries."""
+    from connector_sync.metrics import exposition
+
+    return exposition(_snapshot(store, request or MetricsRequest()))
+
+
+def _snapshot(store: Store, request: MetricsRequest) -> MetricsSnapshot:
+    return store.metrics_snapshot(request.window, request.tenant, request.connector_series)
+
+
+def write_metrics(store: Store, path: Path, request: MetricsRequest | None = None) -> Path:
+    """Write the metrics to `path` atomically (for node_exporter's textfile collector)."""
+    from connector_sync.metrics import write_textfile
+
+    folder = path.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        state = "does not exist" if not folder.exists() else "is not a writable folder"
+        raise BadInput(f"output {path}: {folder} {state}: create it first", param="output")
+    write_textfile(path, _snapshot(store, request or MetricsRequest()))
+    return path
 
 
 def recover(store: Store, tenant: str | None = None) -> list[RecoveredLease]:
@@ -347,8 +504,7 @@ class ConnectorCheck:
 
     def to_document(self) -> dict[str, Any]:
         document = {
-            "connector_id": self.connector.id,
-            "connector_name": self.connector.name,
+            **_naming(self.connector),
             "ok": self.result.ok,
             "message": self.result.message,
             "details": self.result.details,
@@ -416,17 +572,36 @@ class RunResult:
     syncs: list[Sync]
 
 
-def run(store: Store, options: RunOptions) -> RunResult:
-    """One run: recover expired leases, claim, sync, record."""
-    return _finish(store, Runner(store, options).run(handle_signals=True))
+def run(
+    store: Store,
+    options: RunOptions,
+    watchers: Sequence[SyncWatcher] = (),
+    notify: Sequence[str] = (),
+) -> RunResult:
+    """One run: recover expired leases, claim, sync, record. `watchers` are told of each
+    sync as it goes; with `notify` (apprise URLs), each failed sync is notified at once."""
+    runner = Runner(store, options, _with_notifier(watchers, notify))
+    return _finish(store, runner.run(handle_signals=True))
 
 
 def _finish(store: Store, report: RunReport) -> RunResult:
     return RunResult(report, store.syncs_by_id(report.sync_ids))
 
 
-def run_loop(store: Store, options: RunOptions, loop: LoopOptions) -> LoopReport:
-    """`run --loop`: runs until a signal (or loop.max_runs); each run is logged."""
+def _with_notifier(watchers: Sequence[SyncWatcher], notify: Sequence[str]) -> list[SyncWatcher]:
+    notifier = _notifier(notify)
+    if notifier is None:
+        return list(watchers)
+    from connector_sync.notify import FailureNotifier
+
+    return [*watchers, FailureNotifier(notifier)]
+
+
+def run_loop(
+    store: Store, options: RunOptions, loop: LoopOptions, notify: Sequence[str] = ()
+) -> LoopReport:
+    """`run --loop`: runs until a signal (or loop.max_runs); each run is logged; with
+    `notify`, each failed sync is notified at once."""
 
     def logged(number: int, report: RunReport | None) -> None:
         if report is not None:
@@ -436,14 +611,20 @@ def run_loop(store: Store, options: RunOptions, loop: LoopOptions) -> LoopReport
                 report.failed, report.cancelled,
             )  # fmt: skip
 
-    return _run_loop(store, options, loop, logged)
+    return _run_loop(store, options, loop, logged, _with_notifier((), notify))
 
 
 def run_connectors(
-    store: Store, refs: Sequence[str], tenant: str | None, options: RunOptions
+    store: Store,
+    refs: Sequence[str],
+    tenant: str | None,
+    options: RunOptions,
+    watchers: Sequence[SyncWatcher] = (),
+    notify: Sequence[str] = (),
 ) -> RunResult:
     """A manual run of the connectors named (by id or name), due or not."""
-    return run(store, replace(options, connector_ids=_connector_ids(store, refs, tenant)))
+    ids = _connector_ids(store, refs, tenant)
+    return run(store, replace(options, connector_ids=ids), watchers, notify)
 
 
 def _connector_ids(store: Store, refs: Sequence[str], tenant: str | None) -> list[int]:

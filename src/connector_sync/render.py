@@ -6,18 +6,21 @@ import datetime as dt
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from typing import TYPE_CHECKING, Any
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from connector_sync.constants import CONNECTOR_KEYS
+from connector_sync.durations import human_seconds
 
 if TYPE_CHECKING:
     from connector_sync.connectors.base import CheckResult
     from connector_sync.operations import (
+        ConnectorAlerts,
         ConnectorCheck,
         ConnectorDetail,
         DatasetDetail,
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
         DemoResult,
         EditResult,
         ExportResult,
+        HealthReport,
         NewConnector,
         PruneResult,
         SchemaRevision,
@@ -33,8 +37,8 @@ if TYPE_CHECKING:
     from connector_sync.store.base import (
         ConnectorSummary,
         Dataset,
-        HealthProblem,
         RecoveredLease,
+        RunningSync,
         StatusSummary,
         Sync,
     )
@@ -101,6 +105,12 @@ def print_json(document: Any) -> None:
         sys.stdout.write(json.dumps(jsonable(document), indent=2, ensure_ascii=False) + "\n")
 
 
+def print_text(text: str) -> None:
+    """Text for programs (the metrics exposition): as it is, unless --quiet."""
+    if not Output.quiet:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
 def json_line(document: Any) -> str:
     return json.dumps(jsonable(document), ensure_ascii=False)
 
@@ -158,14 +168,18 @@ def every(row: ConnectorSummary) -> str:
     return when if row.auto_sync else f"off ({when})"
 
 
+def _columns(table: Table, *columns: tuple[str, dict[str, Any]]) -> None:
+    for name, options in columns:
+        table.add_column(name, **options)
+
+
 def _short(text: str | None, width: int = 60) -> str:
     if not text:
         return ""
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-# Below this terminal width the tables drop secondary columns and shorten times, so
-# names and statuses stay whole on an 80-column terminal.
+# Below this terminal width, times are shortened (month-day hour:minute).
 _WIDE = 120
 
 
@@ -180,87 +194,218 @@ def _when_short(value: dt.datetime | None) -> str:
     return value.astimezone(dt.UTC).strftime(fmt)
 
 
-def _columns(table: Table, *columns: tuple[str, dict[str, Any]]) -> None:
-    for name, options in columns:
-        table.add_column(name, **options)
+# -- tables that fit the terminal ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Col:
+    """A column of a table that fits the terminal."""
+
+    header: str
+    #: 0: always shown. Otherwise, when the table is too wide, the column with the highest
+    #: `drop` goes first (a text column to lines of its own below the table).
+    drop: int = 0
+    #: Long text (an error, a detail): wraps between words, never cut; it needs at least
+    #: the width of its longest word.
+    text: bool = False
+    justify: str = "left"
+
+
+#: A table's border and padding: 3 columns per column, and 1.
+def _table_width(widths: Sequence[int]) -> int:
+    return sum(widths) + 3 * len(widths) + 1
+
+
+def _plain(cell: str | Text) -> str:
+    return cell.plain if isinstance(cell, Text) else cell
+
+
+def _natural(col: Col, cells: Sequence[str | Text]) -> int:
+    """The width a column needs to show every cell on one line."""
+    lines = [line for cell in cells for line in _plain(cell).splitlines()]
+    return max([cell_len(col.header), *map(cell_len, lines)])
+
+
+def _least(col: Col, cells: Sequence[str | Text]) -> int:
+    """The narrowest a column may be: a text column's longest word, others whole."""
+    if not col.text:
+        return _natural(col, cells)
+    words = [word for cell in cells for word in _plain(cell).split()]
+    return max([cell_len(col.header), 10, *map(cell_len, words)])
+
+
+def fitted_table(
+    title: str,
+    columns: Sequence[Col],
+    rows: Sequence[Sequence[str | Text]],
+    below: Callable[[int, str], str] | None = None,
+) -> None:
+    """Print a table that never cuts a cell: secondary columns are left out while it does
+    not fit the terminal, text columns wrap between words, and a text column with a word
+    too long for the width left is printed below the table instead, one whole line per
+    row (`below(row index, text)`). When even the essential columns do not fit, each row
+    is printed as one line of `Header: value` pairs instead of a table."""
+    width = console.width
+    cells = [[row[i] for row in rows] for i in range(len(columns))]
+    shown = list(range(len(columns)))
+    moved: list[int] = []
+
+    def needed() -> int:
+        return _table_width([_least(columns[i], cells[i]) for i in shown])
+
+    while needed() > width:
+        # The column with the highest `drop` goes first: a text column to lines of its own
+        # below the table, any other out of sight.
+        droppable = [i for i in shown if columns[i].drop]
+        if not droppable:
+            listed = sorted(shown + moved)
+            table_rows = [[row[i] for i in listed] for row in rows]
+            _rows_as_lines(title, [columns[i] for i in listed], table_rows)
+            return
+        dropping = max(droppable, key=lambda i: columns[i].drop)
+        shown.remove(dropping)
+        if columns[dropping].text:
+            moved.append(dropping)
+    _fitting_table(title, [columns[i] for i in shown], [cells[i] for i in shown], rows, shown)
+    for i in moved:
+        for index, cell in enumerate(cells[i]):
+            if _plain(cell):
+                say(below(index, _plain(cell)) if below else _plain(cell))
+
+
+def _rows_as_lines(
+    title: str, columns: Sequence[Col], rows: Sequence[Sequence[str | Text]]
+) -> None:
+    """When even the essential columns do not fit the terminal: each row as one line of
+    `Header: value` pairs, which the terminal wraps (nothing is cut)."""
+    say(f"{title}:")
+    for row in rows:
+        say(
+            "  ".join(
+                f"{col.header}: {_plain(cell)}" for col, cell in zip(columns, row, strict=True)
+            )
+        )
+
+
+def _fitting_table(
+    title: str,
+    columns: Sequence[Col],
+    cells: Sequence[Sequence[str | Text]],
+    rows: Sequence[Sequence[str | Text]],
+    shown: Sequence[int],
+) -> None:
+    table = Table(title=title, title_justify="left")
+    for col, column_cells in zip(columns, cells, strict=True):
+        if col.text:
+            table.add_column(
+                col.header,
+                justify=col.justify,  # type: ignore[arg-type]
+                overflow="fold",
+                ratio=1,
+                min_width=_least(col, column_cells),
+            )
+        else:
+            table.add_column(
+                col.header,
+                justify=col.justify,  # type: ignore[arg-type]
+                no_wrap=True,
+                min_width=_natural(col, column_cells),
+            )
+    for row in rows:
+        table.add_row(*(row[i] for i in shown))
+    _show(table)
+
+
+def _several_tenants(rows: Sequence[ConnectorSummary] | Sequence[Sync]) -> bool:
+    """Whether a listing needs a Tenant column: more than one, or not the default."""
+    return len({r.tenant for r in rows}) > 1 or rows[0].tenant != "default"
 
 
 def connectors_table(rows: Sequence[ConnectorSummary], title: str) -> None:
     if not rows:
         say(f"{title}: none.")
         return
-    tenants = len({r.tenant for r in rows}) > 1 or rows[0].tenant != "default"
-    whole = {"no_wrap": True}
-    table = Table(title=title, title_justify="left")
-    _columns(
-        table,
-        ("ID", whole),
-        *((("Tenant", whole),) if tenants else ()),
-        ("Name", whole),
-        ("Type", whole),
-        ("Status", whole),
-        ("Every", whole),
-        ("Last sync (UTC)", {}),
-        ("Next sync (UTC)", {}),
-        ("Fails", {"justify": "right"}),
-    )
+    tenants = _several_tenants(rows)
+    columns = [
+        Col("ID"),
+        *((Col("Tenant"),) if tenants else ()),
+        Col("Name"),
+        Col("Type", drop=2),
+        Col("Status"),
+        Col("Every", drop=3),
+        Col("Last sync (UTC)", drop=1),
+        Col("Next sync (UTC)"),
+        Col("Fails", justify="right", drop=4),
+    ]
+    table_rows = []
     for r in rows:
         last = Text.assemble(_when_short(r.last_sync_at), " ", _style(r.last_sync_status))
-        table.add_row(
-            str(r.id),
-            *((r.tenant,) if tenants else ()),
-            r.name,
-            r.type,
-            _style(r.status),
-            every(r),
-            last if r.last_sync_at else "never",
-            _next_sync(r),
-            str(r.consecutive_failures),
+        table_rows.append(
+            (
+                str(r.id),
+                *((r.tenant,) if tenants else ()),
+                r.name,
+                r.type,
+                _style(r.status),
+                every(r),
+                last if r.last_sync_at else "never",
+                _next_sync(r),
+                str(r.consecutive_failures),
+            )
         )
-    _show(table)
+    fitted_table(title, columns, table_rows)
+
+
+def _took(sync: Sync) -> str:
+    """How long a sync took, or has been running."""
+    if sync.duration is not None:
+        return f"{sync.duration:.2f}s"
+    if sync.elapsed is not None:  # still running: this long so far
+        return f"{human_seconds(sync.elapsed)}+"
+    return "-"
 
 
 def syncs_table(rows: Sequence[Sync], title: str) -> None:
     if not rows:
         say(f"{title}: none.")
         return
-    narrow = _narrow()
     errors = any(r.error for r in rows)
-    whole = {"no_wrap": True}
-    number = {"justify": "right", "no_wrap": True}
-    table = Table(title=title, title_justify="left")
-    _columns(
-        table,
-        ("Sync", whole),
-        ("Connector", whole),
-        ("Status", whole),
-        *(() if narrow else (("Trigger", whole),)),
-        ("Started (UTC)", whole),
-        ("Took", number),
-        *(() if narrow else (("Fetched", number),)),
-        ("Stored", number),
-        *(() if narrow else (("Dataset", whole),)),
-        *((("Error", {"overflow": "fold", "min_width": 30}),) if errors and not narrow else ()),
-    )
-    for r in rows:
-        duration = r.duration
-        table.add_row(
+    tenants = _several_tenants(rows)
+    columns = [
+        Col("Sync"),
+        *((Col("Tenant"),) if tenants else ()),
+        Col("Connector"),
+        Col("Status"),
+        Col("Trigger", drop=5),
+        Col("Started (UTC)", drop=2),
+        Col("Took", justify="right"),
+        Col("Fetched", justify="right", drop=4),
+        Col("Stored", justify="right"),
+        Col("Dataset", drop=6),
+        *((Col("Error", text=True, drop=3),) if errors else ()),
+    ]
+    table_rows = [
+        (
             str(r.id),
-            r.connector_name if narrow else f"{r.connector_name} ({r.connector_id})",
+            *((r.tenant,) if tenants else ()),
+            r.connector_name,
             _style(r.status),
-            *(() if narrow else (r.trigger,)),
+            r.trigger,
             _when_short(r.started_at),
-            "-" if duration is None else f"{duration:.2f}s",
-            *(() if narrow else (f"{r.records_fetched:,}",)),
+            _took(r),
+            f"{r.records_fetched:,}",
             f"{r.records_processed:,}",
-            *(() if narrow else ("-" if r.dataset_id is None else str(r.dataset_id),)),
-            *((_short(r.error, 120),) if errors and not narrow else ()),
+            "-" if r.dataset_id is None else str(r.dataset_id),
+            *((r.error or "",) if errors else ()),
         )
-    _show(table)
-    if narrow:  # errors get the whole width below the table
-        for r in rows:
-            if r.error:
-                say(f"sync {r.id} ({r.connector_name}): {r.error}")
+        for r in rows
+    ]
+    fitted_table(
+        title,
+        columns,
+        table_rows,
+        below=lambda i, error: f"sync {rows[i].id} ({rows[i].connector_name}): {error}",
+    )
 
 
 def types_table(types: Sequence[Mapping[str, Any]]) -> None:
@@ -300,7 +445,7 @@ def connector_detail(view: ConnectorDetail) -> None:
     connector = view.connector
     table = Table(show_header=False, title=f"Connector {connector.name}", title_justify="left")
     table.add_column("Field", style="bold")
-    table.add_column("Value")
+    table.add_column("Value", overflow="fold")  # a long URL folds, never cut short
     for key in CONNECTOR_KEYS:
         value = getattr(connector, key)
         if isinstance(value, dt.datetime):
@@ -329,7 +474,7 @@ def connector_detail(view: ConnectorDetail) -> None:
 def status_summary(summary: StatusSummary) -> None:
     table = Table(show_header=False, title="connector-sync status", title_justify="left")
     table.add_column("What", style="bold")
-    table.add_column("Value")
+    table.add_column("Value", overflow="fold")  # a long URL folds, never cut short
     table.add_row(
         "connectors",
         Text.assemble(f"{summary.connectors_total} (", _counts(summary.connectors), ")"),
@@ -338,7 +483,38 @@ def status_summary(summary: StatusSummary) -> None:
     table.add_row("oldest due since (UTC)", _when(summary.oldest_due_since))
     table.add_row("syncs, last 24 h", _counts(summary.syncs_last_24h))
     table.add_row("records stored, last 24 h", f"{summary.records_last_24h:,}")
+    table.add_row("syncing now", str(len(summary.syncing)))
     _show(table)
+    if summary.syncing:
+        running_table(summary.syncing)
+
+
+def running_table(running: Sequence[RunningSync]) -> None:
+    """What is syncing now: records so far (as of the latest heartbeat), rate, elapsed."""
+    columns = [
+        Col("Sync"),
+        Col("Connector"),
+        Col("Worker", drop=3),
+        Col("Started (UTC)", drop=2),
+        Col("Elapsed", justify="right"),
+        Col("Records", justify="right"),
+        Col("Rate", justify="right", drop=1),
+        Col("Usually", justify="right", drop=4),
+    ]
+    rows = [
+        (
+            str(r.sync_id),
+            f"{r.connector_name} ({r.connector_id})",
+            r.worker or "-",
+            _when_short(r.started_at),
+            human_seconds(r.elapsed),
+            f"{r.records_processed:,}",
+            f"{r.rate:,.0f}/s",
+            "-" if r.typical_duration is None else human_seconds(r.typical_duration),
+        )
+        for r in running
+    ]
+    fitted_table("Syncing now", columns, rows)
 
 
 def _counts(by_status: Mapping[str, int]) -> Text:
@@ -348,18 +524,60 @@ def _counts(by_status: Mapping[str, int]) -> Text:
     return Text(", ").join(Text.assemble(_style(k), f" {v}") for k, v in by_status.items())
 
 
-def health_report(problems: Sequence[HealthProblem]) -> None:
+_SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow"}
+
+
+def health_report(report: HealthReport) -> None:
+    problems = report.problems
     if not problems:
-        say(("healthy", "green"), ": no connector in ERROR, no expired lease, none overdue")
-        return
-    table = Table(title=f"{len(problems)} problem(s)", title_justify="left")
-    for column in ("Problem", "Connector", "Detail"):
-        table.add_column(column)
-    for p in problems:
-        table.add_row(
-            Text(p.problem, style="red"), f"{p.connector_name} ({p.connector_id})", p.detail
+        say(("healthy", "green"), ": no problem found (", _when(report.checked_at), " UTC)")
+    else:
+        critical = sum(p.severity == "critical" for p in problems)
+        title = (
+            f"{len(problems)} problem(s): {critical} critical, {len(problems) - critical} warning"
         )
-    _show(table)
+        columns = [
+            Col("Severity"),
+            Col("Problem"),
+            Col("Connector"),
+            Col("Detail", text=True, drop=1),
+        ]
+        rows = [
+            (
+                Text(p.severity, style=_SEVERITY_STYLE.get(p.severity, "")),
+                p.problem,
+                "(all)" if p.connector_id is None else f"{p.connector_name} ({p.connector_id})",
+                p.detail,
+            )
+            for p in problems
+        ]
+        fitted_table(
+            title, columns, rows, below=lambda i, detail: f"{rows[i][1]} on {rows[i][2]}: {detail}"
+        )
+    delivery = report.delivery
+    if delivery is not None:
+        say(
+            f"notified: {len(delivery.sent)} message(s) sent"
+            + (f", {len(delivery.failed)} not delivered (tried again next run)"
+               if delivery.failed else "")
+            + f" via {', '.join(delivery.urls)}",
+            err=True,
+        )  # fmt: skip
+
+
+def connector_alerts(alerts: ConnectorAlerts) -> None:
+    t = alerts.thresholds
+
+    def shown(value: object, flag: str) -> str:
+        return f"from health's {flag}" if value is None else str(value)
+
+    say(f"alert thresholds of {alerts.connector.name} (id {alerts.connector.id}):")
+    say(f"  failures-warn:  {shown(t.failures_warn, '--failures-warn')}")
+    say(
+        "  long-sync:      "
+        + shown(None if t.long_sync is None else f"{t.long_sync}s", "--long-sync")
+    )
+    say(f"  max-error-rate: {shown(t.max_error_rate, '--max-error-rate')}")
 
 
 def would_sync(rows: Sequence[ConnectorSummary]) -> None:

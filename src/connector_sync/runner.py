@@ -39,8 +39,10 @@ from connector_sync.store.base import (
     ClaimRequest,
     Completion,
     Failure,
+    Outcome,
     RecoveredLease,
     Store,
+    SyncProgress,
     lease_lost,
 )
 
@@ -146,14 +148,44 @@ class RunControl:
             time.sleep(min(left, _POLL_SECONDS))
 
 
+class SyncWatcher:
+    """Told about each sync as it goes (a progress display, failure notifications).
+
+    Called from the sync's own thread; a watcher must be quick and must not raise.
+    """
+
+    def started(self, claim: Claim) -> None:
+        """The sync began reading."""
+
+    def progressed(self, claim: Claim, records_fetched: int, records_processed: int) -> None:
+        """A batch was stored: the records so far of the current try."""
+
+    def finished(
+        self, claim: Claim, status: str, error: str | None, outcome: Outcome | None
+    ) -> None:
+        """The sync ended as `status`; a failure has its error and how it left the
+        connector (None when that was recorded by an earlier try of the same write)."""
+
+
+@dataclass
+class _Progress:
+    """Records read from the plugin and stored, by the latest try of a sync. Written by
+    the sync's thread, read by the lease keeper's."""
+
+    fetched: int = 0
+    stored: int = 0
+
+
 class LeaseKeeper:
-    """A background thread that extends the leases this process holds while syncs run."""
+    """A background thread that extends the leases this process holds while syncs run,
+    and with the same statement writes each sync's records so far (for `status`)."""
 
     def __init__(self, store: Store, lease_seconds: float, every: float) -> None:
         self.store = store
         self.lease_seconds = lease_seconds
         self.every = every
         self._held: dict[int, str] = {}
+        self._progress: dict[int, tuple[int, _Progress]] = {}
         self._lost: set[int] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -167,13 +199,17 @@ class LeaseKeeper:
         self._stop.set()
         self._thread.join()
 
-    def hold(self, claim: Claim) -> None:
+    def hold(self, claim: Claim, progress: _Progress | None = None) -> None:
+        """Keep the claim's lease; with `progress`, also report its sync's records so far."""
         with self._lock:
             self._held[claim.connector_id] = claim.lease_token
+            if progress is not None:
+                self._progress[claim.connector_id] = (claim.sync_id, progress)
 
     def release(self, claim: Claim) -> None:
         with self._lock:
             self._held.pop(claim.connector_id, None)
+            self._progress.pop(claim.connector_id, None)
             self._lost.discard(claim.connector_id)
 
     def ensure_held(self, claim: Claim) -> None:
@@ -189,24 +225,20 @@ class LeaseKeeper:
         while not self._stop.wait(self.every):
             with self._lock:
                 held = dict(self._held)
+                progress = {
+                    cid: SyncProgress(sync_id, p.fetched, p.stored)
+                    for cid, (sync_id, p) in self._progress.items()
+                }
             if not held:
                 continue
             try:
-                lost = self.store.heartbeat(held, self.lease_seconds)
+                lost = self.store.heartbeat(held, self.lease_seconds, progress)
             except DatabaseError as exc:  # try again next beat; the lease has slack
                 log.warning("heartbeat failed: %s", exc)
                 continue
             if lost:
                 with self._lock:
                     self._lost.update(lost)
-
-
-@dataclass
-class _Progress:
-    """Records read from the plugin and stored, by the latest try of a sync."""
-
-    fetched: int = 0
-    stored: int = 0
 
 
 _DONE = object()
@@ -316,9 +348,15 @@ def _worth_retrying_now(exc: BaseException) -> bool:
 class Runner:
     """Runs syncs for one `connector-sync run`."""
 
-    def __init__(self, store: Store, options: RunOptions | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        options: RunOptions | None = None,
+        watchers: Sequence[SyncWatcher] = (),
+    ) -> None:
         self.store = store
         self.options = options or RunOptions()
+        self.watchers = tuple(watchers)
         self.control = RunControl()
         self._lock = threading.Lock()
         self._reserved = 0
@@ -527,12 +565,13 @@ class Runner:
         the connector over (nothing is recorded then), DatabaseError when the
         database itself fails (the lease will expire and a later run recovers it).
         """
-        keeper.hold(claim)
+        progress = _Progress()
+        keeper.hold(claim, progress)
         started = time.monotonic()
         timeout = float(claim.sync_timeout or self.options.timeout)
         deadline = started + timeout
         tries = 0
-        progress = _Progress()
+        self._tell("started", claim)
 
         def wait(seconds: float) -> None:
             if time.monotonic() + seconds >= deadline:
@@ -582,10 +621,10 @@ class Runner:
                     claim, self._describe(claim, exc), _error_type(exc), started, progress, tries
                 )
             except SyncCancelled as exc:
-                self.store.cancel(
-                    claim, reason=str(exc) or "cancelled", duration=time.monotonic() - started
-                )
+                reason = str(exc) or "cancelled"
+                self.store.cancel(claim, reason=reason, duration=time.monotonic() - started)
                 log.warning("sync of %s cancelled: %s", claim.name, exc)
+                self._tell("finished", claim, CANCELLED, reason, None)
                 return CANCELLED
             except SyncTimeout:
                 error = f"timed out after {_seconds(timeout)}"
@@ -619,6 +658,7 @@ class Runner:
                     progress, tries,
                 )  # fmt: skip
             log.info("synced %s: %d records in %.2fs", claim.name, progress.stored, duration)
+            self._tell("finished", claim, COMPLETED, None, None)
             return COMPLETED
         finally:
             keeper.release(claim)
@@ -638,6 +678,8 @@ class Runner:
                 for batch in reader.batches_until(deadline, between_batches):
                     between_batches()
                     writer.write(batch)
+                    progress.fetched, progress.stored = reader.fetched, writer.count
+                    self._tell("progressed", claim, reader.fetched, writer.count)
             finally:
                 progress.fetched, progress.stored = reader.fetched, writer.count
         return writer, plugin
@@ -651,6 +693,14 @@ class Runner:
             )
         except DatabaseError:
             return False
+
+    def _tell(self, event: str, claim: Claim, *args: Any) -> None:
+        """Call each watcher's `event`; a watcher that fails is logged, never fails the sync."""
+        for watcher in self.watchers:
+            try:
+                getattr(watcher, event)(claim, *args)
+            except Exception as exc:
+                log.warning("%s watcher failed: %s", type(watcher).__name__, describe_error(exc))
 
     @staticmethod
     def _describe(claim: Claim, exc: BaseException | None) -> str:
@@ -703,6 +753,7 @@ class Runner:
                 outcome.connector_status,
                 error,
             )
+        self._tell("finished", claim, FAILED, error, outcome)
         return FAILED
 
 
@@ -772,6 +823,7 @@ def run_loop(
     options: RunOptions,
     loop: LoopOptions,
     on_run: Callable[[int, RunReport | None], None] | None = None,
+    watchers: Sequence[SyncWatcher] = (),
 ) -> LoopReport:
     """Run, sleep, run again, until a signal (or `loop.max_runs`).
 
@@ -790,7 +842,7 @@ def run_loop(
     with stop_on_signals(options.grace, request_stop) as stopped:
         while not stopped.is_set():
             started = time.monotonic()
-            runner = Runner(store, options)
+            runner = Runner(store, options, watchers)
             current.append(runner)
             if stopped.is_set():  # a signal between the check and the append
                 runner.control.request_stop(0, "cancelled: loop stopping", report.signal)

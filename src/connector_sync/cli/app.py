@@ -101,6 +101,41 @@ def _seconds_option(
     return option
 
 
+NotifyOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--notify",
+        envvar=f"{ENV}NOTIFY",
+        metavar="URL",
+        show_default=False,
+        help="Send notifications to this apprise URL (slack://..., mailto://..., "
+        "json://host/path; repeat, or CONNECTOR_SYNC_NOTIFY with URLs separated by spaces).",
+    ),
+]
+
+
+def _long_sync_option(help: str, envvar: str | None = None) -> Any:
+    return _seconds_option("--long-sync", min=1, default=None, envvar=envvar, help=help)
+
+
+def _rate_option(help: str, envvar: str | None = None) -> Any:
+    """A share from 0 to 1."""
+    return typer.Option("--max-error-rate", min=0.0, max=1.0, envvar=envvar, help=help)
+
+
+WindowOpt = Annotated[
+    float,
+    _seconds_option(
+        "--window",
+        min=1,
+        default=86400,
+        envvar=f"{ENV}WINDOW",
+        help="Syncs started this long ago count: health's ERROR_RATE, metrics' window_* "
+        "series and duration histogram",
+    ),
+]
+
+
 def complete_connector(ctx: typer.Context, incomplete: str) -> list[str]:
     """Shell completion: the names of connectors starting with what was typed so far."""
     from connector_sync import operations
@@ -761,9 +796,12 @@ def run(
         int | None,
         typer.Option("--max-runs", min=1, max=MAX_COUNT, help="With --loop: stop after N runs."),
     ] = None,
+    notify: NotifyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Sync the due connectors (or the ones named).  Exit 1 if any sync failed.
+
+    On a terminal, shows each sync's records, rate and elapsed time as it goes.
 
     Example (crontab): */5 * * * * cd /srv/sync && connector-sync run
     """
@@ -791,16 +829,22 @@ def run(
                 param_hint="'--loop'",
             )
         looped = _call(
-            ctx, operations.run_loop, options, operations.LoopOptions(every, jitter, max_runs)
-        )
+            ctx, operations.run_loop, options, operations.LoopOptions(every, jitter, max_runs),
+            notify or (),
+        )  # fmt: skip
         raise typer.Exit(_loop_exit_code(looped))
     if dry_run:
         _show(ctx, as_json, render.would_sync, operations.plan_run, options, connector or ())
         return
-    if connector:
-        result = _call(ctx, operations.run_connectors, connector, tenant, options)
-    else:
-        result = _call(ctx, operations.run, options)
+    from connector_sync.cli.progress import live_progress
+
+    with live_progress(enabled=not as_json) as watchers:
+        if connector:
+            result = _call(
+                ctx, operations.run_connectors, connector, tenant, options, watchers, notify or ()
+            )
+        else:
+            result = _call(ctx, operations.run, options, watchers, notify or ())
     if as_json:
         render.print_json(result.syncs)
     elif result.syncs:
@@ -864,20 +908,169 @@ def health(
             "--overdue-after",
             min=1,
             default=3600,
-            help="Report connectors due for longer than this",
+            help="OVERDUE: due for longer than this",
         ),
     ] = 3600.0,
+    failures_warn: Annotated[
+        int,
+        _count_option(
+            "--failures-warn",
+            max=MAX_COUNT,
+            help="FAILING (warning): this many failures in a row, before ERROR parks it.",
+        ),
+    ] = 2,
+    long_sync: Annotated[
+        float | None,
+        _long_sync_option(
+            "LONG_SYNC (warning): a sync running this long (90s, 10m, 2h) [default: 3x the "
+            "connector's median of its last 20 completed syncs, at least 10m].",
+            envvar=f"{ENV}LONG_SYNC",
+        ),
+    ] = None,
+    timeout: Annotated[
+        float,
+        _seconds_option(
+            min=1,
+            envvar=f"{ENV}TIMEOUT",
+            help="SYNC_TIMEOUT (critical): a sync running past this (seconds), for "
+            "connectors without their own timeout (as run --timeout).",
+        ),
+    ] = 3600.0,
+    window: WindowOpt = 86400.0,
+    max_error_rate: Annotated[
+        float,
+        _rate_option(
+            "ERROR_RATE: above this share of failed syncs (warning for a connector, critical "
+            "for all syncs together).",
+            envvar=f"{ENV}MAX_ERROR_RATE",
+        ),
+    ] = 0.2,
+    min_syncs: Annotated[
+        int,
+        _count_option(
+            "--min-syncs",
+            max=MAX_COUNT,
+            help="ERROR_RATE: judge a rate only over at least this many ended syncs.",
+        ),
+    ] = 5,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            envvar=f"{ENV}STRICT",
+            help="Exit 1 on warnings too, not only critical problems.",
+        ),
+    ] = False,
+    notify: NotifyOpt = None,
     tenant: TenantOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Report connectors in ERROR, expired leases and overdue connectors.  Exit 1 if any.
+    """Report problems with a severity: exit 1 on a critical one (or any with --strict).
 
-    Example (alerting): connector-sync health --json || notify-oncall
+    Critical: ERROR, LEASE_EXPIRED, OVERDUE, SYNC_TIMEOUT, ERROR_RATE of all syncs.
+    Warning: FAILING, LONG_SYNC, ERROR_RATE of one connector. With --notify, each new
+    problem is sent once and its clearing once (the state is kept in the database).
+
+    Example (cron): */5 * * * * connector-sync health --notify slack://T/B/C --quiet
     """
     from connector_sync import operations, render
 
-    problems = _show(ctx, as_json, render.health_report, operations.health, tenant, overdue_after)
-    raise typer.Exit(EXIT_FAILURE if problems else EXIT_OK)
+    thresholds = operations.HealthThresholds(
+        overdue_after=overdue_after, failures_warn=failures_warn, long_sync=long_sync,
+        timeout=timeout, window=window, max_error_rate=max_error_rate, min_syncs=min_syncs,
+    )  # fmt: skip
+    report = _show(
+        ctx, as_json, render.health_report, operations.health, tenant, thresholds, notify or ()
+    )
+    raise typer.Exit(_health_exit_code(report, strict))
+
+
+def _health_exit_code(report: operations.HealthReport, strict: bool) -> int:
+    """1: a critical problem, a warning with --strict, or a notification not delivered."""
+    undelivered = report.delivery is not None and bool(report.delivery.failed)
+    alarming = report.worst == "critical" or (strict and report.worst is not None)
+    return EXIT_FAILURE if alarming or undelivered else EXIT_OK
+
+
+@app.command()
+def metrics(
+    ctx: typer.Context,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE",
+            show_default=False,
+            help="Write to FILE atomically (node_exporter's textfile collector) instead of "
+            "printing.",
+        ),
+    ] = None,
+    window: WindowOpt = 86400.0,
+    connector_series: Annotated[
+        int,
+        typer.Option(
+            "--connector-series",
+            min=0,
+            max=MAX_COUNT,
+            envvar=f"{ENV}CONNECTOR_SERIES",
+            help="At most this many connectors get series of their own (failing, then "
+            "longest without a success, first); the rest are counted in "
+            "connector_sync_connectors_without_series.",
+        ),
+    ] = 10_000,
+    tenant: TenantOpt = None,
+) -> None:
+    """Print Prometheus metrics (text format), or write them to a file.
+
+    Example (cron): * * * * * connector-sync metrics -o /var/lib/node_exporter/cs.prom
+    """
+    from connector_sync import operations, render
+
+    request = operations.MetricsRequest(window, tenant, connector_series)
+    if output is None:
+        render.print_text(_call(ctx, operations.metrics_text, request))
+        return
+    written = _call(ctx, operations.write_metrics, output, request)
+    render.say(f"metrics written to {written}", err=True)
+
+
+@app.command()
+def alerts(
+    ctx: typer.Context,
+    connector: ConnectorArg,
+    failures_warn: Annotated[
+        int | None,
+        typer.Option(min=1, max=MAX_COUNT, show_default=False, help="Its FAILING threshold."),
+    ] = None,
+    long_sync: Annotated[
+        float | None, _long_sync_option("Its LONG_SYNC threshold (90s, 10m, 2h).")
+    ] = None,
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Forget its thresholds first: health's flags apply.")
+    ] = False,
+    max_error_rate: Annotated[float | None, _rate_option("Its ERROR_RATE threshold.")] = None,
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show or set a connector's own alert thresholds (they override health's flags).
+
+    Example: connector-sync alerts big-export --long-sync 2h --failures-warn 3
+    """
+    from connector_sync import operations, render
+
+    given = (failures_warn, long_sync, max_error_rate)
+    change = None
+    if any(value is not None for value in given):
+        change = operations.AlertThresholds(
+            failures_warn=failures_warn,
+            long_sync=None if long_sync is None else round(long_sync),
+            max_error_rate=max_error_rate,
+        )
+    _show(
+        ctx, as_json, render.connector_alerts, operations.connector_alerts, connector, tenant,
+        change, reset,
+    )  # fmt: skip
 
 
 @app.command()

@@ -17,7 +17,8 @@ PROG = "connector-sync"
 
 #: How the command line names what an operation's BadInput.param names.
 _FLAGS = {"name": "NAME", "tenant": "--tenant", "database URL": "--database-url",
-          "status": "--status", "schedule": "--schedule", "timezone": "--timezone"}  # fmt: skip
+          "status": "--status", "schedule": "--schedule", "timezone": "--timezone",
+          "notify URL": "--notify URL", "output": "--output"}  # fmt: skip
 
 
 def _in_cli_terms(exc: ConnectorSyncError) -> str:

@@ -16,10 +16,11 @@ from __future__ import annotations
 import abc
 import datetime as dt
 import functools
+import itertools
 import logging
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import tenacity
 
@@ -124,6 +125,9 @@ class Sync:
     dataset_id: int | None
     error: str | None
     error_type: str | None
+    #: Seconds since it started on the store's clock, while it is IN_PROGRESS (None once it
+    #: ended: see duration).
+    elapsed: float | None = None
 
 
 @dataclass(slots=True)
@@ -303,9 +307,65 @@ class RecoveredLease:
     reason: str
 
 
+class SyncProgress(NamedTuple):
+    """Records so far of a sync in flight; the heartbeat writes them to its sync row."""
+
+    sync_id: int
+    records_fetched: int
+    records_processed: int
+
+
+@dataclass(frozen=True, slots=True)
+class RunningSync:
+    """A sync in flight, as `status` lists it and `health` judges it."""
+
+    sync_id: int
+    connector_id: int
+    connector_name: str
+    tenant: str
+    worker: str | None
+    started_at: dt.datetime
+    #: Seconds since it started, on the store's clock.
+    elapsed: float
+    #: Records so far, as of the latest heartbeat.
+    records_fetched: int
+    records_processed: int
+    #: Records stored per second so far.
+    rate: float
+    sync_timeout: int | None
+    #: The median duration of the connector's last 20 COMPLETED syncs (None: none yet).
+    typical_duration: float | None
+    #: The connector's own long-sync threshold in seconds (`alerts --long-sync`), if set.
+    long_sync: int | None
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> RunningSync:
+        """From RUNNING_SYNC_COLUMNS' values: `rate` is computed here."""
+        values = dict(zip(RUNNING_SYNC_COLUMNS, row, strict=True))
+        elapsed = values["elapsed"] = max(float(values["elapsed"]), 0.0)
+        if values["typical_duration"] is not None:
+            values["typical_duration"] = float(values["typical_duration"])
+        return cls(**values, rate=values["records_processed"] / elapsed if elapsed > 0 else 0.0)
+
+
+#: Records so far of the syncs in flight, by connector id.
+Progress = Mapping[int, SyncProgress]
+
+#: What a running-syncs query returns, in order (RunningSync's fields less `rate`).
+RUNNING_SYNC_COLUMNS = (
+    "sync_id", "connector_id", "connector_name", "tenant", "worker", "started_at", "elapsed",
+    "records_fetched", "records_processed", "sync_timeout", "typical_duration", "long_sync",
+)  # fmt: skip
+
+#: How many syncs in flight `status` lists (the oldest first).
+RUNNING_SYNCS_SHOWN = 100
+#: How many of a connector's latest COMPLETED syncs make its typical duration.
+TYPICAL_OF_LAST = 20
+
+
 @dataclass(frozen=True, slots=True)
 class StatusSummary:
-    """Counts for `status`."""
+    """Counts for `status`, and the syncs in flight."""
 
     connectors: dict[str, int]
     connectors_total: int
@@ -314,6 +374,52 @@ class StatusSummary:
     syncs_last_24h: dict[str, int]
     records_last_24h: int
     checked_at: dt.datetime
+    #: What is syncing now, the longest-running first (at most RUNNING_SYNCS_SHOWN).
+    syncing: list[RunningSync]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthThresholds:
+    """When `health` reports a problem (each a flag of the command; see health.py)."""
+
+    overdue_after: float = 3600.0
+    """OVERDUE: due for longer than this many seconds."""
+    failures_warn: int = 2
+    """FAILING: this many failures in a row, before ERROR parks the connector."""
+    long_sync: float | None = None
+    """LONG_SYNC: a sync running this many seconds or more; None: `long_sync_factor` times
+    the connector's typical duration, at least `long_sync_floor`."""
+    long_sync_factor: float = 3.0
+    long_sync_floor: float = 600.0
+    timeout: float = 3600.0
+    """SYNC_TIMEOUT: running past the connector's own timeout, or this (the run's default)."""
+    window: float = 86400.0
+    """ERROR_RATE: over the syncs started in the last `window` seconds that ended, the share
+    of FAILED above `max_error_rate`, once there are at least `min_syncs` of them."""
+    max_error_rate: float = 0.2
+    min_syncs: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class HealthFacts:
+    """What the store knows that `health` judges, read in one transaction."""
+
+    checked_at: dt.datetime
+    #: Rows of connectors in ERROR: id, name, consecutive_failures, last_sync_error.
+    errors: list[dict[str, Any]]
+    #: Rows of connectors failing `failures_warn` times or more in a row but not in ERROR:
+    #: id, name, consecutive_failures, max_consecutive_failures, last_sync_error, threshold.
+    failing: list[dict[str, Any]]
+    #: Rows of connectors whose lease expired: id, name, lease_owner, lease_expires_at.
+    expired: list[dict[str, Any]]
+    #: Rows of connectors overdue (at most 100): id, name, next_sync_at.
+    overdue: list[dict[str, Any]]
+    running: list[RunningSync]
+    #: Rows of connectors whose error rate in the window is above their threshold: id,
+    #: name, finished, failed, threshold.
+    error_rates: list[dict[str, Any]]
+    #: Syncs started in the window, by status.
+    syncs_in_window: dict[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,9 +427,88 @@ class HealthProblem:
     """One thing an operator must look at."""
 
     problem: str
-    connector_id: int
-    connector_name: str
+    #: None for a problem of the whole installation (the overall error rate).
+    connector_id: int | None
+    connector_name: str | None
     detail: str
+    #: "warning" or "critical".
+    severity: str = "critical"
+    #: The check that found it: problems of one check and connector are one alert, whose
+    #: severity may change (FAILING becoming ERROR is an escalation, not a new alert).
+    check: str = ""
+
+    @property
+    def key(self) -> str:
+        """What identifies the alert across health runs."""
+        return f"{self.check or self.problem.lower()}:{self.connector_id or '*'}"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertMessage:
+    """A notification `health --notify` owes: a problem (new or escalated), or its clearing."""
+
+    key: str
+    #: "problem" or "resolved".
+    kind: str
+    problem: str
+    severity: str
+    connector_id: int | None
+    connector_name: str | None
+    detail: str
+    opened_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AlertThresholds:
+    """A connector's own alert thresholds (None: health's flag applies)."""
+
+    failures_warn: int | None = None
+    long_sync: int | None = None
+    max_error_rate: float | None = None
+
+
+#: Upper bounds (seconds) of the sync duration histogram's buckets.
+DURATION_BUCKETS = (1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncsInWindow:
+    """Syncs of one status started in the metrics window."""
+
+    status: str
+    count: int
+    records: int
+    #: Sum of durations of those that ended, and how many of them took at most each of
+    #: DURATION_BUCKETS (cumulative, as Prometheus histograms count).
+    duration_sum: float
+    duration_count: int
+    duration_buckets: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorGauges:
+    """One connector's own series."""
+
+    tenant: str
+    name: str
+    consecutive_failures: int
+    #: When its latest COMPLETED sync ended, in Unix seconds (None: never).
+    last_success: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSnapshot:
+    """Everything `metrics` exposes, read with a fixed number of queries."""
+
+    checked_at: dt.datetime
+    window: float
+    connectors: dict[str, int]
+    due_now: int
+    oldest_due_since: dt.datetime | None
+    expired_leases: int
+    syncs: list[SyncsInWindow]
+    #: The connectors with series of their own, those most in need of a look first.
+    per_connector: list[ConnectorGauges]
 
 
 @dataclass(frozen=True, slots=True)
@@ -610,10 +795,15 @@ class Store(Closing, abc.ABC):
         """
 
     @abc.abstractmethod
-    def heartbeat(self, leases: Mapping[int, str], lease_seconds: float) -> set[int]:
-        """Extend the leases still held (connector id -> lease token) to now + lease_seconds.
+    def heartbeat(
+        self, leases: Mapping[int, str], lease_seconds: float, progress: Progress | None = None
+    ) -> set[int]:
+        """Extend the leases still held (connector id -> lease token) to now + lease_seconds,
+        and in the same statement write each held connector's `progress` (records so far)
+        to its IN_PROGRESS sync.
 
-        Returns the ids whose lease was lost to another worker.
+        Returns the ids whose lease was lost to another worker (their progress is not
+        written).
         """
 
     @abc.abstractmethod
@@ -684,14 +874,61 @@ class Store(Closing, abc.ABC):
 
     @abc.abstractmethod
     def status_summary(self, tenant: str | None = None) -> StatusSummary:
-        """Connectors by status, due now, syncs and records of the last 24 hours."""
+        """Connectors by status, due now, syncs and records of the last 24 hours, and the
+        syncs in flight (records so far as of their latest heartbeat)."""
 
     @abc.abstractmethod
-    def health_problems(
-        self, tenant: str | None = None, overdue_after: float = 3600.0
-    ) -> list[HealthProblem]:
-        """Connectors in ERROR, expired leases, and connectors due for longer than
-        `overdue_after` seconds (at most 100 of those)."""
+    def health_facts(self, thresholds: HealthThresholds, tenant: str | None = None) -> HealthFacts:
+        """What `health` judges, in one transaction: connectors in ERROR, failing (each
+        connector's own `failures_warn` or the given one), with an expired lease, overdue
+        (at most 100), the syncs in flight, the connectors whose error rate in the window
+        is above their threshold, and the window's syncs by status."""
+
+    @abc.abstractmethod
+    def metrics_snapshot(
+        self, window: float, tenant: str | None = None, connector_series: int | None = None
+    ) -> MetricsSnapshot:
+        """What `metrics` exposes, with a fixed number of queries whatever the number of
+        connectors: connectors by status, due now, expired leases, the syncs of the last
+        `window` seconds by status with their duration histogram, and each connector's
+        failures in a row and last success (for at most `connector_series` connectors,
+        None: all; failing the longest first, then the longest without a success)."""
+
+    # -- alerts ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def track_alerts(
+        self, scope: str, problems: Sequence[HealthProblem], hold_seconds: float
+    ) -> list[AlertMessage]:
+        """Record what this health run found under `scope` (a tenant, or '*') and claim the
+        messages now owed, in one transaction.
+
+        A problem not open yet opens; one open already keeps its row (its severity and
+        detail updated); an open problem missing from `problems` is resolved. Owed: a
+        problem never announced, or announced at a lower severity; the clearing of one
+        that was announced (one that clears before it was announced is forgotten).
+        Claimed messages are held for `hold_seconds`: another health run does not send
+        them meanwhile.
+        """
+
+    @abc.abstractmethod
+    def alerts_sent(
+        self, scope: str, sent: Sequence[AlertMessage], failed: Sequence[AlertMessage]
+    ) -> None:
+        """After sending: `sent` problems are announced at their severity, `sent` clearings
+        forgotten; `failed` ones are released so the next health run tries again."""
+
+    @abc.abstractmethod
+    def open_alerts(self, scope: str) -> list[AlertMessage]:
+        """The problems open under `scope` (kind "problem"), oldest first."""
+
+    @abc.abstractmethod
+    def set_alert_thresholds(self, connector_id: int, thresholds: AlertThresholds) -> None:
+        """Set a connector's own alert thresholds (all None: back to health's flags)."""
+
+    @abc.abstractmethod
+    def alert_thresholds(self, connector_id: int) -> AlertThresholds:
+        """A connector's own alert thresholds (each None where health's flag applies)."""
 
     @abc.abstractmethod
     def history(self, where: HistoryFilter) -> list[Sync]:
@@ -809,44 +1046,13 @@ def recovery_reason(worker: str | None, expired_at: dt.datetime) -> str:
     return f"abandoned: lease of {worker} expired at {expired_at:%Y-%m-%dT%H:%M:%SZ}"
 
 
-def health_problems_of(
-    errors: Sequence[Mapping[str, Any]],
-    stuck: Sequence[Mapping[str, Any]],
-    overdue: Sequence[Mapping[str, Any]],
-) -> list[HealthProblem]:
-    """The problems, in the order `health` reports them, from the three queries' rows."""
-
-    def detail(problem: str, r: Mapping[str, Any]) -> str:
-        if problem == "ERROR":
-            return (
-                f"parked after {r['consecutive_failures']} consecutive failures; last error: "
-                f"{r['last_sync_error']}; fix it, then 'connector-sync enable {r['name']}'"
-            )
-        if problem == "LEASE_EXPIRED":
-            return (
-                f"lease of {r['lease_owner']} expired at "
-                f"{r['lease_expires_at']:%Y-%m-%dT%H:%M:%SZ}; the next run (or "
-                "'connector-sync recover') releases it"
-            )
-        return (
-            f"due since {r['next_sync_at']:%Y-%m-%dT%H:%M:%SZ}; is the scheduler running "
-            "'connector-sync run'?"
-        )
-
-    found = (("ERROR", errors), ("LEASE_EXPIRED", stuck), ("OVERDUE", overdue))
-    return [
-        HealthProblem(problem, r["id"], r["name"], detail(problem, r))
-        for problem, rows in found
-        for r in rows
-    ]
-
-
 def status_summary_of(
     by_status: Mapping[str, int],
     due_now: int,
     oldest_due: dt.datetime | None,
     syncs: Sequence[tuple[str, int, int]],
     at: dt.datetime,
+    running: Sequence[RunningSync],
 ) -> StatusSummary:
     return StatusSummary(
         connectors={status: int(n) for status, n in sorted(by_status.items())},
@@ -856,4 +1062,50 @@ def status_summary_of(
         syncs_last_24h={status: int(n) for status, n, _ in syncs},
         records_last_24h=int(sum(int(r) for _, _, r in syncs)),
         checked_at=at,
+        syncing=list(running),
     )
+
+
+def syncs_by_bucket(rows: Sequence[Sequence[Any]]) -> list[SyncsInWindow]:
+    """Fold rows of (status, bucket, count, records, duration sum) into one SyncsInWindow
+    per status. `bucket` is how many of DURATION_BUCKETS lie below the duration (None: a
+    sync still running, which has none)."""
+    totals: dict[str, list[Any]] = {}
+    for status, bucket, count, records, duration_sum in rows:
+        entry = totals.setdefault(status, [0, 0, 0.0, [0] * (len(DURATION_BUCKETS) + 1)])
+        entry[0] += int(count)
+        entry[1] += int(records)
+        if bucket is not None:
+            entry[2] += float(duration_sum)
+            entry[3][int(bucket)] += int(count)
+    return [
+        SyncsInWindow(
+            status=status,
+            count=count,
+            records=records,
+            duration_sum=duration_sum,
+            duration_count=sum(per_bucket),
+            duration_buckets=list(itertools.accumulate(per_bucket[:-1])),
+        )
+        for status, (count, records, duration_sum, per_bucket) in sorted(totals.items())
+    ]
+
+
+#: Alert levels by severity: a higher level announced again is an escalation.
+ALERT_LEVELS = {"warning": 1, "critical": 2}
+SEVERITY_OF_LEVEL = {level: severity for severity, level in ALERT_LEVELS.items()}
+
+
+def alert_message(row: Mapping[str, Any], kind: str) -> AlertMessage:
+    """A health_alerts row as the message it owes."""
+    return AlertMessage(
+        key=row["key"], kind=kind, problem=row["problem"],
+        severity=SEVERITY_OF_LEVEL[row["level"]], connector_id=row["connector_id"],
+        connector_name=row["connector_name"], detail=row["detail"], opened_at=row["opened_at"],
+    )  # fmt: skip
+
+
+def alert_messages(claimed: Sequence[Mapping[str, Any]]) -> list[AlertMessage]:
+    """The messages claimed (rows with a `resolved` flag), problems first, oldest first."""
+    messages = [alert_message(row, "resolved" if row["resolved"] else "problem") for row in claimed]
+    return sorted(messages, key=lambda m: (m.kind != "problem", m.opened_at, m.key))

@@ -19,11 +19,15 @@ from connector_sync.constants import CANCELLED, COMPLETED, FAILED
 from connector_sync.exceptions import AlreadyExists, DatabaseError, RecordError
 from connector_sync.store import base
 from connector_sync.store.base import (
+    ALERT_LEVELS,
+    DURATION_BUCKETS,
+    RUNNING_SYNCS_SHOWN,
+    TYPICAL_OF_LAST,
     Store,
+    alert_message,
     ambiguous_name,
     as_dict,
     finish_once,
-    health_problems_of,
     lease_lost,
     not_found,
     retried,
@@ -71,10 +75,15 @@ class PostgresStore(Store):
                 raise self.database.driver_error(exc, connection_lost=raw.broken) from exc
 
     def _run(self, query: str, /, **params: Any) -> list[tuple[Any, ...]]:
-        params.setdefault("now", self.clock() if self.clock else None)
+        with self._transaction() as run:
+            return run(query, **params)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[_Runner]:
+        """Several named queries in one transaction: `run(name, **params)` gives the rows,
+        `run.dicts(name, **params)` the rows as dicts."""
         with self._cursor() as cursor:
-            cursor.execute(queries()[query], params)
-            return cursor.fetchall() if cursor.description else []
+            yield _Runner(cursor, self.clock() if self.clock else None)
 
     # -- time --------------------------------------------------------------------------
 
@@ -184,14 +193,20 @@ class PostgresStore(Store):
         return [base.Claim.from_row(row, request.worker, trigger) for row in rows]
 
     @retried
-    def heartbeat(self, leases: Mapping[int, str], lease_seconds: float) -> set[int]:
+    def heartbeat(
+        self, leases: Mapping[int, str], lease_seconds: float, progress: base.Progress | None = None
+    ) -> set[int]:
         if not leases:
             return set()
+        done = [p for cid, p in (progress or {}).items() if cid in leases]
         rows = self._run(
             "heartbeat",
             ids=list(leases),
             tokens=list(leases.values()),
             lease_seconds=lease_seconds,
+            sync_ids=[p.sync_id for p in done],
+            fetched=[p.records_fetched for p in done],
+            processed=[p.records_processed for p in done],
         )
         kept = set(rows)
         return {cid for cid, token in leases.items() if (cid, token) not in kept}
@@ -288,40 +303,137 @@ class PostgresStore(Store):
 
     @retried
     def status_summary(self, tenant: str | None = None) -> base.StatusSummary:
-        now = self.now()
-        by_status = dict(self._run("connectors_by_status", tenant=tenant, now=now))
-        due_now, oldest = self._run("due_count", tenant=tenant, now=now)[0]
-        syncs = self._run("syncs_since", tenant=tenant, now=now, seconds=86400)
-        return status_summary_of(by_status, due_now, oldest, syncs, now)
+        with self._transaction() as run:
+            now = run.now
+            by_status = dict(run("connectors_by_status", tenant=tenant))
+            due_now, oldest = run("due_count", tenant=tenant)[0]
+            syncs = run("syncs_since", tenant=tenant, seconds=86400)
+            running = self._running(run, tenant)
+            if now is None:
+                now = run("now")[0][0]
+        return status_summary_of(by_status, due_now, oldest, syncs, now, running)
+
+    @staticmethod
+    def _running(run: _Runner, tenant: str | None) -> list[base.RunningSync]:
+        rows = run(
+            "running_syncs", tenant=tenant, limit=RUNNING_SYNCS_SHOWN, typical_of=TYPICAL_OF_LAST
+        )
+        return [base.RunningSync.from_row(row) for row in rows]
 
     @retried
-    def health_problems(
-        self, tenant: str | None = None, overdue_after: float = 3600.0
-    ) -> list[base.HealthProblem]:
-        with self._cursor() as cursor:
-            now = self.clock() if self.clock else None
-
-            def rows(name: str, **params: Any) -> list[dict[str, Any]]:
-                cursor.execute(queries()[name], {"now": now, "tenant": tenant, **params})
-                columns = [c.name for c in cursor.description or ()]
-                return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
-
-            return health_problems_of(
-                rows("connectors_in_error"),
-                rows("expired_leases"),
-                rows("overdue_connectors", seconds=overdue_after),
+    def health_facts(
+        self, thresholds: base.HealthThresholds, tenant: str | None = None
+    ) -> base.HealthFacts:
+        limits = {"tenant": tenant, "seconds": thresholds.window}
+        with self._transaction() as run:
+            return base.HealthFacts(
+                checked_at=run.now or run("now")[0][0],
+                errors=run.dicts("connectors_in_error", tenant=tenant),
+                failing=run.dicts(
+                    "failing_connectors", tenant=tenant, failures_warn=thresholds.failures_warn
+                ),
+                expired=run.dicts("expired_leases", tenant=tenant),
+                overdue=run.dicts(
+                    "overdue_connectors", tenant=tenant, seconds=thresholds.overdue_after
+                ),
+                running=self._running(run, tenant),
+                error_rates=run.dicts(
+                    "error_rates",
+                    **limits,
+                    max_error_rate=thresholds.max_error_rate,
+                    min_syncs=thresholds.min_syncs,
+                ),
+                syncs_in_window={status: int(n) for status, n, _ in run("syncs_since", **limits)},
             )
 
     @retried
+    def metrics_snapshot(
+        self, window: float, tenant: str | None = None, connector_series: int | None = None
+    ) -> base.MetricsSnapshot:
+        with self._transaction() as run:
+            by_status = dict(run("connectors_by_status", tenant=tenant))
+            due_now, oldest = run("due_count", tenant=tenant)[0]
+            buckets = run(
+                "syncs_in_window", tenant=tenant, seconds=window, buckets=len(DURATION_BUCKETS),
+                negated_bounds=[-b for b in reversed(DURATION_BUCKETS)],
+            )  # fmt: skip
+            return base.MetricsSnapshot(
+                checked_at=run.now or run("now")[0][0],
+                window=window,
+                connectors={status: int(n) for status, n in sorted(by_status.items())},
+                due_now=int(due_now),
+                oldest_due_since=oldest,
+                expired_leases=int(run("expired_lease_count", tenant=tenant)[0][0]),
+                syncs=base.syncs_by_bucket(buckets),
+                per_connector=[
+                    base.ConnectorGauges(*row)
+                    for row in run("connector_gauges", tenant=tenant, limit=connector_series)
+                ],
+            )
+
+    # -- alerts --------------------------------------------------------------------------
+
+    @retried
+    def track_alerts(
+        self, scope: str, problems: Sequence[base.HealthProblem], hold_seconds: float
+    ) -> list[base.AlertMessage]:
+        found = {p.key: p for p in problems}.values()
+        with self._transaction() as run:
+            run(
+                "open_alert", scope=scope, keys=[p.key for p in found],
+                problems=[p.problem for p in found],
+                levels=[ALERT_LEVELS[p.severity] for p in found],
+                connector_ids=[p.connector_id for p in found],
+                names=[p.connector_name for p in found], details=[p.detail for p in found],
+            )  # fmt: skip
+            run("resolve_alerts", scope=scope, keys=[p.key for p in found])
+            run("forget_unannounced_alerts", scope=scope)
+            claimed = run.dicts("claim_alert_messages", scope=scope, hold_seconds=hold_seconds)
+        return base.alert_messages(claimed)
+
+    @retried
+    def alerts_sent(
+        self, scope: str, sent: Sequence[base.AlertMessage], failed: Sequence[base.AlertMessage]
+    ) -> None:
+        announced = [m for m in sent if m.kind == "problem"]
+        with self._transaction() as run:
+            run(
+                "announced_alerts", scope=scope, keys=[m.key for m in announced],
+                levels=[ALERT_LEVELS[m.severity] for m in announced],
+            )  # fmt: skip
+            resolved = [m.key for m in sent if m.kind == "resolved"]
+            run("forget_resolved_alerts", scope=scope, keys=resolved)
+            run("release_alerts", scope=scope, keys=[m.key for m in failed])
+
+    @retried
+    def open_alerts(self, scope: str) -> list[base.AlertMessage]:
+        with self._transaction() as run:
+            return [alert_message(row, "problem") for row in run.dicts("open_alerts", scope=scope)]
+
+    @retried
+    def set_alert_thresholds(self, connector_id: int, thresholds: base.AlertThresholds) -> None:
+        self._run("set_alert_thresholds", connector_id=connector_id, **as_dict(thresholds))
+
+    @retried
+    def alert_thresholds(self, connector_id: int) -> base.AlertThresholds:
+        rows = self._run("alert_thresholds", connector_id=connector_id)
+        return base.AlertThresholds(*rows[0]) if rows else base.AlertThresholds()
+
+    @retried
     def history(self, where: base.HistoryFilter) -> list[base.Sync]:
-        rows = self._run("history", **as_dict(where))
+        rows = self._run("history", **as_dict(where), ids=None)
         return [base.Sync(*row) for row in rows]
 
     @retried
     def syncs_by_id(self, sync_ids: Sequence[int]) -> list[base.Sync]:
         if not sync_ids:
             return []
-        by_id = {row[0]: base.Sync(*row) for row in self._run("syncs_by_id", ids=list(sync_ids))}
+        by_id = {
+            row[0]: base.Sync(*row)
+            for row in self._run(
+                "history", **as_dict(base.HistoryFilter(limit=None)), ids=list(sync_ids)
+            )
+        }
         return [by_id[i] for i in sync_ids if i in by_id]
 
     @retried
@@ -385,3 +497,22 @@ class PostgresStore(Store):
     ) -> list[base.PrunedHistory]:
         rows = self._run("prune_history", before=before, tenant=tenant, dry_run=dry_run)
         return [base.PrunedHistory(cid, name, tenant, int(n)) for cid, name, tenant, n in rows]
+
+
+class _Runner:
+    """Runs named queries on one cursor (one transaction); `now` is the injected clock's
+    time, or None for the database's own."""
+
+    def __init__(self, cursor: psycopg.Cursor[Any], now: dt.datetime | None) -> None:
+        self.cursor = cursor
+        self.now = now
+
+    def __call__(self, query: str, /, **params: Any) -> list[tuple[Any, ...]]:
+        params.setdefault("now", self.now)
+        self.cursor.execute(queries()[query], params)
+        return self.cursor.fetchall() if self.cursor.description else []
+
+    def dicts(self, query: str, /, **params: Any) -> list[dict[str, Any]]:
+        rows = self(query, **params)
+        columns = [c.name for c in self.cursor.description or ()]
+        return [dict(zip(columns, row, strict=True)) for row in rows]

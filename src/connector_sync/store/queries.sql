@@ -132,10 +132,23 @@ CROSS JOIN (SELECT set_config('synchronous_commit', 'off', true)) AS async_commi
 ORDER BY cl.next_sync_at, cl.id;
 
 -- name: heartbeat --
-UPDATE connectors
-SET lease_expires_at = coalesce(%(now)s, now()) + make_interval(secs => %(lease_seconds)s)
-WHERE id = ANY(%(ids)s) AND lease_token = ANY(%(tokens)s)
-RETURNING id, lease_token;
+-- Extends this worker's leases and, in the same statement, writes the records so far of
+-- each held connector's sync: only where the lease is still ours (the sync row carries
+-- the token of the claim that opened it).
+WITH kept AS (
+    UPDATE connectors
+    SET lease_expires_at = coalesce(%(now)s, now()) + make_interval(secs => %(lease_seconds)s)
+    WHERE id = ANY(%(ids)s) AND lease_token = ANY(%(tokens)s)
+    RETURNING id, lease_token
+), progressed AS (
+    UPDATE connector_syncs AS s
+    SET records_fetched = p.records_fetched, records_processed = p.records_processed
+    FROM unnest(%(sync_ids)s::integer[], %(fetched)s::bigint[], %(processed)s::bigint[])
+         AS p(sync_id, records_fetched, records_processed)
+    WHERE s.id = p.sync_id AND s.status = 'IN_PROGRESS'
+      AND s.lease_token IN (SELECT lease_token FROM kept)
+)
+SELECT id, lease_token FROM kept;
 
 -- name: finish --
 -- Ends a sync as %(status)s: COMPLETED (dataset READY, state saved, failures forgotten),
@@ -302,22 +315,19 @@ ORDER BY next_sync_at
 LIMIT 100;
 
 -- name: history --
+-- Also the syncs a run recorded (%(ids)s), in any order: the caller orders them.
 SELECT s.id, s.connector_id, c.name, s.tenant, s.status, s.trigger, s.worker, s.attempts,
        s.started_at, s.completed_at, s.duration, s.records_fetched, s.records_processed,
-       s.dataset_id, s.error, s.error_type
+       s.dataset_id, s.error, s.error_type,
+       CASE WHEN s.status = 'IN_PROGRESS'
+            THEN extract(epoch FROM coalesce(%(now)s, now()) - s.started_at)::float8 END
 FROM connector_syncs AS s JOIN connectors AS c ON c.id = s.connector_id
 WHERE (%(connector_id)s::integer IS NULL OR s.connector_id = %(connector_id)s)
   AND (%(status)s::text IS NULL OR s.status = %(status)s)
   AND (%(tenant)s::text IS NULL OR s.tenant = %(tenant)s)
+  AND (%(ids)s::integer[] IS NULL OR s.id = ANY(%(ids)s::integer[]))
 ORDER BY s.started_at DESC, s.id DESC
 LIMIT %(limit)s;
-
--- name: syncs_by_id --
-SELECT s.id, s.connector_id, c.name, s.tenant, s.status, s.trigger, s.worker, s.attempts,
-       s.started_at, s.completed_at, s.duration, s.records_fetched, s.records_processed,
-       s.dataset_id, s.error, s.error_type
-FROM connector_syncs AS s JOIN connectors AS c ON c.id = s.connector_id
-WHERE s.id = ANY(%(ids)s);
 
 -- name: datasets_of --
 SELECT id, sync_id, name, status, record_count, created_at, completed_at FROM datasets
@@ -469,3 +479,162 @@ SELECT p.connector_id, c.name, c.tenant, count(*)
 FROM picked AS p JOIN connectors AS c ON c.id = p.connector_id
 GROUP BY p.connector_id, c.name, c.tenant
 ORDER BY c.tenant, c.name;
+
+-- -- monitoring: status, health, metrics, alerts -------------------------------------
+
+-- name: running_syncs --
+-- The syncs in flight, oldest first, with the records so far (written by the heartbeat)
+-- and the connector's typical duration: the median of its last %(typical_of)s COMPLETED
+-- syncs (each a short walk down ix_connector_syncs_connector_id_started_at).
+SELECT s.id, s.connector_id, c.name, s.tenant, s.worker, s.started_at,
+       extract(epoch FROM coalesce(%(now)s, now()) - s.started_at)::float8,
+       s.records_fetched, s.records_processed, c.sync_timeout,
+       (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY done.duration)
+        FROM (SELECT p.duration FROM connector_syncs AS p
+              WHERE p.connector_id = s.connector_id AND p.status = 'COMPLETED'
+              ORDER BY p.started_at DESC
+              LIMIT %(typical_of)s) AS done),
+       t.long_sync
+FROM connector_syncs AS s
+JOIN connectors AS c ON c.id = s.connector_id
+LEFT JOIN alert_thresholds AS t ON t.connector_id = s.connector_id
+WHERE s.status = 'IN_PROGRESS' AND (%(tenant)s::text IS NULL OR s.tenant = %(tenant)s)
+ORDER BY s.started_at, s.id
+LIMIT %(limit)s;
+
+-- name: failing_connectors --
+-- Failing again and again but not parked in ERROR yet: each connector's own threshold
+-- (alerts --failures-warn), else the one health was given.
+SELECT c.id, c.name, c.consecutive_failures, c.max_consecutive_failures, c.last_sync_error,
+       coalesce(t.failures_warn, %(failures_warn)s) AS threshold
+FROM connectors AS c LEFT JOIN alert_thresholds AS t ON t.connector_id = c.id
+WHERE c.status <> 'ERROR' AND c.consecutive_failures > 0
+  AND c.consecutive_failures >= coalesce(t.failures_warn, %(failures_warn)s)
+  AND (%(tenant)s::text IS NULL OR c.tenant = %(tenant)s)
+ORDER BY c.consecutive_failures DESC, c.id;
+
+-- name: error_rates --
+-- Connectors whose share of FAILED among the syncs that ended (COMPLETED or FAILED)
+-- and started in the window is above their threshold, with enough syncs to judge.
+SELECT c.id, c.name, w.finished, w.failed,
+       coalesce(t.max_error_rate, %(max_error_rate)s) AS threshold
+FROM (SELECT connector_id, count(*) AS finished,
+             count(*) FILTER (WHERE status = 'FAILED') AS failed
+      FROM connector_syncs
+      WHERE status IN ('COMPLETED', 'FAILED')
+        AND started_at >= coalesce(%(now)s, now()) - make_interval(secs => %(seconds)s)
+        AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+      GROUP BY connector_id) AS w
+JOIN connectors AS c ON c.id = w.connector_id
+LEFT JOIN alert_thresholds AS t ON t.connector_id = c.id
+WHERE w.finished >= %(min_syncs)s
+  AND w.failed > coalesce(t.max_error_rate, %(max_error_rate)s) * w.finished
+ORDER BY w.failed::float8 / w.finished DESC, c.id;
+
+-- name: expired_lease_count --
+SELECT count(*) FROM connectors
+WHERE status = 'SYNCING' AND lease_expires_at < coalesce(%(now)s, now())
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s);
+
+-- name: syncs_in_window --
+-- The window's syncs by status and duration bucket. The bucket is how many of the
+-- histogram's upper bounds lie below the duration (so a duration equal to a bound counts
+-- within it, as Prometheus' `le` means): width_bucket counts the bounds <= its operand,
+-- so it is given the negated duration and the negated bounds, ascending; %(buckets)s minus
+-- that counts those below. NULL for a sync still running.
+SELECT status,
+       %(buckets)s - width_bucket(-duration, %(negated_bounds)s::float8[]) AS bucket,
+       count(*), coalesce(sum(records_processed), 0), coalesce(sum(duration), 0)
+FROM connector_syncs
+WHERE started_at >= coalesce(%(now)s, now()) - make_interval(secs => %(seconds)s)
+  AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+GROUP BY status, bucket;
+
+-- name: connector_gauges --
+-- Each connector's failures in a row and last success, for at most %(limit)s connectors,
+-- those most in need of a look first: failing the longest, then the longest without a
+-- success. Only a connector whose latest outcome was not a success looks its last
+-- COMPLETED sync up (one short index walk each). The time comes as Unix seconds:
+-- 100,000 datetime objects cost more than the query.
+SELECT tenant, name, consecutive_failures, last_success
+FROM (SELECT c.id, c.tenant, c.name, c.consecutive_failures,
+             extract(epoch FROM
+                 CASE WHEN c.last_sync_status = 'COMPLETED' THEN c.last_sync_at
+                      ELSE (SELECT s.completed_at FROM connector_syncs AS s
+                            WHERE s.connector_id = c.id AND s.status = 'COMPLETED'
+                            ORDER BY s.started_at DESC
+                            LIMIT 1) END)::float8 AS last_success
+      FROM connectors AS c
+      WHERE %(tenant)s::text IS NULL OR c.tenant = %(tenant)s) AS g
+ORDER BY consecutive_failures DESC, last_success NULLS FIRST, id
+LIMIT %(limit)s;
+
+-- name: open_alert --
+-- A problem this health run found: opened, or kept open (its severity and detail as now;
+-- reopened if it had cleared but the clearing was not sent yet). A lower severity than
+-- announced lowers what counts as announced, so a new escalation is sent again.
+INSERT INTO health_alerts (scope, key, problem, level, connector_id, connector_name, detail,
+                           opened_at, seen_at)
+SELECT %(scope)s, a.key, a.problem, a.level, a.connector_id, a.connector_name, a.detail,
+       coalesce(%(now)s, now()), coalesce(%(now)s, now())
+FROM unnest(%(keys)s::text[], %(problems)s::text[], %(levels)s::integer[],
+            %(connector_ids)s::integer[], %(names)s::text[], %(details)s::text[])
+     AS a(key, problem, level, connector_id, connector_name, detail)
+ON CONFLICT (scope, key) DO UPDATE
+SET problem = excluded.problem, level = excluded.level,
+    connector_name = excluded.connector_name, detail = excluded.detail,
+    seen_at = excluded.seen_at, resolved_at = NULL,
+    notified_level = CASE WHEN health_alerts.notified_level > excluded.level
+                          THEN excluded.level ELSE health_alerts.notified_level END;
+
+-- name: resolve_alerts --
+UPDATE health_alerts SET resolved_at = coalesce(%(now)s, now())
+WHERE scope = %(scope)s AND resolved_at IS NULL AND NOT (key = ANY(%(keys)s::text[]));
+
+-- name: forget_unannounced_alerts --
+-- A problem that cleared before anyone was told about it needs no "resolved" either.
+DELETE FROM health_alerts
+WHERE scope = %(scope)s AND resolved_at IS NOT NULL AND notified_level IS NULL;
+
+-- name: claim_alert_messages --
+-- The messages owed under this scope that no other health run is sending: a problem
+-- never announced or announced at a lower level, a clearing of an announced problem.
+UPDATE health_alerts
+SET sending_until = coalesce(%(now)s, now()) + make_interval(secs => %(hold_seconds)s)
+WHERE scope = %(scope)s
+  AND (sending_until IS NULL OR sending_until < coalesce(%(now)s, now()))
+  AND (resolved_at IS NOT NULL OR notified_level IS NULL OR level > notified_level)
+RETURNING key, problem, level, connector_id, connector_name, detail, opened_at,
+          resolved_at IS NOT NULL AS resolved;
+
+-- name: announced_alerts --
+UPDATE health_alerts AS h SET notified_level = m.level, sending_until = NULL
+FROM unnest(%(keys)s::text[], %(levels)s::integer[]) AS m(key, level)
+WHERE h.scope = %(scope)s AND h.key = m.key;
+
+-- name: forget_resolved_alerts --
+DELETE FROM health_alerts
+WHERE scope = %(scope)s AND key = ANY(%(keys)s::text[]) AND resolved_at IS NOT NULL;
+
+-- name: release_alerts --
+UPDATE health_alerts SET sending_until = NULL
+WHERE scope = %(scope)s AND key = ANY(%(keys)s::text[]);
+
+-- name: open_alerts --
+SELECT key, problem, level, connector_id, connector_name, detail, opened_at
+FROM health_alerts
+WHERE scope = %(scope)s AND resolved_at IS NULL
+ORDER BY opened_at, key;
+
+-- name: set_alert_thresholds --
+INSERT INTO alert_thresholds (connector_id, failures_warn, long_sync, max_error_rate,
+                              updated_at)
+VALUES (%(connector_id)s, %(failures_warn)s, %(long_sync)s, %(max_error_rate)s,
+        coalesce(%(now)s, now()))
+ON CONFLICT (connector_id) DO UPDATE
+SET failures_warn = excluded.failures_warn, long_sync = excluded.long_sync,
+    max_error_rate = excluded.max_error_rate, updated_at = excluded.updated_at;
+
+-- name: alert_thresholds --
+SELECT failures_warn, long_sync, max_error_rate FROM alert_thresholds
+WHERE connector_id = %(connector_id)s;

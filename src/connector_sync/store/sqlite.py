@@ -10,6 +10,7 @@ timeout instead of failing. Times are this host's UTC clock (or the injected one
 from __future__ import annotations
 
 import datetime as dt
+import statistics
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 
@@ -31,43 +32,58 @@ from connector_sync.exceptions import AlreadyExists
 from connector_sync.models import (
     DUE_INDEX_PREDICATE_SQLITE,
     UTCDateTime,
+    alert_thresholds,
     connector_syncs,
     connectors,
     dataset_records,
     datasets,
+    health_alerts,
 )
 from connector_sync.store.base import (
+    ALERT_LEVELS,
     CLAIM_CONNECTOR_COLUMNS,
+    DURATION_BUCKETS,
     RETIRED_REASON,
+    RUNNING_SYNCS_SHOWN,
+    TYPICAL_OF_LAST,
+    AlertMessage,
+    AlertThresholds,
     Claim,
     ClaimRequest,
     Completion,
     Connector,
     ConnectorEdit,
+    ConnectorGauges,
     ConnectorSummary,
     DataCounts,
     Dataset,
     DatasetSummary,
     Failure,
     Finished,
+    HealthFacts,
     HealthProblem,
+    HealthThresholds,
     HistoryFilter,
     ListFilter,
+    MetricsSnapshot,
     NewConnector,
     Outcome,
+    Progress,
     PrunedDataset,
     PrunedHistory,
     PruneRequest,
     RecoveredLease,
+    RunningSync,
     StatusSummary,
     Store,
     Sync,
+    alert_message,
+    alert_messages,
     ambiguous_name,
     as_dict,
     connector_busy,
     dataset_not_found,
     finish_once,
-    health_problems_of,
     lease_lost,
     name_taken,
     next_sync_on_completion,
@@ -75,16 +91,21 @@ from connector_sync.store.base import (
     recovery_reason,
     retried,
     status_summary_of,
+    syncs_by_bucket,
 )
 
 c = connectors.c
 s = connector_syncs.c
 d = datasets.c
+a = health_alerts.c
+t = alert_thresholds.c
 
 SUMMARY_COLUMNS = tuple(c[f] for f in ConnectorSummary.__dataclass_fields__)
 CONNECTOR_COLUMNS = (*SUMMARY_COLUMNS, c.config, c.state)
 SYNC_COLUMNS = tuple(
-    c.name if key == "connector_name" else s[key] for key in Sync.__dataclass_fields__
+    c.name if key == "connector_name" else s[key]
+    for key in Sync.__dataclass_fields__
+    if key != "elapsed"
 )
 DATASET_COLUMNS = tuple(d[f] for f in DatasetSummary.__dataclass_fields__)
 WHOLE_DATASET_COLUMNS = tuple(
@@ -105,6 +126,17 @@ def _time(value: dt.datetime) -> sa.ColumnElement[dt.datetime]:
     return sa.bindparam(None, value, type_=UTCDateTime())
 
 
+def _seconds_since(at: sa.ColumnElement[dt.datetime], now: dt.datetime) -> Any:
+    """Seconds from `at` (a stored time) to `now`."""
+    return (sa.func.julianday(_time(now)) - sa.func.julianday(at)) * 86400.0
+
+
+def _sync_columns(now: dt.datetime) -> tuple[Any, ...]:
+    """Sync's columns, `elapsed` (for a sync in flight) computed at `now`."""
+    elapsed = sa.case((s.status == IN_PROGRESS, _seconds_since(s.started_at, now)))
+    return (*SYNC_COLUMNS, elapsed)
+
+
 def _tenant(column: sa.ColumnElement[str], tenant: str | None) -> list[sa.ColumnElement[bool]]:
     return [] if tenant is None else [column == tenant]
 
@@ -116,6 +148,18 @@ def _fails_again() -> dict[str, Any]:
         "consecutive_failures": failures,
         "status": sa.case((failures >= c.max_consecutive_failures, ERROR), else_=ACTIVE),
     }
+
+
+#: julianday('1970-01-01'): SQLite's days to Unix seconds.
+_UNIX_EPOCH_JULIAN_DAY = 2440587.5
+
+
+def _started_since(now: dt.datetime, seconds: float) -> sa.ColumnElement[bool]:
+    return s.started_at >= _time(now - dt.timedelta(seconds=seconds))
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
 
 
 class SqliteStore(Store):
@@ -375,7 +419,9 @@ class SqliteStore(Store):
         ]
 
     @retried
-    def heartbeat(self, leases: Mapping[int, str], lease_seconds: float) -> set[int]:
+    def heartbeat(
+        self, leases: Mapping[int, str], lease_seconds: float, progress: Progress | None = None
+    ) -> set[int]:
         if not leases:
             return set()
         stmt = (
@@ -386,6 +432,28 @@ class SqliteStore(Store):
         )
         with self.database.begin() as conn:
             kept = {(row.id, row.lease_token) for row in conn.execute(stmt)}
+            # The progress of the syncs whose lease is still ours, in the same transaction
+            # (SQLite is in-process: no round trip to save by one statement).
+            progressed = [
+                {"sync_id": p.sync_id, "token": leases[cid], "fetched": p.records_fetched,
+                 "processed": p.records_processed}
+                for cid, p in (progress or {}).items()
+                if (cid, leases.get(cid)) in kept
+            ]  # fmt: skip
+            if progressed:
+                conn.execute(
+                    sa.update(connector_syncs)
+                    .where(
+                        s.id == sa.bindparam("sync_id"),
+                        s.status == IN_PROGRESS,
+                        s.lease_token == sa.bindparam("token"),
+                    )
+                    .values(
+                        records_fetched=sa.bindparam("fetched"),
+                        records_processed=sa.bindparam("processed"),
+                    ),
+                    progressed,
+                )
         return {cid for cid, token in leases.items() if (cid, token) not in kept}
 
     @retried
@@ -589,55 +657,368 @@ class SqliteStore(Store):
     @retried
     def status_summary(self, tenant: str | None = None) -> StatusSummary:
         now = self.now()
-        scope = _tenant(c.tenant, tenant)
         with self.database.begin() as conn:
-            by_status: dict[str, int] = dict(
-                conn.execute(
-                    sa.select(c.status, sa.func.count()).where(*scope).group_by(c.status)
-                ).all()
+            by_status = self._by_status(conn, tenant)
+            due_now, oldest = self._due_count(conn, now, tenant)
+            syncs = self._syncs_since(conn, now, 86400.0, tenant)
+            running = self._running(conn, now, tenant)
+        return status_summary_of(by_status, due_now, oldest, syncs, now, running)
+
+    @staticmethod
+    def _by_status(conn: sa.Connection, tenant: str | None) -> dict[str, int]:
+        query = sa.select(c.status, sa.func.count()).where(*_tenant(c.tenant, tenant))
+        return {status: int(n) for status, n in conn.execute(query.group_by(c.status))}
+
+    @staticmethod
+    def _due_count(
+        conn: sa.Connection, now: dt.datetime, tenant: str | None
+    ) -> tuple[int, dt.datetime | None]:
+        query = sa.select(sa.func.count(), sa.func.min(c.next_sync_at)).where(
+            _due(_time(now)), *_tenant(c.tenant, tenant)
+        )
+        due_now, oldest = conn.execute(query).one()
+        return int(due_now), oldest
+
+    @staticmethod
+    def _syncs_since(
+        conn: sa.Connection, now: dt.datetime, seconds: float, tenant: str | None
+    ) -> list[tuple[str, int, int]]:
+        query = (
+            sa.select(
+                s.status, sa.func.count(), sa.func.coalesce(sa.func.sum(s.records_processed), 0)
             )
-            due_now, oldest = conn.execute(
-                sa.select(sa.func.count(), sa.func.min(c.next_sync_at)).where(
-                    _due(_time(now)), *scope
-                )
-            ).one()
-            syncs = conn.execute(
-                sa.select(
-                    s.status,
-                    sa.func.count(),
-                    sa.func.coalesce(sa.func.sum(s.records_processed), 0),
-                )
-                .where(
-                    s.started_at >= _time(now - dt.timedelta(days=1)),
-                    *_tenant(s.tenant, tenant),
-                )
-                .group_by(s.status)
-            ).all()
-        return status_summary_of(by_status, due_now, oldest, syncs, now)
+            .where(_started_since(now, seconds), *_tenant(s.tenant, tenant))
+            .group_by(s.status)
+        )
+        return [(status, int(n), int(r)) for status, n, r in conn.execute(query)]
+
+    @staticmethod
+    def _running(conn: sa.Connection, now: dt.datetime, tenant: str | None) -> list[RunningSync]:
+        """The syncs in flight; their connectors' typical durations in a second query (SQLite
+        has no percentile aggregate: the median is taken here)."""
+        rows = conn.execute(
+            sa.select(
+                s.id,
+                s.connector_id,
+                c.name,
+                s.tenant,
+                s.worker,
+                s.started_at,
+                _seconds_since(s.started_at, now),
+                s.records_fetched,
+                s.records_processed,
+                c.sync_timeout,
+                sa.null(),
+                t.long_sync,
+            )
+            .select_from(_SYNCS.outerjoin(alert_thresholds, t.connector_id == s.connector_id))
+            .where(s.status == IN_PROGRESS, *_tenant(s.tenant, tenant))
+            .order_by(s.started_at, s.id)
+            .limit(RUNNING_SYNCS_SHOWN)
+        ).all()
+        if not rows:
+            return []
+        latest = (
+            sa.select(
+                s.connector_id,
+                s.duration,
+                sa.func.row_number()
+                .over(partition_by=s.connector_id, order_by=s.started_at.desc())
+                .label("n"),
+            )
+            .where(s.connector_id.in_({row[1] for row in rows}), s.status == COMPLETED)
+            .subquery()
+        )
+        durations: dict[int, list[float]] = {}
+        for connector_id, duration in conn.execute(
+            sa.select(latest.c.connector_id, latest.c.duration).where(latest.c.n <= TYPICAL_OF_LAST)
+        ):
+            durations.setdefault(connector_id, []).append(duration)
+        return [
+            RunningSync.from_row((*row[:10], _median(durations.get(row[1], [])), row[11]))
+            for row in rows
+        ]
 
     @retried
-    def health_problems(
-        self, tenant: str | None = None, overdue_after: float = 3600.0
-    ) -> list[HealthProblem]:
+    def health_facts(self, thresholds: HealthThresholds, tenant: str | None = None) -> HealthFacts:
         now = self.now()
         scope = _tenant(c.tenant, tenant)
+        window = _started_since(now, thresholds.window)
         with self.database.begin() as conn:
 
-            def rows(*where: Any, order: Any = c.id, limit: int | None = None) -> list[Any]:
-                query = sa.select(connectors).where(*where, *scope).order_by(order).limit(limit)
-                return list(conn.execute(query).mappings())
+            def rows(*columns: Any, where: Any, order: Any = c.id, limit: int | None = None,
+                     source: Any = connectors) -> list[dict[str, Any]]:  # fmt: skip
+                query = sa.select(*columns).select_from(source).where(*where, *scope)
+                return [
+                    dict(row)
+                    for row in conn.execute(query.order_by(*order).limit(limit)).mappings()
+                ]
 
-            overdue_at = _time(now - dt.timedelta(seconds=overdue_after))
-            return health_problems_of(
-                rows(c.status == ERROR),
-                rows(c.status == SYNCING, c.lease_expires_at < _time(now)),
-                rows(_due(overdue_at), order=c.next_sync_at, limit=100),
+            with_thresholds = connectors.outerjoin(alert_thresholds, t.connector_id == c.id)
+            failures_warn = sa.func.coalesce(t.failures_warn, thresholds.failures_warn)
+            ended = (
+                sa.select(
+                    s.connector_id,
+                    sa.func.count().label("finished"),
+                    sa.func.count().filter(s.status == FAILED).label("failed"),
+                )
+                .where(s.status.in_((COMPLETED, FAILED)), window, *_tenant(s.tenant, tenant))
+                .group_by(s.connector_id)
+                .subquery()
             )
+            max_rate = sa.func.coalesce(t.max_error_rate, thresholds.max_error_rate)
+            overdue_at = _time(now - dt.timedelta(seconds=thresholds.overdue_after))
+            return HealthFacts(
+                checked_at=now,
+                errors=rows(
+                    c.id,
+                    c.name,
+                    c.consecutive_failures,
+                    c.last_sync_error,
+                    where=[c.status == ERROR],
+                    order=[c.id],
+                ),
+                failing=rows(
+                    c.id,
+                    c.name,
+                    c.consecutive_failures,
+                    c.max_consecutive_failures,
+                    c.last_sync_error,
+                    failures_warn.label("threshold"),
+                    source=with_thresholds,
+                    where=[
+                        c.status != ERROR,
+                        c.consecutive_failures > 0,
+                        c.consecutive_failures >= failures_warn,
+                    ],
+                    order=[c.consecutive_failures.desc(), c.id],
+                ),
+                expired=rows(
+                    c.id,
+                    c.name,
+                    c.lease_owner,
+                    c.lease_expires_at,
+                    where=[c.status == SYNCING, c.lease_expires_at < _time(now)],
+                    order=[c.id],
+                ),
+                overdue=rows(
+                    c.id,
+                    c.name,
+                    c.next_sync_at,
+                    where=[_due(overdue_at)],
+                    order=[c.next_sync_at],
+                    limit=100,
+                ),
+                running=self._running(conn, now, tenant),
+                error_rates=rows(
+                    c.id,
+                    c.name,
+                    ended.c.finished,
+                    ended.c.failed,
+                    max_rate.label("threshold"),
+                    source=with_thresholds.join(ended, ended.c.connector_id == c.id),
+                    where=[
+                        ended.c.finished >= thresholds.min_syncs,
+                        ended.c.failed > max_rate * ended.c.finished,
+                    ],
+                    order=[(ended.c.failed * 1.0 / ended.c.finished).desc(), c.id],
+                ),
+                syncs_in_window={
+                    status: int(n)
+                    for status, n, _ in self._syncs_since(conn, now, thresholds.window, tenant)
+                },
+            )
+
+    @retried
+    def metrics_snapshot(
+        self, window: float, tenant: str | None = None, connector_series: int | None = None
+    ) -> MetricsSnapshot:
+        now = self.now()
+        bucket = sa.case(
+            *((s.duration <= bound, index) for index, bound in enumerate(DURATION_BUCKETS)),
+            else_=sa.case((s.duration.is_not(None), len(DURATION_BUCKETS))),
+        ).label("bucket")
+        last_success = sa.case(
+            (c.last_sync_status == COMPLETED, c.last_sync_at),
+            else_=sa.select(s.completed_at)
+            .where(s.connector_id == c.id, s.status == COMPLETED)
+            .order_by(s.started_at.desc())
+            .limit(1)
+            .scalar_subquery(),
+        )
+        with self.database.begin() as conn:
+            by_status = self._by_status(conn, tenant)
+            due_now, oldest = self._due_count(conn, now, tenant)
+            expired = conn.execute(
+                sa.select(sa.func.count()).where(
+                    c.status == SYNCING, c.lease_expires_at < _time(now), *_tenant(c.tenant, tenant)
+                )
+            ).scalar_one()
+            buckets = conn.execute(
+                sa.select(
+                    s.status,
+                    bucket,
+                    sa.func.count(),
+                    sa.func.coalesce(sa.func.sum(s.records_processed), 0),
+                    sa.func.coalesce(sa.func.sum(s.duration), 0.0),
+                )
+                .where(_started_since(now, window), *_tenant(s.tenant, tenant))
+                .group_by(s.status, bucket)
+            ).all()
+            unix = (sa.func.julianday(last_success) - _UNIX_EPOCH_JULIAN_DAY) * 86400.0
+            gauges = conn.execute(
+                sa.select(c.tenant, c.name, c.consecutive_failures, unix.label("last_success"))
+                .where(*_tenant(c.tenant, tenant))
+                .order_by(
+                    c.consecutive_failures.desc(),
+                    sa.literal_column("last_success").nulls_first(),
+                    c.id,
+                )
+                .limit(connector_series)
+            ).all()
+        return MetricsSnapshot(
+            checked_at=now,
+            window=window,
+            connectors=dict(sorted(by_status.items())),
+            due_now=due_now,
+            oldest_due_since=oldest,
+            expired_leases=int(expired),
+            syncs=syncs_by_bucket(buckets),
+            per_connector=[ConnectorGauges(*row) for row in gauges],
+        )
+
+    # -- alerts --------------------------------------------------------------------------
+
+    @retried
+    def track_alerts(
+        self, scope: str, problems: Sequence[HealthProblem], hold_seconds: float
+    ) -> list[AlertMessage]:
+        now = self.now()
+        found = {p.key: p for p in problems}
+        mine = a.scope == scope
+        owed = sa.or_(
+            a.resolved_at.is_not(None), a.notified_level.is_(None), a.level > a.notified_level
+        )
+        with self.database.begin() as conn:
+            for p in found.values():
+                values = {
+                    "problem": p.problem, "level": ALERT_LEVELS[p.severity],
+                    "connector_name": p.connector_name, "detail": p.detail, "seen_at": now,
+                }  # fmt: skip
+                kept = conn.execute(
+                    sa.update(health_alerts)
+                    .where(mine, a.key == p.key)
+                    .values(
+                        **values,
+                        resolved_at=None,
+                        notified_level=sa.case(
+                            (a.notified_level > values["level"], values["level"]),
+                            else_=a.notified_level,
+                        ),
+                    )
+                ).rowcount
+                if not kept:
+                    conn.execute(
+                        sa.insert(health_alerts).values(
+                            scope=scope,
+                            key=p.key,
+                            connector_id=p.connector_id,
+                            opened_at=now,
+                            **values,
+                        )
+                    )
+            conn.execute(
+                sa.update(health_alerts)
+                .where(mine, a.resolved_at.is_(None), a.key.not_in(list(found)))
+                .values(resolved_at=now)
+            )
+            conn.execute(
+                sa.delete(health_alerts).where(
+                    mine, a.resolved_at.is_not(None), a.notified_level.is_(None)
+                )
+            )
+            claimed = conn.execute(
+                sa.update(health_alerts)
+                .where(mine, owed, sa.or_(a.sending_until.is_(None), a.sending_until < _time(now)))
+                .values(sending_until=now + dt.timedelta(seconds=hold_seconds))
+                .returning(
+                    a.key,
+                    a.problem,
+                    a.level,
+                    a.connector_id,
+                    a.connector_name,
+                    a.detail,
+                    a.opened_at,
+                    a.resolved_at,
+                )
+            ).mappings()
+            # SQLite's RETURNING got `resolved_at IS NOT NULL` wrong (true for NULL): test here.
+            return alert_messages(
+                [{**row, "resolved": row["resolved_at"] is not None} for row in claimed]
+            )
+
+    @retried
+    def alerts_sent(
+        self, scope: str, sent: Sequence[AlertMessage], failed: Sequence[AlertMessage]
+    ) -> None:
+        mine = a.scope == scope
+        with self.database.begin() as conn:
+            for message in sent:
+                if message.kind == "problem":
+                    conn.execute(
+                        sa.update(health_alerts)
+                        .where(mine, a.key == message.key)
+                        .values(notified_level=ALERT_LEVELS[message.severity], sending_until=None)
+                    )
+                else:
+                    conn.execute(
+                        sa.delete(health_alerts).where(
+                            mine, a.key == message.key, a.resolved_at.is_not(None)
+                        )
+                    )
+            conn.execute(
+                sa.update(health_alerts)
+                .where(mine, a.key.in_([m.key for m in failed]))
+                .values(sending_until=None)
+            )
+
+    @retried
+    def open_alerts(self, scope: str) -> list[AlertMessage]:
+        query = (
+            sa.select(
+                a.key, a.problem, a.level, a.connector_id, a.connector_name, a.detail, a.opened_at
+            )
+            .where(a.scope == scope, a.resolved_at.is_(None))
+            .order_by(a.opened_at, a.key)
+        )
+        with self.database.begin() as conn:
+            return [alert_message(dict(row), "problem") for row in conn.execute(query).mappings()]
+
+    @retried
+    def set_alert_thresholds(self, connector_id: int, thresholds: AlertThresholds) -> None:
+        values = {**as_dict(thresholds), "updated_at": self.now()}
+        with self.database.begin() as conn:
+            updated = conn.execute(
+                sa.update(alert_thresholds).where(t.connector_id == connector_id).values(**values)
+            ).rowcount
+            if not updated:
+                conn.execute(
+                    sa.insert(alert_thresholds).values(connector_id=connector_id, **values)
+                )
+
+    @retried
+    def alert_thresholds(self, connector_id: int) -> AlertThresholds:
+        query = sa.select(t.failures_warn, t.long_sync, t.max_error_rate).where(
+            t.connector_id == connector_id
+        )
+        with self.database.begin() as conn:
+            row = conn.execute(query).first()
+        return AlertThresholds(*row) if row else AlertThresholds()
 
     @retried
     def history(self, where: HistoryFilter) -> list[Sync]:
         query = (
-            sa.select(*SYNC_COLUMNS)
+            sa.select(*_sync_columns(self.now()))
             .select_from(_SYNCS)
             .order_by(s.started_at.desc(), s.id.desc())
             .limit(where.limit)
@@ -654,7 +1035,11 @@ class SqliteStore(Store):
     def syncs_by_id(self, sync_ids: Sequence[int]) -> list[Sync]:
         if not sync_ids:
             return []
-        query = sa.select(*SYNC_COLUMNS).select_from(_SYNCS).where(s.id.in_(list(sync_ids)))
+        query = (
+            sa.select(*_sync_columns(self.now()))
+            .select_from(_SYNCS)
+            .where(s.id.in_(list(sync_ids)))
+        )
         with self.database.begin() as conn:
             by_id = {row.id: Sync(*row) for row in conn.execute(query)}
         return [by_id[i] for i in sync_ids if i in by_id]
