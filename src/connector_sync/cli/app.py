@@ -922,7 +922,7 @@ def health(
     long_sync: Annotated[
         float | None,
         _long_sync_option(
-            "LONG_SYNC (warning): a sync running this long (90s, 10m, 2h) [default: 3x the "
+            "LONG_SYNC (warning): a sync running this long [default: 3x the "
             "connector's median of its last 20 completed syncs, at least 10m].",
             envvar=f"{ENV}LONG_SYNC",
         ),
@@ -930,10 +930,12 @@ def health(
     timeout: Annotated[
         float,
         _seconds_option(
+            "--timeout",
             min=1,
+            default=3600,
             envvar=f"{ENV}TIMEOUT",
-            help="SYNC_TIMEOUT (critical): a sync running past this (seconds), for "
-            "connectors without their own timeout (as run --timeout).",
+            help="SYNC_TIMEOUT (critical): a sync running past this, for connectors without "
+            "their own timeout (as run --timeout)",
         ),
     ] = 3600.0,
     window: WindowOpt = 86400.0,
@@ -1043,9 +1045,7 @@ def alerts(
         int | None,
         typer.Option(min=1, max=MAX_COUNT, show_default=False, help="Its FAILING threshold."),
     ] = None,
-    long_sync: Annotated[
-        float | None, _long_sync_option("Its LONG_SYNC threshold (90s, 10m, 2h).")
-    ] = None,
+    long_sync: Annotated[float | None, _long_sync_option("Its LONG_SYNC threshold.")] = None,
     reset: Annotated[
         bool, typer.Option("--reset", help="Forget its thresholds first: health's flags apply.")
     ] = False,
