@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from connector_sync import operations
-from connector_sync.db import Database
+from connector_sync.db import SCHEMA_REVISION, Database
 from connector_sync.server import runs as server_runs
 from support.serving import AUTH, SECRET, Command, ServeProcess, client, served, wait_for
 
@@ -364,7 +364,10 @@ def test_probes_need_no_secret_and_readyz_sees_the_schema(db_url: str) -> None:
         assert http.get("/api/connectors").status_code == 401
         assert http.get("/api/no-such-route").status_code == 401  # no route list for strangers
         query(db_url, "UPDATE alembic_version SET version_num = '0001'")
-        not_ready = http.get("/readyz")
+        try:
+            not_ready = http.get("/readyz")
+        finally:  # the shared test database goes back to the schema it has
+            query(db_url, f"UPDATE alembic_version SET version_num = '{SCHEMA_REVISION}'")
         assert not_ready.status_code == 503
         assert not_ready.json()["status"] == "not ready"
         assert "run 'connector-sync db upgrade'" in not_ready.json()["reason"]

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from connector_sync.db import Database
+from connector_sync.health import judge
 from connector_sync.exceptions import AlreadyExists, BadInput, LeaseLost, NotFound
 from connector_sync.models import connector_syncs, connectors, dataset_records, datasets
 from connector_sync.store import Store, open_store
@@ -22,6 +23,8 @@ from connector_sync.store.base import (
     ClaimRequest,
     Completion,
     Failure,
+    HealthProblem,
+    HealthThresholds,
     HistoryFilter,
     ManualClock,
     NewConnector,
@@ -60,6 +63,12 @@ def failure(**kw: Any) -> Failure:
         "error": "x", "error_type": "X", "retry_in": 60,
     }  # fmt: skip
     return Failure(**{**values, **kw})
+
+
+def health_problems(store: Store, **thresholds: Any) -> list[HealthProblem]:
+    """What `health` reports from the store's facts (health.judge is pure)."""
+    limits = HealthThresholds(**thresholds)
+    return judge(store.health_facts(limits), limits)
 
 
 def set_columns(db: Database, connector_id: int, **values: Any) -> None:
@@ -445,11 +454,11 @@ def test_recover_releases_an_expired_lease_that_has_no_token(
         store.database, connector_id, status="SYNCING", lease_owner="gone:1",
         lease_expires_at=clock() - dt.timedelta(seconds=1),
     )  # fmt: skip
-    assert [p.problem for p in store.health_problems()] == ["LEASE_EXPIRED"]
+    assert [p.problem for p in health_problems(store)] == ["LEASE_EXPIRED"]
     [recovered] = store.recover_expired_leases()
     assert (recovered.name, recovered.worker, recovered.syncs) == ("stuck", "gone:1", [])
     assert store.find_connector("stuck").status == "ACTIVE"
-    assert store.health_problems() == []
+    assert health_problems(store) == []
 
 
 def test_a_source_that_keeps_killing_its_worker_ends_in_error(
@@ -475,7 +484,9 @@ def test_history_newest_first_with_filters(clocked_store: Store, clock: ManualCl
     [claim_c] = claim_one(store, connector_ids=[claim_a.connector_id])
     rows = store.history(HistoryFilter())
     assert {r.connector_name for r in rows} == {"a", "b"}
-    assert [r.id for r in rows] == [claim_c.sync_id, claim_b.sync_id, claim_a.sync_id]
+    # Newest first; a and b started together, and then the higher id goes first.
+    first_two = sorted([claim_a.sync_id, claim_b.sync_id], reverse=True)
+    assert [r.id for r in rows] == [claim_c.sync_id, *first_two]
     assert [r.status for r in store.history(HistoryFilter(status="FAILED"))] == ["FAILED"]
     assert [
         r.connector_name for r in store.history(HistoryFilter(connector_id=claim_a.connector_id))
@@ -491,7 +502,7 @@ def test_status_and_health_follow_the_clock(clocked_store: Store, clock: ManualC
     store = clocked_store
     add(store, "late")
     add(store, "held")
-    assert store.health_problems() == []
+    assert health_problems(store) == []
     summary = store.status_summary()
     assert (summary.connectors, summary.due_now, summary.checked_at) == ({"ACTIVE": 2}, 2, clock())
     assert summary.oldest_due_since == clock()
@@ -500,8 +511,9 @@ def test_status_and_health_follow_the_clock(clocked_store: Store, clock: ManualC
     store.complete(claim, completion(records_processed=7, next_sync_in=60))
     [held] = claim_one(store, due_before=None)
     clock.advance(3600 + 60)
-    problems = {p.problem: p for p in store.health_problems(overdue_after=3600)}
-    assert set(problems) == {"OVERDUE", "LEASE_EXPIRED"}
+    problems = {p.problem: p for p in health_problems(store, overdue_after=3600)}
+    assert set(problems) == {"OVERDUE", "LEASE_EXPIRED", "SYNC_TIMEOUT"}
+    assert problems["SYNC_TIMEOUT"].connector_name == "held"  # past the 1h default timeout
     assert problems["OVERDUE"].connector_name == "late"
     assert problems["LEASE_EXPIRED"].connector_name == held.name == "held"
     assert "lease of host:1 expired at" in problems["LEASE_EXPIRED"].detail
@@ -553,3 +565,10 @@ def test_concurrent_claims_never_hand_out_a_connector_twice(db_url: str) -> None
     assert errors == []
     assert sorted(claimed) == sorted(set(claimed))
     assert len(claimed) == 60
+
+
+def health_problems(store: Store, **thresholds: Any) -> list[HealthProblem]:
+    """What `health` reports from the store's facts (judged by connector_sync.health)."""
+    from connector_sync import operations
+
+    return operations.health(store, thresholds=HealthThresholds(**thresholds)).problems

@@ -6,8 +6,7 @@ import datetime as dt
 
 import pytest
 
-from connector_sync.durations import human_seconds, parse_duration
-from connector_sync.exceptions import BadInput
+from connector_sync.durations import human_seconds
 from connector_sync.health import judge, long_sync_threshold, worst
 from connector_sync.notify import alert_notifications
 from connector_sync.store.base import AlertMessage, HealthFacts, HealthThresholds, RunningSync
@@ -76,26 +75,6 @@ def test_the_overall_error_rate_needs_enough_syncs() -> None:
     [overall] = judge(few, HealthThresholds(min_syncs=4))
     assert overall.key == "error_rate:*" and "3 of 4 (75%)" in overall.detail
     assert judge(facts(syncs_in_window={"FAILED": 2, "COMPLETED": 8}), HealthThresholds()) == []
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [("90", 90), ("90s", 90), ("10m", 600), ("1.5h", 5400), ("24h", 86400), ("7d", 604800),
-     (" 2W ", 1209600)],
-)  # fmt: skip
-def test_parse_duration(text: str, seconds: float) -> None:
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "0", "-5m", "10 minutes", "nan", "1e400", "5y"])
-def test_parse_duration_refuses(text: str) -> None:
-    with pytest.raises(BadInput, match="is not a duration"):
-        parse_duration(text, "--window")
-
-
-def test_parse_duration_refuses_more_than_ten_years() -> None:
-    with pytest.raises(BadInput, match="'9999w' is longer than ten years"):
-        parse_duration("9999w", "--window")
 
 
 @pytest.mark.parametrize(
