@@ -24,6 +24,7 @@ from connector_sync.connectors.http import (
     RetryPolicy,
     check_headers,
     check_http_url,
+    max_retry_wait_field,
     timeout_field,
 )
 from connector_sync.connectors.incremental import Cursor, Incremental, incremental_field
@@ -62,6 +63,7 @@ class FileConnector(ConnectorPlugin):
         ConfigField(
             "retry_backoff", float, default=1.0, minimum=0, help="url: first retry wait, seconds"
         ),
+        max_retry_wait_field(),
         incremental_field("{cursor_field, initial_value}: skip records not past the cursor"),
     )
     #: A subclass fixed to one format (the `csv` alias) sets this.
@@ -231,7 +233,9 @@ class FileConnector(ConnectorPlugin):
         session = HttpSession(
             timeout=config["timeout"],
             headers=config["headers"],
-            retry=RetryPolicy(max_retries=config["max_retries"], backoff=config["retry_backoff"]),
+            retry=RetryPolicy(
+                config["max_retries"], config["retry_backoff"], config["max_retry_wait"]
+            ),
             secrets=self.secrets,
         )
         with session, session.stream(self.url) as response:

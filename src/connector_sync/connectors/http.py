@@ -40,9 +40,27 @@ _EXCERPT_CHARS = 200
 _TRANSIENT_STATUS = frozenset({408, 429})
 #: The longest timeout or retry wait, in seconds (a day); far more overflows the clocks.
 MAX_WAIT_SECONDS = 86_400
+#: The longest pause a server's Retry-After may impose on a connector, unless configured.
+DEFAULT_MAX_RETRY_WAIT = 3600.0
+#: The longest a request sleeps before trying again within a sync; a server asking for
+#: longer ends the sync's try, and the connector is due again after that wait.
+MAX_SLEEP_IN_REQUEST = 60.0
 #: The shortest timeout, in seconds, and the slowest rate limit, in requests per second.
 MIN_TIMEOUT = 0.001
 MIN_RATE = 0.001
+
+
+def max_retry_wait_field() -> ConfigField:
+    """The `max_retry_wait` field of the types that make HTTP requests."""
+    return ConfigField(
+        "max_retry_wait",
+        float,
+        default=DEFAULT_MAX_RETRY_WAIT,
+        minimum=0,
+        maximum=MAX_WAIT_SECONDS,
+        help="longest wait a server's Retry-After may impose, seconds (longer is cut to this); "
+        f"a request itself waits at most {MAX_SLEEP_IN_REQUEST:g}s before trying again",
+    )
 
 
 def timeout_field(help: str) -> ConfigField:
@@ -94,16 +112,22 @@ class RetryPolicy:
     max_retries: int = 4
     #: The first wait, in seconds; it doubles each time (plus up to as much jitter).
     backoff: float = 1.0
-    #: The longest wait, in seconds; a Retry-After asking for more gives up at once.
-    max_wait: float = 60.0
+    #: The longest wait a Retry-After may ask for, in seconds: a longer one is cut to this.
+    max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT
+
+    @property
+    def max_sleep(self) -> float:
+        """The longest sleep between tries of one request; asked for more, it gives up."""
+        return min(self.max_retry_wait, MAX_SLEEP_IN_REQUEST)
 
 
 class RetryableError(TransientError):
-    """A request failed in a way that may pass; carries the server's Retry-After, if any."""
+    """A request failed in a way that may pass; `asked` is the server's Retry-After in
+    seconds, if it sent one (already at most MAX_WAIT_SECONDS)."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, asked: float | None = None) -> None:
         super().__init__(message)
-        self.retry_after = retry_after
+        self.asked = asked
 
 
 class HttpSession:
@@ -124,7 +148,7 @@ class HttpSession:
         self._interval = 1.0 / max_requests_per_second if max_requests_per_second else 0.0
         self._next_request_at = 0.0
         self._backoff = tenacity.wait_exponential(
-            multiplier=self.retry.backoff, max=self.retry.max_wait
+            multiplier=self.retry.backoff, max=self.retry.max_sleep
         ) + tenacity.wait_random(0, self.retry.backoff)
         self._home: tuple[str, str, int | None] | None = None
         self._client = httpx.Client(
@@ -301,11 +325,14 @@ class HttpSession:
         try:
             response: httpx.Response = retrying(counted)
         except RetryableError as exc:
-            if exc.retry_after is not None and exc.retry_after > policy.max_wait:
+            asked = exc.asked
+            if asked is not None and asked > policy.max_sleep:
+                wait = min(asked, policy.max_retry_wait)
+                cut = f"; waiting max_retry_wait ({wait:g}s)" if asked > wait else ""
                 raise TransientError(
-                    f"{exc.message}; the server asks to retry after {exc.retry_after:g}s, "
-                    f"longer than max_retry_wait ({policy.max_wait:g}s)",
-                    retry_after=exc.retry_after,
+                    f"{exc.message}; the server asks to retry after {_seconds_text(asked)}, "
+                    f"longer than a request waits ({policy.max_sleep:g}s){cut}",
+                    retry_after=wait,
                 ) from exc
             attempts = f"{tries} attempt" + ("s" if tries != 1 else "")
             raise TransientError(f"{exc.message} (gave up after {attempts})") from exc
@@ -314,21 +341,23 @@ class HttpSession:
     def _worth_retrying(self, exc: BaseException) -> bool:
         if not isinstance(exc, RetryableError):
             return False
-        return exc.retry_after is None or exc.retry_after <= self.retry.max_wait
+        return exc.asked is None or exc.asked <= self.retry.max_sleep
 
     def _wait(self, retry_state: tenacity.RetryCallState) -> float:
         """Seconds before the next try: the server's Retry-After, else backoff with jitter."""
         outcome = retry_state.outcome
         exc = outcome.exception() if outcome is not None else None
-        if isinstance(exc, RetryableError) and exc.retry_after is not None:
-            return exc.retry_after
-        return min(float(self._backoff(retry_state)), self.retry.max_wait)
+        if isinstance(exc, RetryableError) and exc.asked is not None:
+            return exc.asked
+        return min(float(self._backoff(retry_state)), self.retry.max_sleep)
 
 
 def retry_after_seconds(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
-    """The Retry-After header in seconds from now (it may be seconds or an HTTP date).
+    """The Retry-After header in seconds from now (it may be seconds or an HTTP date),
+    between 0 and MAX_WAIT_SECONDS; None when absent or not a number or date.
 
-    `headers` is an httpx.Headers, or a mapping with lower-case names.
+    `headers` is an httpx.Headers, or a mapping with lower-case names. Whatever the
+    server sends (1e12, inf, nan, a date in year 9999) the result is a finite float.
     """
     value = headers.get("retry-after")
     if value is None:
@@ -339,14 +368,18 @@ def retry_after_seconds(headers: Mapping[str, str], now: datetime | None = None)
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            seconds = (when - (now or datetime.now(UTC))).total_seconds()
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    if not math.isfinite(seconds):
+    if math.isnan(seconds):
         return None
-    return max(0.0, seconds)
+    return min(max(0.0, seconds), float(MAX_WAIT_SECONDS))
+
+
+def _seconds_text(seconds: float) -> str:
+    return "a day or more" if seconds >= MAX_WAIT_SECONDS else f"{seconds:g}s"
 
 
 def dot_get(data: Any, path: str) -> tuple[bool, Any]:
@@ -402,14 +435,7 @@ class HttpConnector(ConnectorPlugin):
         ConfigField(
             "retry_backoff", float, default=1.0, minimum=0, help="first retry wait, seconds"
         ),
-        ConfigField(
-            "max_retry_wait",
-            float,
-            default=60.0,
-            minimum=0,
-            maximum=MAX_WAIT_SECONDS,
-            help="longest retry wait, seconds",
-        ),
+        max_retry_wait_field(),
     )
 
     @classmethod

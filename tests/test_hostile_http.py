@@ -1,0 +1,91 @@
+"""Hostile HTTP sources: what a server sends back never parks, floods or leaks.
+
+Against real servers on 127.0.0.1 (tests/fake_api.py).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+
+from connector_sync.connectors.file import FileConnector
+from connector_sync.connectors.http import HttpConnector
+from connector_sync.exceptions import TransientError
+from connector_sync.repository import Repository
+from connector_sync.runner import Runner, RunOptions
+from fake_api import FakeApi
+
+FAST = {"retry_backoff": 0.01, "max_retries": 1}
+
+
+@pytest.fixture
+def api() -> Iterator[FakeApi]:
+    with FakeApi.serve() as api:
+        yield api
+
+
+def asking_to_wait(api: FakeApi, value: str, run: str) -> str:
+    return f"{api.url}/flaky?run={run}&fail=100&status=429&retry_after={quote(value)}"
+
+
+# -- Retry-After -------------------------------------------------------------------------
+
+HOUR = 3600.0
+# What the server sends, and the wait the connector reports (None: no usable wait).
+RETRY_AFTERS = {
+    "1e12": HOUR,
+    "1e9": HOUR,
+    "9" * 400: HOUR,  # more than a float holds
+    "inf": HOUR,
+    "nan": None,
+    # no wait at all: retried at once, then given up as any failure
+    "-5": None,
+    "-Infinity": None,
+    "Fri, 31 Dec 9999 23:59:59 GMT": HOUR,
+    "Sat, 01 Jan 10000 00:00:00 GMT": None,  # not a date
+}
+
+
+@pytest.mark.parametrize("value", RETRY_AFTERS)
+def test_any_retry_after_becomes_a_finite_wait_of_at_most_max_retry_wait(
+    api: FakeApi, value: str
+) -> None:
+    plugin = HttpConnector({"url": asking_to_wait(api, value, "r"), **FAST})
+    with pytest.raises(TransientError) as raised:
+        list(plugin.read())
+    wait = raised.value.retry_after
+    assert wait == RETRY_AFTERS[value]
+    assert wait is None or (math.isfinite(wait) and 0 <= wait <= HOUR)
+
+
+def test_max_retry_wait_defaults_to_an_hour_and_caps_what_the_server_asks() -> None:
+    assert HttpConnector.validate_config({"url": "http://h/"})["max_retry_wait"] == HOUR
+    assert FileConnector.validate_config({"url": "http://h/a.csv"})["max_retry_wait"] == HOUR
+
+
+def test_a_file_download_caps_retry_after_too(api: FakeApi) -> None:
+    url = asking_to_wait(api, "1e12", "f") + "&x=.csv"
+    plugin = FileConnector({"url": url, "format": "csv", **FAST, "max_retry_wait": 120})
+    with pytest.raises(TransientError) as raised:
+        list(plugin.read())
+    assert raised.value.retry_after == 120
+
+
+def test_a_run_against_retry_after_1e12_backs_off_at_most_max_retry_wait(
+    repo: Repository, api: FakeApi
+) -> None:
+    config: dict[str, Any] = {"url": asking_to_wait(api, "1e12", "run"), **FAST}
+    repo.add_connector(name="parked", type="http", config=config, sync_interval=60)
+    repo.add_connector(name="fine", type="demo", config={"records": 3}, sync_interval=60)
+    Runner(repo.db, RunOptions(attempts=1)).run()
+    syncs = {s["connector_name"]: s for s in repo.history()}
+    assert syncs["parked"]["status"] == "FAILED"
+    assert syncs["fine"]["status"] == "COMPLETED"
+    parked = repo.find_connector("parked")
+    wait = parked["next_sync_at"] - parked["last_sync_at"]
+    assert dt.timedelta(0) < wait <= dt.timedelta(seconds=HOUR + 5)
