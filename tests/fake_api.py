@@ -203,9 +203,10 @@ def _handler_for(api: FakeApi) -> type[BaseHTTPRequestHandler]:
             self.send(200, api.items[:3])
 
         def route_status(self, path: str, query: dict[str, str], body: Any) -> None:
-            # Echoes the credentials it got, as careless APIs do.
+            # Echoes the credentials it got, as careless APIs do, after `pad` dots.
             echo = self.headers.get("Authorization", "") + " " + query.get("api_key", "")
-            self.send(int(path.split("/")[2]), {"message": f"bad credentials: {echo}"})
+            pad = "." * int(query.get("pad", 0))
+            self.send(int(path.split("/")[2]), {"message": f"{pad}bad credentials: {echo}"})
 
         def route_slow(self, path: str, query: dict[str, str], body: Any) -> None:
             time.sleep(float(query["delay"]))
@@ -218,7 +219,7 @@ def _handler_for(api: FakeApi) -> type[BaseHTTPRequestHandler]:
             self.send(200, [{"id": 1}, "two"])
 
         def route_redirect(self, path: str, query: dict[str, str], body: Any) -> None:
-            self.send_response(302)
+            self.send_response(int(query.get("status", 302)))
             self.send_header("Location", query["to"])
             self.send_header("Content-Length", "0")
             self.end_headers()

@@ -15,7 +15,7 @@ import pytest
 
 from connector_sync.connectors.file import FileConnector
 from connector_sync.connectors.http import HttpConnector
-from connector_sync.exceptions import TransientError
+from connector_sync.exceptions import PermanentError, TransientError
 from connector_sync.repository import Repository
 from connector_sync.runner import Runner, RunOptions
 from fake_api import FakeApi
@@ -89,3 +89,55 @@ def test_a_run_against_retry_after_1e12_backs_off_at_most_max_retry_wait(
     parked = repo.find_connector("parked")
     wait = parked["next_sync_at"] - parked["last_sync_at"]
     assert dt.timedelta(0) < wait <= dt.timedelta(seconds=HOUR + 5)
+
+
+# -- secrets -----------------------------------------------------------------------------
+
+TOKEN = "tok-0123456789abcdefghij"
+
+
+def test_an_error_excerpt_is_cut_after_redaction_so_no_part_of_a_token_shows(
+    api: FakeApi,
+) -> None:
+    # {"message": "<pad>bad credentials: Bearer tok-...": the token crosses the 200th
+    # character of the excerpt for some of these paddings.
+    for pad in range(140, 185, 3):
+        plugin = HttpConnector({"url": f"{api.url}/status/401?pad={pad}", "token": TOKEN, **FAST})
+        with pytest.raises(PermanentError) as raised:
+            list(plugin.read())
+        message = raised.value.message
+        assert "HTTP 401" in message
+        shown = [TOKEN[:n] for n in range(4, len(TOKEN) + 1) if TOKEN[:n] in message]
+        assert shown == [], f"pad {pad}: {message}"
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[FakeApi]:
+    with FakeApi.serve() as other:
+        yield other
+
+
+@pytest.mark.parametrize("status", [307, 308])
+def test_a_post_redirected_to_another_origin_is_refused_and_its_body_not_resent(
+    api: FakeApi, elsewhere: FakeApi, status: int
+) -> None:
+    body = {"q": "secret query", "size": 1}
+    target = quote(f"{elsewhere.url}/search")
+    url = f"{api.url}/redirect?status={status}&to={target}"
+    plugin = HttpConnector({"url": url, "method": "POST", "body": body, **FAST})
+    with pytest.raises(PermanentError) as raised:
+        list(plugin.read())
+    assert f"HTTP {status}" in raised.value.message
+    assert f"redirects to {elsewhere.url}/search, another origin" in raised.value.message
+    assert elsewhere.requests == []
+
+
+def test_a_post_redirected_within_its_origin_or_a_get_redirected_anywhere_is_followed(
+    api: FakeApi, elsewhere: FakeApi
+) -> None:
+    body = {"q": "shoes", "size": 2}
+    same = f"{api.url}/redirect?status=307&to={quote('/search')}"
+    post = HttpConnector({"url": same, "method": "POST", "body": body, "records_path": "hits"})
+    assert [r["q"] for r in post.read()] == ["shoes", "shoes"]
+    away = f"{api.url}/redirect?status=307&to={quote(elsewhere.url + '/items')}"
+    assert len(list(HttpConnector({"url": away}).read())) == 23

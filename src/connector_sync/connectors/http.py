@@ -36,6 +36,11 @@ from connector_sync.secrets import is_env_ref, is_secret_name, mask_urls, redact
 PAGINATION_TYPES = ("none", "page", "offset", "cursor", "link", "next_url")
 DEFAULT_MAX_PAGES = 10_000
 _EXCERPT_CHARS = 200
+#: How much of an error response's body is read for its excerpt, in bytes.
+_EXCERPT_WINDOW_BYTES = 16 * 1024
+# A character of a secret takes at most this many in an escaped or encoded form of it
+# (`%F0%9F%98%80` or `\ud83d\ude00` for one emoji).
+_MAX_ENCODED_CHARS = 12
 # 408 Request Timeout and 429 Too Many Requests are worth a retry; so is every 5xx.
 _TRANSIENT_STATUS = frozenset({408, 429})
 #: The longest timeout or retry wait, in seconds (a day); far more overflows the clocks.
@@ -145,6 +150,7 @@ class HttpSession:
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
         self.secrets = set(secrets)
+        self._secret_margin = _MAX_ENCODED_CHARS * max(map(len, self.secrets), default=0)
         self._interval = 1.0 / max_requests_per_second if max_requests_per_second else 0.0
         self._next_request_at = 0.0
         self._backoff = tenacity.wait_exponential(
@@ -155,7 +161,10 @@ class HttpSession:
             timeout=httpx.Timeout(timeout),
             headers=dict(headers or {}),
             follow_redirects=True,
-            event_hooks={"request": [self._keep_secrets_home]},
+            event_hooks={
+                "request": [self._keep_secrets_home],
+                "response": [self._refuse_body_across_origins],
+            },
         )
 
     def __enter__(self) -> HttpSession:
@@ -257,6 +266,29 @@ class HttpSession:
             for name in [n for n in request.headers if is_secret_name(n)]:
                 del request.headers[name]
 
+    def _refuse_body_across_origins(self, response: httpx.Response) -> None:
+        """Refuse a 307/308 redirect that would send a request body to another origin.
+
+        Those redirects repeat the method and the body (which may hold env: secrets);
+        httpx strips credentials on the way, but not the body.
+        """
+        request = response.request
+        location = response.headers.get("location")
+        if response.status_code not in (307, 308) or request.method in ("GET", "HEAD"):
+            return
+        if not location:
+            return
+        try:
+            target = request.url.join(location)
+        except httpx.InvalidURL:
+            return  # httpx reports the unusable redirect itself
+        if _origin(target) != _origin(request.url):
+            raise PermanentError(
+                f"{request.method} {self.shown(request.url)}: HTTP {response.status_code} "
+                f"redirects to {self.shown(target)}, another origin; not sending the request "
+                "body there (it may hold secrets): use that URL in the config if it is meant"
+            )
+
     def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
         self._throttle()
         try:
@@ -288,22 +320,29 @@ class HttpSession:
         raise PermanentError(f"{message}: {excerpt}" if excerpt else message)
 
     def _excerpt(self, response: httpx.Response) -> str:
-        """The start of an error response's body, on one line, without secrets."""
+        """The start of an error response's body, on one line, without secrets.
+
+        Secrets are masked in the whole window read before it is cut to length, and
+        when the window ends before the body does, its last characters (where a secret
+        may be cut in two, and so not recognised) are dropped first.
+        """
+        window = bytearray()
+        whole = True
         try:
-            content = response.content
-        except httpx.ResponseNotRead:  # a stream: read no more than the excerpt needs
-            content = b""
-            try:
-                for chunk in response.iter_bytes():
-                    content += chunk
-                    if len(content) >= _EXCERPT_CHARS * 4:
-                        break
-            except httpx.HTTPError:
-                pass
-        text = " ".join(content[: _EXCERPT_CHARS * 4].decode("utf-8", "replace").split())
+            for chunk in response.iter_bytes():
+                window += chunk
+                if len(window) >= _EXCERPT_WINDOW_BYTES:
+                    whole = False
+                    break
+        except (httpx.HTTPError, httpx.StreamError):
+            whole = False
+        text = window[:_EXCERPT_WINDOW_BYTES].decode("utf-8", "replace")
+        if not whole:
+            text = text[: max(0, len(text) - self._secret_margin)]
+        text = " ".join(redact(text, self.secrets).split())
         if len(text) > _EXCERPT_CHARS:
             text = text[: _EXCERPT_CHARS - 1] + "…"
-        return redact(text, self.secrets)
+        return text
 
     # -- retries -------------------------------------------------------------------
 
