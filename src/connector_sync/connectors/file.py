@@ -29,6 +29,7 @@ from connector_sync.connectors.http import (
 )
 from connector_sync.connectors.incremental import Cursor, Incremental, incremental_field
 from connector_sync.exceptions import ConfigError, PermanentError, TransientError
+from connector_sync.policy import Policy
 from connector_sync.secrets import is_env_ref, redact, secret_values
 
 FORMATS = ("csv", "jsonl", "json")
@@ -121,6 +122,7 @@ class FileConnector(ConnectorPlugin):
             raise ConfigError(
                 f"{where} starts with {home}, whose home directory is unknown; give the full path"
             ) from None
+        Policy.from_environment().check_path(path, where)
 
     @classmethod
     def _check_encoding(cls, encoding: str) -> None:
@@ -213,8 +215,9 @@ class FileConnector(ConnectorPlugin):
     def _open(self) -> Iterator[IO[str]]:
         """The file as text (newlines kept as they are, as csv wants)."""
         if self.path is not None:
+            where = f"{self.type_name} config field 'path'"
             try:
-                handle = self.path.open(newline="", encoding=self.encoding)
+                handle = Policy.from_environment().open_text(self.path, where, self.encoding)
             except FileNotFoundError:
                 raise PermanentError(f"{self.format} file not found: {self.path}") from None
             except IsADirectoryError:

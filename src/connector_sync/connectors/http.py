@@ -12,6 +12,7 @@ import email.utils
 import json
 import math
 import re
+import socket
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 import tenacity
 
@@ -31,6 +33,7 @@ from connector_sync.connectors.base import (
 )
 from connector_sync.connectors.incremental import Cursor, Incremental, incremental_field
 from connector_sync.exceptions import ConfigError, PermanentError, TransientError
+from connector_sync.policy import Policy
 from connector_sync.secrets import is_env_ref, is_secret_name, mask_urls, redact, secret_values
 
 PAGINATION_TYPES = ("none", "page", "offset", "cursor", "link", "next_url")
@@ -148,6 +151,8 @@ class HttpSession:
         secrets: set[str] | frozenset[str] = frozenset(),
     ) -> None:
         self.timeout = timeout
+        # Read now, not at add: a config stored before the policy is checked as it runs.
+        self.policy = Policy.from_environment()
         self.retry = retry or RetryPolicy()
         self.secrets = set(secrets)
         self._secret_margin = _MAX_ENCODED_CHARS * max(map(len, self.secrets), default=0)
@@ -161,8 +166,9 @@ class HttpSession:
             timeout=httpx.Timeout(timeout),
             headers=dict(headers or {}),
             follow_redirects=True,
+            transport=_checked_transport(self.policy),
             event_hooks={
-                "request": [self._keep_secrets_home],
+                "request": [self._check_host, self._keep_secrets_home],
                 "response": [self._refuse_body_across_origins],
             },
         )
@@ -252,6 +258,11 @@ class HttpSession:
             return self._client.build_request(method, target, json=body)
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             raise ConfigError(f"{method} {redact(url, self.secrets)}: not a usable URL") from exc
+
+    def _check_host(self, request: httpx.Request) -> None:
+        """Refuse a request (a redirect's too) to a host the policy does not allow."""
+        where = f"{request.method} {self.shown(request.url)}"
+        self.policy.check_host(request.url.host, where)
 
     def _keep_secrets_home(self, request: httpx.Request) -> None:
         """Drop secret headers from a request to another origin than the first request's.
@@ -753,6 +764,7 @@ def check_http_url(type_name: str, field: str, url: str) -> None:
         raise ConfigError(f"{where} has no host, e.g. https://api.example.com/path")
     if any(char.isspace() or not char.isprintable() for char in host):
         raise ConfigError(f"{where} has white space or control characters in its host; remove them")
+    Policy.from_environment().check_host(host, where)
     try:
         port = parts.port
     except ValueError:
@@ -763,6 +775,66 @@ def check_http_url(type_name: str, field: str, url: str) -> None:
         httpx.URL(url)
     except httpx.InvalidURL as exc:
         raise ConfigError(f"{where} is not a usable URL: {mask_urls(str(exc))}") from None
+
+
+class _CheckedBackend(httpcore.NetworkBackend):
+    """Resolves a host, checks its addresses against the policy, and connects to one of
+    those very addresses (a second lookup could answer differently)."""
+
+    def __init__(self, policy: Policy) -> None:
+        self._policy = policy
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        try:
+            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:  # no such name: as httpx reports a failed connection
+            raise httpcore.ConnectError(f"{host}: {exc}") from exc
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
+        self._policy.check_addresses(host, addresses, f"connecting to {host}")
+        failure: httpcore.ConnectError | None = None
+        for address in addresses:
+            try:
+                return self._inner.connect_tcp(
+                    address, port, timeout, local_address, socket_options
+                )
+            except httpcore.ConnectError as exc:
+                failure = exc
+        raise failure or httpcore.ConnectError(f"{host}: no address")
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
+        return self._inner.connect_unix_socket(path, timeout, socket_options)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def _checked_transport(policy: Policy) -> httpx.HTTPTransport:
+    """httpx's transport for direct connections, connecting through `_CheckedBackend`.
+
+    httpx takes no network backend, so the transport's connection pool is replaced by
+    an equal one that has it (same TLS settings and limits as httpx's defaults).
+    Requests through a proxy go through httpx's own proxy transports instead: there the
+    proxy resolves names, and only the policy's rules on names apply.
+    """
+    transport = httpx.HTTPTransport()
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=httpx.create_ssl_context(),
+        max_connections=100,
+        max_keepalive_connections=20,
+        keepalive_expiry=5.0,
+        network_backend=_CheckedBackend(policy),
+    )
+    return transport
 
 
 def check_headers(type_name: str, headers: Mapping[str, Any] | None) -> None:

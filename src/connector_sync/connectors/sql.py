@@ -46,6 +46,7 @@ from connector_sync.exceptions import (
     PluginError,
     TransientError,
 )
+from connector_sync.policy import Policy
 from connector_sync.secrets import is_env_ref, redact, secret_values
 
 CURSOR_PARAM = "cursor"
@@ -452,12 +453,16 @@ class SqlConnector(ConnectorPlugin):
 
 
 def _check_source(url: sa.URL) -> None:
-    """Raises ConfigError for a database this connector cannot hold to reading."""
+    """Raises ConfigError for a database this connector cannot hold to reading, or a
+    SQLite file the file policy refuses (see connector_sync.policy)."""
     if url.get_backend_name() not in READ_ONLY_BACKENDS:
         raise ConfigError(
             f"sql config field 'url': {url.drivername} is not supported: connector-sync "
             f"reads only databases it can open read-only ({', '.join(READ_ONLY_BACKENDS)})"
         )
+    path = _sqlite_path(url) if url.get_backend_name() == "sqlite" else None
+    if path is not None:
+        Policy.from_environment().check_path(path, "sql config field 'url'")
 
 
 def _strip_query(query: str) -> str:
