@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,12 @@ def _json_default(value: Any) -> Any:
 _encode = json.JSONEncoder(
     separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
 ).encode
+
+
+# A lone surrogate (JSON's "\ud800" decodes to one) is not text: no database encodes it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# JSON's escape of a NUL character: \u0000 after an even number of backslashes.
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 @dataclass
@@ -96,13 +103,26 @@ class DatasetWriter:
         self._fields: set[tuple[Any, type]] = set()
 
     def write(self, batch: EncodedBatch) -> None:
-        """Write one encoded batch in its own transaction."""
+        """Write one encoded batch in its own transaction.
+
+        Raises:
+            RecordError: naming the first record the database cannot store (a lone
+                surrogate; on PostgreSQL, a NUL character). Found only once the
+                database refused the batch, so storable batches pay nothing for it.
+        """
         if not batch.lines:
             return
-        if self.db.is_postgresql:
-            self._copy(self.count, batch.lines)
-        else:
-            self._executemany(self.count, batch.lines)
+        try:
+            if self.db.is_postgresql:
+                self._copy(self.count, batch.lines)
+            else:
+                self._executemany(self.count, batch.lines)
+        except UnicodeEncodeError:
+            number = _first_match(_SURROGATE, batch.lines, self.count)
+            raise RecordError(
+                f"record {number} holds a lone surrogate (such as \\ud800), which is not "
+                "text a database can store; fix it in the source"
+            ) from None
         self.count += len(batch.lines)
         self._fields |= batch.fields
 
@@ -124,9 +144,9 @@ class DatasetWriter:
                 ):
                     copy.write(payload)
         except psycopg.errors.UntranslatableCharacter:
-            # jsonb has no text for \u0000; SQLite stores it. Name the batch, not the data.
+            # jsonb has no text for \u0000; SQLite stores it. Name the record, not the data.
             raise RecordError(
-                f"a record among {start + 1}-{start + len(lines)} holds a NUL character "
+                f"record {_first_match(_ESCAPED_NUL, lines, start)} holds a NUL character "
                 "(\\u0000), which PostgreSQL cannot store in jsonb; remove it in the source"
             ) from None
 
@@ -144,3 +164,9 @@ class DatasetWriter:
         for name, kind in self._fields:
             fields.setdefault(name, set()).add(JSON_VALUE_TYPE_NAMES.get(kind, "string"))
         return {name: sorted(kinds) for name, kinds in sorted(fields.items())}
+
+
+def _first_match(pattern: re.Pattern[str], lines: Sequence[str], start: int) -> str:
+    """The number of the first of `lines` that `pattern` finds something in."""
+    found = (n for n, line in enumerate(lines, start + 1) if pattern.search(line))
+    return str(next(found, f"among {start + 1}-{start + len(lines)}"))

@@ -1,0 +1,62 @@
+"""Records a source sends that no database can store as they are (a lone surrogate, a
+NUL where PostgreSQL refuses it) fail the sync as a RecordError naming the record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from connector_sync.connectors.incremental import Cursor, Incremental
+from connector_sync.exceptions import PermanentError
+from connector_sync.repository import Repository
+from connector_sync.runner import Runner, RunOptions
+
+GOOD = '{"id": 1, "name": "ok"}\n'
+# JSON Lines text (escapes as JSON writes them) of a second record, and whether
+# SQLite stores it: JSON text may hold an escaped NUL, never a lone surrogate.
+HOSTILE = {
+    "surrogate_value": ('{"id": 2, "name": "\\ud800"}', False),
+    "surrogate_name": ('{"id": 2, "na\\udfffme": "x"}', False),
+    "nul_value": ('{"id": 2, "name": "a\\u0000b"}', True),
+    "nul_name": ('{"id": 2, "na\\u0000me": "x"}', True),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE)
+def test_a_record_no_database_can_store_fails_naming_it(
+    repo: Repository, db_url: str, tmp_path: Path, case: str
+) -> None:
+    line, sqlite_stores = HOSTILE[case]
+    path = tmp_path / "records.jsonl"
+    path.write_text(GOOD + line + "\n" + GOOD)
+    repo.add_connector(name="hostile", type="file", config={"path": str(path)}, sync_interval=60)
+    repo.add_connector(name="fine", type="demo", config={"records": 2}, sync_interval=60)
+    Runner(repo.db, RunOptions(attempts=1, batch_size=2)).run()
+    syncs = {s["connector_name"]: s for s in repo.history()}
+    assert syncs["fine"]["status"] == "COMPLETED"
+    sync = syncs["hostile"]
+    if sync["status"] == "COMPLETED":
+        assert sqlite_stores and db_url.startswith("sqlite"), sync
+        return
+    assert (sync["status"], sync["error_type"]) == ("FAILED", "RecordError"), sync
+    assert "record 2 " in sync["error"], sync["error"]
+    assert "\x00" not in sync["error"] and "\ud800" not in sync["error"]
+
+
+def test_a_cursor_error_lists_field_names_with_their_control_characters_escaped() -> None:
+    cursor = Cursor(Incremental("updated"), {})
+    with pytest.raises(PermanentError) as raised:
+        cursor.value_of({"a\x00b": 1, "c\ud800": 2, "x" * 500: 3}, "line 7")
+    message = raised.value.message
+    assert "a\\u0000b" in message and "c\\ud800" in message
+    assert "\x00" not in message and "\ud800" not in message
+    message.encode("utf-8")  # storable
+    assert len(message) < 300
+
+
+@pytest.mark.parametrize("value", ["\ud800", "a\x00b"])
+def test_a_cursor_value_no_database_can_store_fails_naming_the_record(value: str) -> None:
+    cursor = Cursor(Incremental("updated"), {})
+    with pytest.raises(PermanentError, match="line 7: cursor field 'updated'"):
+        cursor.value_of({"updated": value}, "line 7")
