@@ -159,11 +159,11 @@ def test_check_gives_up_at_check_timeout_on_a_silent_or_trickling_server(
     api: FakeApi, path: str
 ) -> None:
     for plugin in (
-        HttpConnector({"url": api.url + path, "check_timeout": 1, "max_retries": 3}),
-        FileConnector({"url": api.url + path, "format": "json", "check_timeout": 1}),
+        HttpConnector({"url": api.url + path, "check_timeout": 0.5, "max_retries": 3}),
+        FileConnector({"url": api.url + path, "format": "json", "check_timeout": 0.5}),
     ):
-        seconds = fails(plugin.check, TransientError, "not done within 1s (check_timeout)")
-        assert seconds < 2.5
+        seconds = fails(plugin.check, TransientError, "not done within 0.5s (check_timeout)")
+        assert seconds < 2
 
 
 # -- an abandoned read lets go at once --------------------------------------------------------
@@ -240,9 +240,10 @@ def peak_rss_of(command: list[str]) -> tuple[int, str]:
     """The peak resident memory of `command` in bytes (its own, not that of other
     children of this process), and its standard output."""
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as child:
-        assert child.stdout is not None
+        stdout = child.stdout
+        assert stdout is not None
         chunks: list[bytes] = []
-        drain = threading.Thread(target=lambda: chunks.append(child.stdout.read()))  # type: ignore[union-attr]
+        drain = threading.Thread(target=lambda: chunks.append(stdout.read()))
         drain.start()
         timer = threading.Timer(60, child.kill)
         timer.start()

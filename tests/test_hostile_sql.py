@@ -247,13 +247,11 @@ def test_same_database_names_the_same_postgresql_database_on_the_same_server() -
     assert not same_database("not a url", own)
 
 
-def test_reads_that_sqlite_builds_with_internal_steps_still_work(source: Source) -> None:
-    queries = {
-        "sqlite": "SELECT value FROM json_each('[1, 2]')",
-        "postgresql": "SELECT value::int FROM json_array_elements_text('[1, 2]')",
-    }
-    kind = "sqlite" if source.url.startswith("sqlite") else "postgresql"
-    rows = SqlConnector({"url": source.url, "query": queries[kind]}).read()
+def test_reads_that_sqlite_builds_with_internal_steps_still_work(tmp_path: Path) -> None:
+    # A table-valued function is built with an internal write the authorizer lets by.
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    sqlite3.connect(tmp_path / "empty.db").close()
+    rows = SqlConnector({"url": url, "query": "SELECT value FROM json_each('[1, 2]')"}).read()
     assert [row["value"] for row in rows] == [1, 2]
 
 
