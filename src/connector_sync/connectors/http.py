@@ -35,7 +35,7 @@ from connector_sync.connectors.base import (
     validate_fields,
 )
 from connector_sync.connectors.incremental import Cursor, Incremental, incremental_field
-from connector_sync.exceptions import ConfigError, PermanentError, TransientError
+from connector_sync.exceptions import ConfigError, PermanentError, PluginError, TransientError
 from connector_sync.policy import Policy
 from connector_sync.secrets import is_env_ref, is_secret_name, mask_urls, redact, secret_values
 
@@ -87,6 +87,7 @@ def max_retry_wait_field() -> ConfigField:
 
 
 def max_response_bytes_field() -> ConfigField:
+    """The `max_response_bytes` field of the http type: the bound on one page."""
     return ConfigField(
         "max_response_bytes",
         int,
@@ -441,12 +442,12 @@ class HttpSession:
         whole = True
         give_up_at = time.monotonic() + min(self.timeout, _EXCERPT_SECONDS)
         try:
-            for chunk in response.iter_bytes():
-                window += chunk
+            for piece in self.iter_body(response):
+                window += piece
                 if len(window) >= _EXCERPT_WINDOW_BYTES or time.monotonic() > give_up_at:
                     whole = False
                     break
-        except (httpx.HTTPError, httpx.StreamError):
+        except (PluginError, httpx.StreamError):  # an excerpt is what could be read
             whole = False
         text = window[:_EXCERPT_WINDOW_BYTES].decode("utf-8", "replace")
         if not whole:
