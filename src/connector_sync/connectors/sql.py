@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import getpass
 import math
 import os
 import re
 import sqlite3
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
@@ -193,31 +194,31 @@ def _server_database(url: sa.URL) -> tuple[str, int, str]:
 
 def _sqlite_path(url: sa.URL) -> str | None:
     """The file a SQLite URL names (a `file:` URI's path too); None for memory."""
-    database = url.database or ""
-    if _is_uri(url):
-        parts = urlsplit(database)
-        database = unquote(parts.path) if parts.scheme == "file" else ""
-        if dict(parse_qsl(parts.query)).get("mode") == "memory":
+    uri = _sqlite_file_uri(url)
+    if uri is not None:
+        if dict(parse_qsl(uri.query)).get("mode") == "memory":
             return None
-    if database in ("", ":memory:"):
-        return None
-    return database
+        database = unquote(uri.path)
+    else:
+        database = url.database or ""
+    return None if database in ("", ":memory:") else database
 
 
-def _is_uri(url: sa.URL) -> bool:
-    return str(url.query.get("uri", "")).lower() in ("true", "1")
+def _sqlite_file_uri(url: sa.URL) -> SplitResult | None:
+    """The `file:` URI a SQLite URL gives as its database (with `?uri=true`), if any."""
+    database = url.database or ""
+    uri = str(url.query.get("uri", "")).lower() in ("true", "1")
+    return urlsplit(database) if uri and database.startswith("file:") else None
 
 
 def _read_only_sqlite_uri(url: sa.URL) -> str:
     """The SQLite URI that opens the URL's database read-only (`mode=ro`)."""
-    database = url.database or ""
-    if _is_uri(url):
-        parts = urlsplit(database)
-        query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "mode"]
-        return parts._replace(query=urlencode([*query, ("mode", "ro")])).geturl()
-    if database in ("", ":memory:"):
-        return "file::memory:"
-    return f"file:{quote(os.path.abspath(database))}?mode=ro"
+    uri = _sqlite_file_uri(url)
+    if uri is not None:
+        query = [(k, v) for k, v in parse_qsl(uri.query, keep_blank_values=True) if k != "mode"]
+        return uri._replace(query=urlencode([*query, ("mode", "ro")])).geturl()
+    path = _sqlite_path(url)
+    return "file::memory:" if path is None else f"file:{quote(os.path.abspath(path))}?mode=ro"
 
 
 def _sqlite_reads_only(
@@ -405,7 +406,7 @@ class SqlConnector(ConnectorPlugin):
         url = self.url
         _check_source(url)
         connect_args: dict[str, Any] = {}
-        creator = None
+        creator: Callable[[], sqlite3.Connection] | None = None
         if url.get_backend_name() == "postgresql":
             options = [str(url.query.get("options", "")), "-c default_transaction_read_only=on"]
             connect_timeout = CONNECT_TIMEOUT_SECONDS
@@ -422,8 +423,7 @@ class SqlConnector(ConnectorPlugin):
             # SQLite would create a missing file and then report "no such table".
             if path is not None and not Path(path).exists():
                 raise PermanentError(f"{self.label}: SQLite database file not found: {path}")
-            uri = _read_only_sqlite_uri(url)
-            creator = lambda: sqlite3.connect(uri, uri=True)  # noqa: E731
+            creator = functools.partial(sqlite3.connect, _read_only_sqlite_uri(url), uri=True)
         try:
             if creator is not None:
                 return sa.create_engine(url, poolclass=NullPool, creator=creator)
