@@ -117,20 +117,7 @@ class Policy:
         given = Path(path).expanduser()
         resolved = Path(os.path.realpath(given))
         shown = str(path) if str(resolved) == str(path) else f"{path} ({resolved})"
-        for candidate in (Path(os.path.abspath(given)), resolved):
-            for root in REFUSED_ROOTS:
-                if _is_under(candidate, root):
-                    raise ConfigError(
-                        f"{where}: {shown} is under {root}, which connectors may never read"
-                    )
-        if self.file_roots is not None and not any(
-            _is_under(resolved, root) for root in self.file_roots
-        ):
-            roots = os.pathsep.join(map(str, self.file_roots))
-            raise ConfigError(
-                f"{where}: {shown} is outside {FILE_ROOTS_VARIABLE} ({roots}); move the file "
-                f"under one of them, or have the operator add its directory there"
-            )
+        self._check_location((Path(os.path.abspath(given)), resolved), where, shown)
         try:
             mode = os.stat(resolved).st_mode
         except OSError:  # missing or unreadable: opening it says which
@@ -138,11 +125,30 @@ class Policy:
         _check_kind(mode, where, shown)
         return resolved
 
+    def _check_location(self, paths: tuple[Path, ...], where: str, shown: str) -> None:
+        """Raises ConfigError unless connectors may read at these spellings of a path
+        (the last one resolved)."""
+        for candidate in paths:
+            for root in REFUSED_ROOTS:
+                if _is_under(candidate, root):
+                    raise ConfigError(
+                        f"{where}: {shown} is under {root}, which connectors may never read"
+                    )
+        if self.file_roots is not None and not any(
+            _is_under(paths[-1], root) for root in self.file_roots
+        ):
+            roots = os.pathsep.join(map(str, self.file_roots))
+            raise ConfigError(
+                f"{where}: {shown} is outside {FILE_ROOTS_VARIABLE} ({roots}); move the file "
+                f"under one of them, or have the operator add its directory there"
+            )
+
     def open_text(self, path: str | Path, where: str, encoding: str) -> IO[str]:
         """The file opened for reading as text (newlines as they are), if connectors may.
 
         Opens without blocking, so a FIFO swapped in after the check is refused, not
-        waited on; then checks what was opened.
+        waited on; then checks what was opened, where it really is too (on Linux), so a
+        directory swapped for a symlink after the check does not lead out of the roots.
 
         Raises:
             ConfigError: as `check_path`, or the opened file is not a regular file.
@@ -157,6 +163,11 @@ class Policy:
             if stat.S_ISDIR(mode):
                 raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
             _check_kind(mode, where, str(path))
+            opened = Path(f"/proc/self/fd/{fd}")
+            if opened.is_symlink():  # where the descriptor really points
+                really = Path(os.readlink(opened))
+                if really != resolved:
+                    self._check_location((really,), where, f"{path} ({really})")
             return open(fd, encoding=encoding, newline="", closefd=True)
         except BaseException:
             os.close(fd)
