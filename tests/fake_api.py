@@ -151,6 +151,13 @@ def _handler_for(api: FakeApi) -> type[BaseHTTPRequestHandler]:
             except OSError:  # the client hung up
                 self.count(f"hung up: {urlsplit(self.path).path}")
 
+        def send_raw(self, status: int, data: bytes, content_type: str = "text/plain") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
         def items(self, query: dict[str, str]) -> list[dict[str, Any]]:
             since = query.get("updated_since")
             if since is None:
@@ -232,6 +239,9 @@ def _handler_for(api: FakeApi) -> type[BaseHTTPRequestHandler]:
             # Echoes the credentials it got, as careless APIs do, after `pad` dots.
             echo = self.headers.get("Authorization", "") + " " + query.get("api_key", "")
             pad = "." * int(query.get("pad", 0))
+            if "raw" in query:  # not JSON: control characters as they are
+                self.send_raw(int(path.split("/")[2]), b"nul\x00 bell\x07 esc\x1b[31m")
+                return
             self.send(int(path.split("/")[2]), {"message": f"{pad}bad credentials: {echo}"})
 
         def route_slow(self, path: str, query: dict[str, str], body: Any) -> None:
@@ -251,12 +261,7 @@ def _handler_for(api: FakeApi) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
 
         def route_not_json(self, path: str, query: dict[str, str], body: Any) -> None:
-            data = b"<html>maintenance</html>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            self.send_raw(200, b"<html>maintenance</html>", "text/html")
 
         def route_encoded(self, path: str, query: dict[str, str], body: Any) -> None:
             """The items compressed `as` gzip, deflate (zlib), raw-deflate, gzip-members

@@ -141,3 +141,14 @@ def test_a_post_redirected_within_its_origin_or_a_get_redirected_anywhere_is_fol
     assert [r["q"] for r in post.read()] == ["shoes", "shoes"]
     away = f"{api.url}/redirect?status=307&to={quote(elsewhere.url + '/items')}"
     assert len(list(HttpConnector({"url": away}).read())) == 23
+
+
+def test_an_error_body_with_control_characters_gives_a_storable_one_line_excerpt(
+    api: FakeApi,
+) -> None:
+    plugin = HttpConnector({"url": f"{api.url}/status/401?pad=3&raw=1", **FAST})
+    with pytest.raises(PermanentError) as raised:
+        list(plugin.read())
+    message = raised.value.message
+    assert "nul\\x00 bell\\x07 esc\\x1b[31m" in message, message
+    assert message.isprintable()

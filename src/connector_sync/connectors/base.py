@@ -166,6 +166,22 @@ def _number(value: float) -> str:
     return repr(value)
 
 
+def printable(text: str) -> str:
+    """`text` with each character that is not printable (a control character, a lone
+    surrogate) written as an escape (\\x00, \\ud800): what a source sends stays one line
+    of text every database can store."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
 #: Seconds `check` (what `connector-sync test` runs) may take in all, unless configured.
 DEFAULT_CHECK_TIMEOUT = 60.0
 

@@ -32,6 +32,7 @@ from connector_sync.connectors.base import (
     ConnectorPlugin,
     Deadline,
     check_timeout_field,
+    printable,
     validate_fields,
 )
 from connector_sync.connectors.incremental import Cursor, Incremental, incremental_field
@@ -452,7 +453,7 @@ class HttpSession:
         text = window[:_EXCERPT_WINDOW_BYTES].decode("utf-8", "replace")
         if not whole:
             text = text[: max(0, len(text) - self._secret_margin)]
-        text = " ".join(redact(text, self.secrets).split())
+        text = printable(" ".join(redact(text, self.secrets).split()))
         if len(text) > _EXCERPT_CHARS:
             text = text[: _EXCERPT_CHARS - 1] + "…"
         return text

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from connector_sync.connectors.base import ConfigField, validate_fields
+from connector_sync.connectors.base import ConfigField, printable, validate_fields
 from connector_sync.exceptions import ConfigError, PermanentError
 
 CursorValue = str | int | float
@@ -145,14 +145,9 @@ def cursor_key(value: CursorValue) -> tuple[int, Decimal | str]:
 
 
 def _shown_name(name: object) -> str:
-    """A source's field name as a message may hold it: control characters and lone
-    surrogates escaped (\\u0000), cut to a length."""
+    """A source's field name as a message may hold it: escaped (`printable`) and cut."""
     text = str(name)
-    shown = "".join(
-        c if c.isprintable() else f"\\u{ord(c):04x}" if ord(c) <= 0xFFFF else f"\\U{ord(c):08x}"
-        for c in text[:_SHOWN_NAME_CHARS]
-    )
-    return shown + ("…" if len(text) > _SHOWN_NAME_CHARS else "")
+    return printable(text[:_SHOWN_NAME_CHARS]) + ("…" if len(text) > _SHOWN_NAME_CHARS else "")
 
 
 def _is_cursor_value(value: object) -> bool:

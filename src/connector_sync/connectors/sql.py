@@ -39,6 +39,7 @@ from connector_sync.connectors.base import (
     ConnectorPlugin,
     Deadline,
     check_timeout_field,
+    printable,
 )
 from connector_sync.connectors.incremental import Cursor, Incremental, incremental_field
 from connector_sync.exceptions import (
@@ -441,7 +442,7 @@ class SqlConnector(ConnectorPlugin):
     def _error(self, exc: sa.exc.SQLAlchemyError) -> PluginError:
         """The plugin error for a database failure: transient only for lost connections."""
         orig = getattr(exc, "orig", None)
-        detail = redact(_first_line(orig or exc), self.secrets)
+        detail = printable(redact(_first_line(orig or exc), self.secrets))
         message = f"{self.label}: {detail}"
         if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
             sqlstate = getattr(orig, "sqlstate", None) or ""
