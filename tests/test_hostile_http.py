@@ -76,19 +76,23 @@ def test_a_file_download_caps_retry_after_too(api: FakeApi) -> None:
     assert raised.value.retry_after == 120
 
 
-def test_a_run_against_retry_after_1e12_backs_off_at_most_max_retry_wait(
+def test_a_run_against_retry_after_1e12_and_a_nul_in_a_401_body_records_both(
     repo: Repository, api: FakeApi
 ) -> None:
     config: dict[str, Any] = {"url": asking_to_wait(api, "1e12", "run"), **FAST}
     repo.add_connector(name="parked", type="http", config=config, sync_interval=60)
+    config = {"url": f"{api.url}/status/401?raw=1", **FAST}
+    repo.add_connector(name="nul", type="http", config=config, sync_interval=60)
     repo.add_connector(name="fine", type="demo", config={"records": 3}, sync_interval=60)
     Runner(repo.db, RunOptions(attempts=1)).run()
     syncs = {s["connector_name"]: s for s in repo.history()}
-    assert syncs["parked"]["status"] == "FAILED"
     assert syncs["fine"]["status"] == "COMPLETED"
+    assert syncs["parked"]["status"] == "FAILED"
     parked = repo.find_connector("parked")
     wait = parked["next_sync_at"] - parked["last_sync_at"]
     assert dt.timedelta(0) < wait <= dt.timedelta(seconds=HOUR + 5)
+    assert syncs["nul"]["status"] == "FAILED"
+    assert syncs["nul"]["error"].endswith("HTTP 401 Unauthorized: nul\\x00 bell\\x07 esc\\x1b[31m")
 
 
 # -- secrets -----------------------------------------------------------------------------
