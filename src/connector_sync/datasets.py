@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from connector_sync.connectors.base import JSON_VALUE_TYPE_NAMES
 from connector_sync.exceptions import RecordError
+from connector_sync.store.base import first_line_matching
 
 if TYPE_CHECKING:
     from connector_sync.store.base import Store
@@ -36,6 +38,10 @@ def _json_default(value: Any) -> Any:
 _encode = json.JSONEncoder(
     separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=_json_default
 ).encode
+
+
+# A lone surrogate (JSON's "\ud800" decodes to one) is not text: no database encodes it.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass
@@ -98,10 +104,23 @@ class DatasetWriter:
         self._fields: set[tuple[Any, type]] = set()
 
     def write(self, batch: EncodedBatch) -> None:
-        """Write one encoded batch in its own transaction."""
+        """Write one encoded batch in its own transaction.
+
+        Raises:
+            RecordError: naming the first record the database cannot store (a lone
+                surrogate; on PostgreSQL, a NUL character). Found only once the
+                database refused the batch, so storable batches pay nothing for it.
+        """
         if not batch.lines:
             return
-        self.store.append_records(self.dataset_id, self.count, batch.lines)
+        try:
+            self.store.append_records(self.dataset_id, self.count, batch.lines)
+        except UnicodeEncodeError:
+            number = first_line_matching(_SURROGATE, batch.lines, self.count)
+            raise RecordError(
+                f"record {number} holds a lone surrogate (such as \\ud800), which is not "
+                "text a database can store; fix it in the source"
+            ) from None
         self.count += len(batch.lines)
         self._fields |= batch.fields
 

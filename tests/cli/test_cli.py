@@ -443,7 +443,7 @@ def test_records_json_cannot_hold_fail_the_sync_clearly(
     else:
         assert by_name["nul"]["status"] == "FAILED"
         assert by_name["nul"]["error"] == (
-            "a record among 1-1 holds a NUL character (\\u0000), which PostgreSQL cannot "
+            "record 1 holds a NUL character (\\u0000), which PostgreSQL cannot "
             "store in jsonb; remove it in the source"
         )
         assert by_name["nul"]["attempts"] == 1  # permanent: not retried

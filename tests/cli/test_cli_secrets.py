@@ -127,7 +127,7 @@ def test_a_missing_secret_variable_is_named_with_its_reference(
 
 def test_a_long_retry_after_fails_now_and_backs_off_that_long(cli: Cli, api: FakeApi) -> None:
     url = f"{api.url}/flaky?run=long&fail=100&status=429&retry_after=900"
-    config = {"url": url, "max_retry_wait": 30, "retry_backoff": 0.01}
+    config = {"url": url, "max_retry_wait": 1000, "retry_backoff": 0.01}
     cli("add", "api", "--type", "http", "--config", json.dumps(config))
     [sync] = json.loads(cli("run", "--json").stdout)
     assert (sync["status"], sync["attempts"]) == ("FAILED", 1)

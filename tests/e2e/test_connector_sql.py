@@ -189,8 +189,8 @@ def test_errors_are_classified_and_never_show_the_password(source_url: str, tmp_
     assert "hunter2" not in raised.value.message
     with pytest.raises(PermanentError, match='relation "nope" does not exist'):
         SqlConnector({"url": source_url, "query": "SELECT * FROM nope"}).check()
-    with pytest.raises(PermanentError, match='syntax error at or near "SELEC"'):
-        read({"url": source_url, "query": "SELEC 1"})
+    with pytest.raises(PermanentError, match="syntax error at end of input"):
+        read({"url": source_url, "query": "SELECT 1 +"})
     with pytest.raises(PermanentError, match="SQLite database file not found"):
         read({"url": f"sqlite:///{tmp_path / 'nope.db'}", "query": "SELECT 1"})
     assert not (tmp_path / "nope.db").exists()
@@ -210,7 +210,7 @@ def test_postgresql_urls_use_psycopg_3(source_url: str) -> None:
     ("config", "message"),
     [
         ({"url": "not a url"}, "'url' is not a SQLAlchemy database URL"),
-        ({"url": "mysql://u:hunter2@h/db"}, "no SQLAlchemy driver for mysql"),
+        ({"url": "mysql://u:hunter2@h/db"}, "mysql is not supported: connector-sync reads only"),
         ({"query": " ; "}, "'query' is empty"),
         ({"query": "SELECT * FROM t WHERE id > :cursor"}, "uses :cursor, but 'incremental'"),
         ({"incremental": {"cursor_field": "id", "initial_value": 0}}, "must use :cursor"),

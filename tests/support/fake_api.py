@@ -2,7 +2,9 @@
 
 It serves 23 items ({"id", "name", "updated"}) in every pagination style, failures on
 demand (a status, a count of failures before success, a Retry-After), slow answers,
-and registered files; and it records every request it receives.
+registered files, and hostile bodies made on the fly (endless, a gzip bomb, a huge page,
+an endless line, a trickle, silence); it records every request it receives, and counts
+the connections its clients closed.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ import email.utils
 import json
 import threading
 import time
-from collections.abc import Iterator
+import zlib
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -48,6 +51,8 @@ class FakeApi:
     requests: list[Request] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Set when the server shuts down, so that endless answers end.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     @property
     def url(self) -> str:
@@ -67,6 +72,7 @@ class FakeApi:
         try:
             yield api
         finally:
+            api.stopping.set()
             server.shutdown()
             server.server_close()
 
@@ -85,6 +91,10 @@ def _handler_for(api: FakeApi) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
+
+        def finish(self) -> None:
+            super().finish()
+            self.count("connections closed")
 
         def do_GET(self) -> None:
             self._handle()
@@ -122,6 +132,29 @@ def _handler_for(api: FakeApi) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(len(data)))
             for name, value in (headers or {}).items():
                 self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def stream(self, blocks: Iterable[bytes], headers: dict[str, str] | None = None) -> None:
+            """A 200 without a length, its body `blocks` until they end, the client hangs
+            up (counted as "hung up: <path>") or the server stops."""
+            self.send_response(200)
+            for name, value in {"Connection": "close", **(headers or {})}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.close_connection = True
+            try:
+                for block in blocks:
+                    if api.stopping.is_set():
+                        return
+                    self.wfile.write(block)
+            except OSError:  # the client hung up
+                self.count(f"hung up: {urlsplit(self.path).path}")
+
+        def send_raw(self, status: int, data: bytes, content_type: str = "text/plain") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
 
@@ -203,9 +236,13 @@ def _handler_for(api: FakeApi) -> type[BaseHTTPRequestHandler]:
             self.send(200, api.items[:3])
 
         def route_status(self, path: str, query: dict[str, str], body: Any) -> None:
-            # Echoes the credentials it got, as careless APIs do.
+            # Echoes the credentials it got, as careless APIs do, after `pad` dots.
             echo = self.headers.get("Authorization", "") + " " + query.get("api_key", "")
-            self.send(int(path.split("/")[2]), {"message": f"bad credentials: {echo}"})
+            pad = "." * int(query.get("pad", 0))
+            if "raw" in query:  # not JSON: control characters as they are
+                self.send_raw(int(path.split("/")[2]), b"nul\x00 bell\x07 esc\x1b[31m")
+                return
+            self.send(int(path.split("/")[2]), {"message": f"{pad}bad credentials: {echo}"})
 
         def route_slow(self, path: str, query: dict[str, str], body: Any) -> None:
             time.sleep(float(query["delay"]))
@@ -218,18 +255,96 @@ def _handler_for(api: FakeApi) -> type[BaseHTTPRequestHandler]:
             self.send(200, [{"id": 1}, "two"])
 
         def route_redirect(self, path: str, query: dict[str, str], body: Any) -> None:
-            self.send_response(302)
+            self.send_response(int(query.get("status", 302)))
             self.send_header("Location", query["to"])
             self.send_header("Content-Length", "0")
             self.end_headers()
 
         def route_not_json(self, path: str, query: dict[str, str], body: Any) -> None:
-            data = b"<html>maintenance</html>"
+            self.send_raw(200, b"<html>maintenance</html>", "text/html")
+
+        def route_encoded(self, path: str, query: dict[str, str], body: Any) -> None:
+            """The items compressed `as` gzip, deflate (zlib), raw-deflate, gzip-members
+            (two gzip streams one after the other) or br (not really: junk so named)."""
+            data = json.dumps(api.items).encode()
+            kind = query.get("as", "")
+            packers = {
+                "gzip": lambda d: zlib.compress(d, wbits=31),
+                "deflate": zlib.compress,
+                "raw-deflate": lambda d: zlib.compress(d, wbits=-15),
+                "gzip-members": lambda d: (
+                    zlib.compress(d[:9], wbits=31) + zlib.compress(d[9:], wbits=31)
+                ),
+                "br": lambda d: b"\x0b\x00\x80not brotli",
+                "": lambda d: d,
+            }
+            encoded = packers[kind](data)
+            name = {"raw-deflate": "deflate", "gzip-members": "gzip"}.get(kind, kind)
             self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(encoded)))
+            if name:
+                self.send_header("Content-Encoding", name)
             self.end_headers()
-            self.wfile.write(data)
+            self.wfile.write(encoded)
+
+        # -- hostile bodies, made as they are sent ----------------------------------
+
+        def route_endless_body(self, path: str, query: dict[str, str], body: Any) -> None:
+            """A JSON array that never ends."""
+            record = b'{"id": 1, "name": "again"},' * 2048
+            self.stream(_forever(b"[", record), {"Content-Type": "application/json"})
+
+        def route_gzip_bomb(self, path: str, query: dict[str, str], body: Any) -> None:
+            """A few KB on the wire per 64 MB of JSON whitespace, for ever."""
+            packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: a gzip stream
+            # After a full flush the same input packs the same (the header comes first).
+            first, block = (
+                packer.compress(b" " * 1024 * 1024) + packer.flush(zlib.Z_FULL_FLUSH)
+                for _ in range(2)
+            )
+            headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+            self.stream(_forever(first, block), headers)
+
+        def route_big_page(self, path: str, query: dict[str, str], body: Any) -> None:
+            """A complete JSON page of `mb` megabytes, its length announced."""
+            record = b'{"id": 1, "name": "again"},' * 2048
+            count = int(query["mb"]) * 1024 * 1024 // len(record)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(count * len(record) + 1))
+            self.end_headers()
+            try:
+                self.wfile.write(b"[")
+                for _ in range(count - 1):
+                    self.wfile.write(record)
+                self.wfile.write(record[:-1] + b"]")
+            except OSError:
+                self.count(f"hung up: {path}")
+
+        def route_endless_line(self, path: str, query: dict[str, str], body: Any) -> None:
+            """A CSV file whose second line never ends (its first, with `first=endless`)."""
+            start = b"" if query.get("first") == "endless" else b"id,name\n1,"
+            self.stream(_forever(start, b"a" * 65536), {"Content-Type": "text/csv"})
+
+        def route_endless_lines(self, path: str, query: dict[str, str], body: Any) -> None:
+            """A JSON Lines file that never ends."""
+            self.stream(_forever(b"", b'{"n": 1}\n' * 4096), {"Content-Type": "text/plain"})
+
+        def route_trickle(self, path: str, query: dict[str, str], body: Any) -> None:
+            """A body of one byte every `every` seconds, for ever."""
+            pause = float(query.get("every", 1))
+
+            def trickle() -> Iterator[bytes]:
+                yield b"["
+                while not api.stopping.wait(pause):
+                    yield b" "
+
+            self.stream(trickle(), {"Content-Type": "application/json"})
+
+        def route_silent(self, path: str, query: dict[str, str], body: Any) -> None:
+            """No answer at all until the server stops."""
+            api.stopping.wait()
 
         def route_files(self, path: str, query: dict[str, str], body: Any) -> None:
             name = path.split("/", 2)[2]
@@ -245,3 +360,9 @@ def _handler_for(api: FakeApi) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(data[start : start + 4096])
 
     return Handler
+
+
+def _forever(first: bytes, block: bytes) -> Iterator[bytes]:
+    yield first
+    while True:
+        yield block

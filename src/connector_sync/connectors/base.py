@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import abc
 import math
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from connector_sync import secrets
-from connector_sync.exceptions import ConfigError
+from connector_sync.exceptions import ConfigError, TransientError
 from connector_sync.secrets import SECRET_MASK as SECRET_MASK
 
 #: The JSON type name of each Python type a config field (or a record value) may have.
@@ -163,6 +164,69 @@ def _number(value: float) -> str:
     if isinstance(value, int) and abs(value) >= 10**100:
         return "a number of more than 100 digits"
     return repr(value)
+
+
+def printable(text: str) -> str:
+    """`text` with each character that is not printable (a control character, a lone
+    surrogate) written as an escape (\\x00, \\ud800): what a source sends stays one line
+    of text every database can store."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+#: Seconds `check` (what `connector-sync test` runs) may take in all, unless configured.
+DEFAULT_CHECK_TIMEOUT = 60.0
+
+
+def check_timeout_field() -> ConfigField:
+    """The `check_timeout` field of the built-in types: `test`'s overall deadline."""
+    return ConfigField(
+        "check_timeout",
+        float,
+        default=DEFAULT_CHECK_TIMEOUT,
+        minimum=0.001,
+        maximum=86_400,
+        help="seconds `test` may take in all; a silent or trickling source fails then",
+    )
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A moment (on the monotonic clock) by which an operation must be done."""
+
+    at: float
+    seconds: float
+    #: The config field that sets it, for messages.
+    field: str = "check_timeout"
+
+    @classmethod
+    def after(cls, seconds: float, field: str = "check_timeout") -> Deadline:
+        return cls(time.monotonic() + seconds, seconds, field)
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
+
+    def passed(self) -> bool:
+        return self.left() <= 0
+
+    def error(self, what: str) -> TransientError:
+        return TransientError(
+            f"{what}: not done within {self.seconds:g}s ({self.field}); raise {self.field} "
+            "if the source is only slow"
+        )
+
+    def check(self, what: str) -> None:
+        """Raises TransientError (naming `what` and the field) once the deadline passed."""
+        if self.passed():
+            raise self.error(what)
 
 
 @dataclass(frozen=True)

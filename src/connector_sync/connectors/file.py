@@ -1,7 +1,8 @@
 """`file`: records of a CSV, JSON Lines or JSON array file, local or over http(s), streamed.
 
 Nothing here holds the whole file: CSV and JSON Lines are read row by row, and a JSON
-array is parsed record by record from a bounded buffer (`iter_json_array`).
+array is parsed record by record from a bounded buffer (`iter_json_array`). No record
+is read past `max_record_chars` either, so one endless line fails with memory flat.
 """
 
 from __future__ import annotations
@@ -18,22 +19,33 @@ from typing import IO, Any, ClassVar
 
 import httpx
 
-from connector_sync.connectors.base import CheckResult, ConfigField, ConnectorPlugin
+from connector_sync.connectors.base import (
+    DEFAULT_CHECK_TIMEOUT,
+    CheckResult,
+    ConfigField,
+    ConnectorPlugin,
+    Deadline,
+    check_timeout_field,
+)
 from connector_sync.connectors.http import (
     HttpSession,
+    RetryableError,
     RetryPolicy,
     check_headers,
     check_http_url,
+    max_retry_wait_field,
     timeout_field,
 )
 from connector_sync.connectors.incremental import Cursor, Incremental, incremental_field
 from connector_sync.exceptions import ConfigError, PermanentError, TransientError
+from connector_sync.policy import Policy
 from connector_sync.secrets import is_env_ref, redact, secret_values
 
 FORMATS = ("csv", "jsonl", "json")
 _EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
-#: The longest record (a JSON Lines line, a JSON array element) read, in characters.
-MAX_RECORD_CHARS = 64 * 1024 * 1024
+#: The longest record (a CSV row, a JSON Lines line, a JSON array element) read, in
+#: characters, unless `max_record_chars` says otherwise.
+MAX_RECORD_CHARS = 16 * 1024 * 1024
 _CHUNK_CHARS = 64 * 1024
 _DOWNLOAD_CHUNK_BYTES = 64 * 1024
 _NOT_WHITESPACE = re.compile(r"[^ \t\r\n]")
@@ -62,7 +74,16 @@ class FileConnector(ConnectorPlugin):
         ConfigField(
             "retry_backoff", float, default=1.0, minimum=0, help="url: first retry wait, seconds"
         ),
+        max_retry_wait_field(),
         incremental_field("{cursor_field, initial_value}: skip records not past the cursor"),
+        ConfigField(
+            "max_record_chars",
+            int,
+            default=MAX_RECORD_CHARS,
+            minimum=1,
+            help="longest record (CSV row, JSON line or element), characters; 16 Mi",
+        ),
+        check_timeout_field(),
     )
     #: A subclass fixed to one format (the `csv` alias) sets this.
     fixed_format: ClassVar[str | None] = None
@@ -119,6 +140,7 @@ class FileConnector(ConnectorPlugin):
             raise ConfigError(
                 f"{where} starts with {home}, whose home directory is unknown; give the full path"
             ) from None
+        Policy.from_environment().check_path(path, where)
 
     @classmethod
     def _check_encoding(cls, encoding: str) -> None:
@@ -147,6 +169,7 @@ class FileConnector(ConnectorPlugin):
         self.delimiter: str = delimiter or ("\t" if _extension(location) == ".tsv" else ",")
         self.encoding: str = config["encoding"]
         self.has_header: bool = config.get("has_header", True)
+        self.max_record_chars: int = config.get("max_record_chars", MAX_RECORD_CHARS)
         self.incremental = Incremental.from_config(self.type_name, config.get("incremental"))
         self.cursor = Cursor(self.incremental, self.state) if self.incremental else None
         self.secrets = secret_values(self.secret_fields(), config, config)
@@ -171,10 +194,11 @@ class FileConnector(ConnectorPlugin):
     # -- the plugin contract -------------------------------------------------------
 
     def check(self) -> CheckResult:
-        with self._open() as handle:
+        deadline = Deadline.after(self.config.get("check_timeout", DEFAULT_CHECK_TIMEOUT))
+        with self._open(deadline) as handle:
             if self.format == "csv":
                 try:
-                    columns, _ = self._csv_header(self._csv_reader(handle))
+                    columns, _ = self._csv_header(*self._csv_reader(handle))
                 except UnicodeError as exc:
                     raise PermanentError(
                         f"{self.label}: not valid {self.encoding}: {_reason(exc)}; set 'encoding'"
@@ -208,11 +232,13 @@ class FileConnector(ConnectorPlugin):
     # -- opening -------------------------------------------------------------------
 
     @contextmanager
-    def _open(self) -> Iterator[IO[str]]:
-        """The file as text (newlines kept as they are, as csv wants)."""
+    def _open(self, deadline: Deadline | None = None) -> Iterator[IO[str]]:
+        """The file as text (newlines kept as they are, as csv wants); a download stops
+        at the deadline."""
         if self.path is not None:
+            where = f"{self.type_name} config field 'path'"
             try:
-                handle = self.path.open(newline="", encoding=self.encoding)
+                handle = Policy.from_environment().open_text(self.path, where, self.encoding)
             except FileNotFoundError:
                 raise PermanentError(f"{self.format} file not found: {self.path}") from None
             except IsADirectoryError:
@@ -231,8 +257,11 @@ class FileConnector(ConnectorPlugin):
         session = HttpSession(
             timeout=config["timeout"],
             headers=config["headers"],
-            retry=RetryPolicy(max_retries=config["max_retries"], backoff=config["retry_backoff"]),
+            retry=RetryPolicy(
+                config["max_retries"], config["retry_backoff"], config["max_retry_wait"]
+            ),
             secrets=self.secrets,
+            deadline=deadline,
         )
         with session, session.stream(self.url) as response:
             raw = _ResponseReader(response, session, self.url)
@@ -251,22 +280,25 @@ class FileConnector(ConnectorPlugin):
             elif self.format == "jsonl":
                 yield from self._jsonl_records(handle)
             else:
-                for line, value in iter_json_array(handle, self.label):
+                for line, value in iter_json_array(handle, self.label, self.max_record_chars):
                     yield line, _expect_object(value, self.label, line)
         except UnicodeError as exc:  # csv and jsonl name the line themselves
             raise PermanentError(
                 f"{self.label}: not valid {self.encoding}: {_reason(exc)}; set 'encoding'"
             ) from None
 
-    def _csv_reader(self, handle: IO[str]) -> Any:
-        return csv.reader(handle, delimiter=self.delimiter, strict=True)
+    def _csv_reader(self, handle: IO[str]) -> tuple[Any, _RecordLines]:
+        """A csv reader, and the lines it reads (which bound each record's length)."""
+        lines = _RecordLines(handle, self.max_record_chars, self.label)
+        return csv.reader(lines, delimiter=self.delimiter, strict=True), lines
 
-    def _csv_header(self, reader: Any) -> tuple[list[str], list[str] | None]:
+    def _csv_header(self, reader: Any, lines: _RecordLines) -> tuple[list[str], list[str] | None]:
         """The column names, and the first row when it is a record (no header line)."""
         try:
             first: list[str] | None = next(reader, None)
         except csv.Error as exc:
             raise PermanentError(f"{self.label}: line 1: {exc}") from exc
+        lines.record_done()
         if not first:
             raise PermanentError(f"{self.label}: empty file, expected a header line")
         if not self.has_header:
@@ -276,14 +308,15 @@ class FileConnector(ConnectorPlugin):
         return first, None
 
     def _csv_records(self, handle: IO[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-        reader = self._csv_reader(handle)
-        columns, first_record = self._csv_header(reader)
+        reader, lines = self._csv_reader(handle)
+        columns, first_record = self._csv_header(reader, lines)
         if first_record is not None:
             yield 1, dict(zip(columns, first_record, strict=True))
         width = "the header has" if self.has_header else "the first row has"
         start = reader.line_num + 1
         try:
             for row in reader:
+                lines.record_done()
                 if row:
                     if len(row) != len(columns):
                         raise PermanentError(
@@ -305,7 +338,7 @@ class FileConnector(ConnectorPlugin):
         number = 0
         while True:
             try:
-                line = handle.readline(MAX_RECORD_CHARS + 1)
+                line = handle.readline(self.max_record_chars + 1)
             except UnicodeError as exc:
                 raise PermanentError(
                     f"{self.label}: near line {number + 1}: not valid {self.encoding}: "
@@ -314,10 +347,8 @@ class FileConnector(ConnectorPlugin):
             if not line:
                 return
             number += 1
-            if len(line) > MAX_RECORD_CHARS:
-                raise PermanentError(
-                    f"{self.label}: line {number} is longer than {MAX_RECORD_CHARS} characters"
-                )
+            if len(line) > self.max_record_chars:
+                raise _too_long(self.label, f"line {number}", self.max_record_chars)
             start = len(line) - len(line.lstrip())
             if start == len(line):
                 continue  # a blank line
@@ -356,6 +387,42 @@ def _reason(exc: UnicodeError) -> str:
     return exc.reason if isinstance(exc, UnicodeDecodeError) else str(exc)
 
 
+def _too_long(label: str, where: str, limit: int) -> PermanentError:
+    return PermanentError(
+        f"{label}: {where}: a record is longer than {limit} characters (max_record_chars); "
+        "raise max_record_chars if the file really holds records this long"
+    )
+
+
+class _RecordLines:
+    """The lines of a text file, for csv.reader, refusing a record (which may span lines)
+    longer than `limit` characters before reading more of it."""
+
+    def __init__(self, handle: IO[str], limit: int, label: str) -> None:
+        self._handle = handle
+        self._limit = limit
+        self._label = label
+        self._pending = 0  # characters read since the last record ended
+        self._number = 0
+
+    def __iter__(self) -> _RecordLines:
+        return self
+
+    def __next__(self) -> str:
+        line = self._handle.readline(self._limit - self._pending + 1)
+        if not line:
+            raise StopIteration
+        self._number += 1
+        self._pending += len(line)
+        if self._pending > self._limit:
+            raise _too_long(self._label, f"line {self._number}", self._limit)
+        return line
+
+    def record_done(self) -> None:
+        """The reader made a row of the lines so far: the next record starts afresh."""
+        self._pending = 0
+
+
 def _expect_object(value: Any, label: str, line: int) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise PermanentError(
@@ -368,7 +435,7 @@ class _ResponseReader(io.RawIOBase):
     """A streamed HTTP response body as a raw binary file, read chunk by chunk."""
 
     def __init__(self, response: httpx.Response, session: HttpSession, url: str) -> None:
-        self._chunks = response.iter_bytes(_DOWNLOAD_CHUNK_BYTES)
+        self._chunks = session.iter_body(response)
         self._session = session
         self._url = url
         self._pending = b""
@@ -381,13 +448,10 @@ class _ResponseReader(io.RawIOBase):
         if not self._pending:
             try:
                 self._pending = next(self._chunks, b"")
-            except httpx.HTTPError as exc:
-                try:
-                    self._session.raise_transport_error(exc, "GET", self._url)
-                except TransientError as error:
-                    raise TransientError(
-                        f"{error.message} after {self._received} bytes of the body"
-                    ) from exc
+            except RetryableError as error:  # the connection failed mid-body
+                raise TransientError(
+                    f"{error.message} after {self._received} bytes of the body"
+                ) from error
         size = min(len(buffer), len(self._pending))
         buffer[:size] = self._pending[:size]
         self._pending = self._pending[size:]
@@ -395,7 +459,9 @@ class _ResponseReader(io.RawIOBase):
         return size
 
 
-def iter_json_array(handle: IO[str], label: str) -> Iterator[tuple[int, Any]]:
+def iter_json_array(
+    handle: IO[str], label: str, max_record_chars: int = MAX_RECORD_CHARS
+) -> Iterator[tuple[int, Any]]:
     """(line number, element) for each element of the JSON array in `handle`, streamed.
 
     Reads `handle` in chunks and decodes one element at a time with
@@ -403,15 +469,17 @@ def iter_json_array(handle: IO[str], label: str) -> Iterator[tuple[int, Any]]:
     the array.
 
     Raises:
-        PermanentError: the text is not one JSON array; names the line.
+        PermanentError: the text is not one JSON array, or an element is longer than
+            `max_record_chars`; names the line.
     """
-    return _JsonArrayReader(handle, label).elements()
+    return _JsonArrayReader(handle, label, max_record_chars).elements()
 
 
 class _JsonArrayReader:
-    def __init__(self, handle: IO[str], label: str) -> None:
+    def __init__(self, handle: IO[str], label: str, max_record_chars: int) -> None:
         self.handle = handle
         self.label = label
+        self.max_record_chars = max_record_chars
         self.decoder = json.JSONDecoder()
         self.buffer = ""
         self.pos = 0
@@ -494,10 +562,8 @@ class _JsonArrayReader:
         self.buffer = self.buffer[self.pos :]
         self.counted_pos -= self.pos
         self.pos = 0
-        if len(self.buffer) > MAX_RECORD_CHARS:
-            raise self._error(
-                f"a record is longer than {MAX_RECORD_CHARS} characters, or the JSON is broken"
-            )
+        if len(self.buffer) > self.max_record_chars:
+            raise _too_long(self.label, f"line {self._line(0)}", self.max_record_chars)
         try:
             chunk = self.handle.read(max(at_least, _CHUNK_CHARS))
         except UnicodeError as exc:

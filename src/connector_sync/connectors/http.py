@@ -12,14 +12,17 @@ import email.utils
 import json
 import math
 import re
+import socket
 import time
+import zlib
 from collections.abc import Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 import tenacity
 
@@ -27,22 +30,72 @@ from connector_sync.connectors.base import (
     CheckResult,
     ConfigField,
     ConnectorPlugin,
+    Deadline,
+    check_timeout_field,
+    printable,
     validate_fields,
 )
 from connector_sync.connectors.incremental import Cursor, Incremental, incremental_field
-from connector_sync.exceptions import ConfigError, PermanentError, TransientError
+from connector_sync.exceptions import ConfigError, PermanentError, PluginError, TransientError
+from connector_sync.policy import Policy
 from connector_sync.secrets import is_env_ref, is_secret_name, mask_urls, redact, secret_values
 
+T = TypeVar("T")
+
 PAGINATION_TYPES = ("none", "page", "offset", "cursor", "link", "next_url")
+#: The most bytes one response (one page) may have, as sent and once decompressed. A
+#: page is parsed whole, and a page of small records takes about 13 times its size in
+#: memory once parsed (a 60 MB page of 27-byte records: 780 MB), so not more.
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+#: The most bytes of a body handed on at once: a gzip bomb inflates no faster.
+_PIECE_BYTES = 64 * 1024
+#: What connector-sync can decompress, a bounded piece at a time (see `_Inflater`).
+ACCEPT_ENCODING = "gzip, deflate"
 DEFAULT_MAX_PAGES = 10_000
 _EXCERPT_CHARS = 200
+#: How much of an error response's body is read for its excerpt, in bytes.
+_EXCERPT_WINDOW_BYTES = 16 * 1024
+# A character of a secret takes at most this many in an escaped or encoded form of it
+# (`%F0%9F%98%80` or `\ud83d\ude00` for one emoji).
+_MAX_ENCODED_CHARS = 12
+# The longest an excerpt waits for a trickling error body, in seconds.
+_EXCERPT_SECONDS = 5.0
 # 408 Request Timeout and 429 Too Many Requests are worth a retry; so is every 5xx.
 _TRANSIENT_STATUS = frozenset({408, 429})
 #: The longest timeout or retry wait, in seconds (a day); far more overflows the clocks.
 MAX_WAIT_SECONDS = 86_400
+#: The longest pause a server's Retry-After may impose on a connector, unless configured.
+DEFAULT_MAX_RETRY_WAIT = 3600.0
+#: The longest a request sleeps before trying again within a sync; a server asking for
+#: longer ends the sync's try, and the connector is due again after that wait.
+MAX_SLEEP_IN_REQUEST = 60.0
 #: The shortest timeout, in seconds, and the slowest rate limit, in requests per second.
 MIN_TIMEOUT = 0.001
 MIN_RATE = 0.001
+
+
+def max_retry_wait_field() -> ConfigField:
+    """The `max_retry_wait` field of the types that make HTTP requests."""
+    return ConfigField(
+        "max_retry_wait",
+        float,
+        default=DEFAULT_MAX_RETRY_WAIT,
+        minimum=0,
+        maximum=MAX_WAIT_SECONDS,
+        help="longest wait a server's Retry-After may impose, seconds (longer is cut to this); "
+        f"a request itself waits at most {MAX_SLEEP_IN_REQUEST:g}s before trying again",
+    )
+
+
+def max_response_bytes_field() -> ConfigField:
+    """The `max_response_bytes` field of the http type: the bound on one page."""
+    return ConfigField(
+        "max_response_bytes",
+        int,
+        default=DEFAULT_MAX_RESPONSE_BYTES,
+        minimum=1,
+        help="most bytes one response (page) may have, as sent and decompressed; 16 MiB by default",
+    )
 
 
 def timeout_field(help: str) -> ConfigField:
@@ -94,20 +147,27 @@ class RetryPolicy:
     max_retries: int = 4
     #: The first wait, in seconds; it doubles each time (plus up to as much jitter).
     backoff: float = 1.0
-    #: The longest wait, in seconds; a Retry-After asking for more gives up at once.
-    max_wait: float = 60.0
+    #: The longest wait a Retry-After may ask for, in seconds: a longer one is cut to this.
+    max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT
+
+    @property
+    def max_sleep(self) -> float:
+        """The longest sleep between tries of one request; asked for more, it gives up."""
+        return min(self.max_retry_wait, MAX_SLEEP_IN_REQUEST)
 
 
 class RetryableError(TransientError):
-    """A request failed in a way that may pass; carries the server's Retry-After, if any."""
+    """A request failed in a way that may pass; `asked` is the server's Retry-After in
+    seconds, if it sent one (already at most MAX_WAIT_SECONDS)."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, asked: float | None = None) -> None:
         super().__init__(message)
-        self.retry_after = retry_after
+        self.asked = asked
 
 
 class HttpSession:
-    """One connector's HTTP client: rate limit, retries, classified errors, safe URLs."""
+    """One connector's HTTP client: rate limit, retries, classified errors, safe URLs,
+    bounded bodies, the access policy, and an optional deadline for all of it."""
 
     def __init__(
         self,
@@ -117,21 +177,34 @@ class HttpSession:
         max_requests_per_second: float | None = None,
         retry: RetryPolicy | None = None,
         secrets: set[str] | frozenset[str] = frozenset(),
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        deadline: Deadline | None = None,
     ) -> None:
         self.timeout = timeout
+        #: Bounds `request_json`'s bodies; a `stream` is its reader's to bound.
+        self.max_response_bytes = max_response_bytes
+        #: When everything must be done (a check), or None.
+        self.deadline = deadline
+        # Read now, not at add: a config stored before the policy is checked as it runs.
+        self.policy = Policy.from_environment()
         self.retry = retry or RetryPolicy()
         self.secrets = set(secrets)
+        self._secret_margin = _MAX_ENCODED_CHARS * max(map(len, self.secrets), default=0)
         self._interval = 1.0 / max_requests_per_second if max_requests_per_second else 0.0
         self._next_request_at = 0.0
         self._backoff = tenacity.wait_exponential(
-            multiplier=self.retry.backoff, max=self.retry.max_wait
+            multiplier=self.retry.backoff, max=self.retry.max_sleep
         ) + tenacity.wait_random(0, self.retry.backoff)
         self._home: tuple[str, str, int | None] | None = None
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout),
-            headers=dict(headers or {}),
+            headers={"Accept-Encoding": ACCEPT_ENCODING, **(headers or {})},
             follow_redirects=True,
-            event_hooks={"request": [self._keep_secrets_home]},
+            transport=_checked_transport(self.policy),
+            event_hooks={
+                "request": [self._check_host, self._keep_secrets_home],
+                "response": [self._refuse_body_across_origins],
+            },
         )
 
     def __enter__(self) -> HttpSession:
@@ -154,19 +227,27 @@ class HttpSession:
     ) -> tuple[httpx.Response, Any]:
         """The response and its parsed JSON body, after retries of transient failures.
 
+        The body is read as it comes, and refused past `max_response_bytes`, as sent or
+        once decompressed (a gzip bomb).
+
         Raises:
-            TransientError: retries did not help (timeouts, 429, 5xx, connection errors).
-            PermanentError: 4xx, a body that is not JSON, a URL httpx cannot use.
+            TransientError: retries did not help (timeouts, 429, 5xx, connection errors),
+                or the deadline passed.
+            PermanentError: 4xx, a body that is not JSON or too large, a URL httpx cannot
+                use, a 307/308 to another origin.
         """
 
-        def attempt() -> httpx.Response:
-            response = self._send(self._build(method, url, params, body))  # body read
-            self._raise_for_status(response)
-            return response
+        def attempt() -> tuple[httpx.Response, bytearray]:
+            response = self._send(self._build(method, url, params, body), stream=True)
+            try:
+                self._raise_for_status(response)
+                return response, self._read_body(response)
+            finally:
+                response.close()
 
-        response = self._retrying(attempt)
+        response, content = self._retrying(attempt)
         try:
-            data = response.json()
+            data = json.loads(content)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             kind = response.headers.get("content-type", "no content type")
             raise PermanentError(
@@ -194,8 +275,38 @@ class HttpSession:
         finally:
             response.close()
 
+    def iter_body(self, response: httpx.Response) -> Iterator[bytes]:
+        """A streamed response's body as it comes, decompressed at most `_PIECE_BYTES` at a
+        time however much one network read inflates to; stops at the deadline.
+
+        Raises:
+            TransientError, PermanentError: as `raise_transport_error`; PermanentError for
+                a Content-Encoding that cannot be undone (an unknown one, corrupt data).
+        """
+        method, url = response.request.method, str(response.url)
+        encoding = response.headers.get("content-encoding", "")
+        try:
+            inflater = _Inflater(encoding)
+            for data in response.iter_raw():
+                self.check_deadline(method, url)
+                yield from inflater.inflate(data)
+            yield from inflater.inflate(b"", final=True)
+        except httpx.HTTPError as exc:
+            self.raise_transport_error(exc, method, url)
+        except (ValueError, zlib.error) as exc:
+            raise PermanentError(
+                f"{method} {self.shown(url)}: cannot decompress the body "
+                f"(Content-Encoding {encoding!r}): {exc}"
+            ) from None
+
+    def check_deadline(self, method: str, url: httpx.URL | str) -> None:
+        """Raises TransientError, naming the request and the deadline, once it passed."""
+        if self.deadline is not None:
+            self.deadline.check(f"{method} {self.shown(url)}")
+
     def raise_transport_error(self, exc: httpx.HTTPError, method: str, url: str) -> NoReturn:
         """Raises the project's error for an httpx failure while sending or reading."""
+        self.check_deadline(method, url)  # a timeout cut short by the deadline
         shown = self.shown(url)
         if isinstance(exc, httpx.TimeoutException):
             raise RetryableError(f"{method} {shown}: timed out after {self.timeout:g}s") from exc
@@ -216,9 +327,17 @@ class HttpSession:
         try:
             # Merge, not replace: a query string written in `url` stays.
             target = httpx.URL(url).copy_merge_params(dict(params)) if params else url
-            return self._client.build_request(method, target, json=body)
+            timeout: Any = httpx.USE_CLIENT_DEFAULT
+            if self.deadline is not None:  # no single wait may outlast the deadline
+                timeout = httpx.Timeout(min(self.timeout, max(self.deadline.left(), 0.001)))
+            return self._client.build_request(method, target, json=body, timeout=timeout)
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             raise ConfigError(f"{method} {redact(url, self.secrets)}: not a usable URL") from exc
+
+    def _check_host(self, request: httpx.Request) -> None:
+        """Refuse a request (a redirect's too) to a host the policy does not allow."""
+        where = f"{request.method} {self.shown(request.url)}"
+        self.policy.check_host(request.url.host, where)
 
     def _keep_secrets_home(self, request: httpx.Request) -> None:
         """Drop secret headers from a request to another origin than the first request's.
@@ -233,12 +352,62 @@ class HttpSession:
             for name in [n for n in request.headers if is_secret_name(n)]:
                 del request.headers[name]
 
+    def _refuse_body_across_origins(self, response: httpx.Response) -> None:
+        """Refuse a 307/308 redirect that would send a request body to another origin.
+
+        Those redirects repeat the method and the body (which may hold env: secrets);
+        httpx strips credentials on the way, but not the body.
+        """
+        request = response.request
+        location = response.headers.get("location")
+        if response.status_code not in (307, 308) or request.method in ("GET", "HEAD"):
+            return
+        if not location:
+            return
+        try:
+            target = request.url.join(location)
+        except httpx.InvalidURL:
+            return  # httpx reports the unusable redirect itself
+        if _origin(target) != _origin(request.url):
+            raise PermanentError(
+                f"{request.method} {self.shown(request.url)}: HTTP {response.status_code} "
+                f"redirects to {self.shown(target)}, another origin; not sending the request "
+                "body there (it may hold secrets): use that URL in the config if it is meant"
+            )
+
     def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        self.check_deadline(request.method, request.url)
         self._throttle()
         try:
             return self._client.send(request, stream=stream)
         except httpx.HTTPError as exc:
             self.raise_transport_error(exc, request.method, str(request.url))
+
+    def _read_body(self, response: httpx.Response) -> bytearray:
+        """The whole body, refused as soon as it passes `max_response_bytes` (as sent or
+        decompressed) or the deadline passes."""
+        limit = self.max_response_bytes
+        try:
+            declared = int(response.headers.get("content-length", ""))
+        except ValueError:
+            declared = 0
+        if declared > limit:
+            raise self._too_large(response, f"is {declared} bytes, more than")
+        body = bytearray()
+        for piece in self.iter_body(response):
+            body += piece
+            if response.num_bytes_downloaded > limit:
+                raise self._too_large(response, "is more than")
+            if len(body) > limit:
+                raise self._too_large(response, "decompresses to more than")
+        return body
+
+    def _too_large(self, response: httpx.Response, what: str) -> PermanentError:
+        return PermanentError(
+            f"{response.request.method} {self.shown(response.url)}: the response {what} "
+            f"{byte_size(self.max_response_bytes)} (max_response_bytes); raise "
+            "max_response_bytes if the API really sends pages this large"
+        )
 
     def _throttle(self) -> None:
         """Wait until the rate limit allows the next request (every try counts)."""
@@ -264,71 +433,98 @@ class HttpSession:
         raise PermanentError(f"{message}: {excerpt}" if excerpt else message)
 
     def _excerpt(self, response: httpx.Response) -> str:
-        """The start of an error response's body, on one line, without secrets."""
+        """The start of an error response's body, on one line, without secrets.
+
+        Secrets are masked in the whole window read before it is cut to length, and
+        when the window ends before the body does, its last characters (where a secret
+        may be cut in two, and so not recognised) are dropped first.
+        """
+        window = bytearray()
+        whole = True
+        give_up_at = time.monotonic() + min(self.timeout, _EXCERPT_SECONDS)
         try:
-            content = response.content
-        except httpx.ResponseNotRead:  # a stream: read no more than the excerpt needs
-            content = b""
-            try:
-                for chunk in response.iter_bytes():
-                    content += chunk
-                    if len(content) >= _EXCERPT_CHARS * 4:
-                        break
-            except httpx.HTTPError:
-                pass
-        text = " ".join(content[: _EXCERPT_CHARS * 4].decode("utf-8", "replace").split())
+            for piece in self.iter_body(response):
+                window += piece
+                if len(window) >= _EXCERPT_WINDOW_BYTES or time.monotonic() > give_up_at:
+                    whole = False
+                    break
+        except (PluginError, httpx.StreamError):  # an excerpt is what could be read
+            whole = False
+        text = window[:_EXCERPT_WINDOW_BYTES].decode("utf-8", "replace")
+        if not whole:
+            text = text[: max(0, len(text) - self._secret_margin)]
+        text = printable(" ".join(redact(text, self.secrets).split()))
         if len(text) > _EXCERPT_CHARS:
             text = text[: _EXCERPT_CHARS - 1] + "…"
-        return redact(text, self.secrets)
+        return text
 
     # -- retries -------------------------------------------------------------------
 
-    def _retrying(self, attempt: Callable[[], httpx.Response]) -> httpx.Response:
+    def _retrying(self, attempt: Callable[[], T]) -> T:
         policy = self.retry
         tries = 0
+        out_of_time = False
 
-        def counted() -> httpx.Response:
+        def counted() -> T:
             nonlocal tries
             tries += 1
             return attempt()
 
+        enough = tenacity.stop_after_attempt(policy.max_retries + 1)
+
+        def stop(state: tenacity.RetryCallState) -> bool:
+            """After the last try, or when the wait before the next passes the deadline."""
+            nonlocal out_of_time
+            if enough(state):
+                return True
+            deadline = self.deadline
+            out_of_time = deadline is not None and deadline.left() <= (state.upcoming_sleep or 0)
+            return out_of_time
+
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(self._worth_retrying),
-            stop=tenacity.stop_after_attempt(policy.max_retries + 1),
+            stop=stop,
             wait=self._wait,
             reraise=True,
         )
         try:
-            response: httpx.Response = retrying(counted)
+            result: T = retrying(counted)
         except RetryableError as exc:
-            if exc.retry_after is not None and exc.retry_after > policy.max_wait:
+            if out_of_time and self.deadline is not None:
+                raise self.deadline.error(exc.message) from exc
+            asked = exc.asked
+            if asked is not None and asked > policy.max_sleep:
+                wait = min(asked, policy.max_retry_wait)
+                cut = f"; waiting max_retry_wait ({wait:g}s)" if asked > wait else ""
                 raise TransientError(
-                    f"{exc.message}; the server asks to retry after {exc.retry_after:g}s, "
-                    f"longer than max_retry_wait ({policy.max_wait:g}s)",
-                    retry_after=exc.retry_after,
+                    f"{exc.message}; the server asks to retry after {_seconds_text(asked)}, "
+                    f"longer than a request waits ({policy.max_sleep:g}s){cut}",
+                    retry_after=wait,
                 ) from exc
             attempts = f"{tries} attempt" + ("s" if tries != 1 else "")
             raise TransientError(f"{exc.message} (gave up after {attempts})") from exc
-        return response
+        return result
 
     def _worth_retrying(self, exc: BaseException) -> bool:
         if not isinstance(exc, RetryableError):
             return False
-        return exc.retry_after is None or exc.retry_after <= self.retry.max_wait
+        return exc.asked is None or exc.asked <= self.retry.max_sleep
 
     def _wait(self, retry_state: tenacity.RetryCallState) -> float:
         """Seconds before the next try: the server's Retry-After, else backoff with jitter."""
         outcome = retry_state.outcome
         exc = outcome.exception() if outcome is not None else None
-        if isinstance(exc, RetryableError) and exc.retry_after is not None:
-            return exc.retry_after
-        return min(float(self._backoff(retry_state)), self.retry.max_wait)
+        if isinstance(exc, RetryableError) and exc.asked is not None:
+            return exc.asked
+        return min(float(self._backoff(retry_state)), self.retry.max_sleep)
 
 
 def retry_after_seconds(headers: Mapping[str, str], now: datetime | None = None) -> float | None:
-    """The Retry-After header in seconds from now (it may be seconds or an HTTP date).
+    """The Retry-After header in seconds from now (it may be seconds or an HTTP date),
+    between 0 and MAX_WAIT_SECONDS; None when absent or not a number or date.
 
-    `headers` is an httpx.Headers, or a mapping with lower-case names.
+    `headers` is an httpx.Headers, or a mapping with lower-case names. Whatever the
+    server sends (1e12, inf, nan, a date in year 9999) the result is a finite float.
     """
     value = headers.get("retry-after")
     if value is None:
@@ -339,14 +535,26 @@ def retry_after_seconds(headers: Mapping[str, str], now: datetime | None = None)
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            seconds = (when - (now or datetime.now(UTC))).total_seconds()
+        except (TypeError, ValueError, IndexError, OverflowError):
             return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - (now or datetime.now(UTC))).total_seconds()
-    if not math.isfinite(seconds):
+    if math.isnan(seconds):
         return None
-    return max(0.0, seconds)
+    return min(max(0.0, seconds), float(MAX_WAIT_SECONDS))
+
+
+def byte_size(count: int) -> str:
+    """A number of bytes as a message shows it: 64 MiB, 1 KiB, 1000 bytes."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= size and count % size == 0:
+            return f"{count // size} {unit}"
+    return f"{count} bytes"
+
+
+def _seconds_text(seconds: float) -> str:
+    return "a day or more" if seconds >= MAX_WAIT_SECONDS else f"{seconds:g}s"
 
 
 def dot_get(data: Any, path: str) -> tuple[bool, Any]:
@@ -402,14 +610,9 @@ class HttpConnector(ConnectorPlugin):
         ConfigField(
             "retry_backoff", float, default=1.0, minimum=0, help="first retry wait, seconds"
         ),
-        ConfigField(
-            "max_retry_wait",
-            float,
-            default=60.0,
-            minimum=0,
-            maximum=MAX_WAIT_SECONDS,
-            help="longest retry wait, seconds",
-        ),
+        max_retry_wait_field(),
+        max_response_bytes_field(),
+        check_timeout_field(),
     )
 
     @classmethod
@@ -461,7 +664,7 @@ class HttpConnector(ConnectorPlugin):
         self.cursor = Cursor(self.incremental, self.state) if self.incremental else None
         self.secrets = secret_values(self.secret_fields(), config, config)
 
-    def _session(self) -> HttpSession:
+    def _session(self, deadline: Deadline | None = None) -> HttpSession:
         config = self.config
         headers = dict(config["headers"] or {})
         if config["token"]:
@@ -474,10 +677,12 @@ class HttpConnector(ConnectorPlugin):
                 config["max_retries"], config["retry_backoff"], config["max_retry_wait"]
             ),
             secrets=self.secrets,
+            max_response_bytes=config["max_response_bytes"],
+            deadline=deadline,
         )
 
     def check(self) -> CheckResult:
-        with self._session() as session:
+        with self._session(Deadline.after(self.config["check_timeout"])) as session:
             pages = self._pages(session)
             try:
                 page = next(pages)
@@ -688,6 +893,7 @@ def check_http_url(type_name: str, field: str, url: str) -> None:
         raise ConfigError(f"{where} has no host, e.g. https://api.example.com/path")
     if any(char.isspace() or not char.isprintable() for char in host):
         raise ConfigError(f"{where} has white space or control characters in its host; remove them")
+    Policy.from_environment().check_host(host, where)
     try:
         port = parts.port
     except ValueError:
@@ -698,6 +904,114 @@ def check_http_url(type_name: str, field: str, url: str) -> None:
         httpx.URL(url)
     except httpx.InvalidURL as exc:
         raise ConfigError(f"{where} is not a usable URL: {mask_urls(str(exc))}") from None
+
+
+class _Inflater:
+    """Undoes a Content-Encoding of gzip or deflate a bounded piece at a time.
+
+    httpx's own decoders inflate each network read (up to 64 KiB) whole: up to 66 MB at
+    once from a gzip bomb. zlib's `max_length` keeps each piece at `_PIECE_BYTES`.
+    """
+
+    def __init__(self, encoding: str) -> None:
+        """Raises ValueError for an encoding other than identity, gzip and deflate."""
+        codings = [c.strip().lower() for c in encoding.split(",") if c.strip()]
+        codings = [c for c in codings if c != "identity"]
+        if len(codings) > 1 or (codings and codings[0] not in ("gzip", "x-gzip", "deflate")):
+            raise ValueError(f"connector-sync accepts only {ACCEPT_ENCODING}")
+        coding = codings[0] if codings else "identity"
+        # zlib's window bits: 0 for no zlib at all, + 16 for gzip's header and trailer.
+        self._wbits = {"identity": 0, "deflate": zlib.MAX_WBITS}.get(coding, 16 + zlib.MAX_WBITS)
+        self._started = False
+        self._zlib = zlib.decompressobj(self._wbits) if self._wbits else None
+
+    def inflate(self, data: bytes, *, final: bool = False) -> Iterator[bytes]:
+        """The decoded pieces of `data`; `final` after the last of the body."""
+        if self._zlib is None:
+            if data:
+                yield data
+            return
+        while data:
+            try:
+                piece = self._zlib.decompress(data, _PIECE_BYTES)
+            except zlib.error:
+                if self._started or self._wbits != zlib.MAX_WBITS:
+                    raise
+                # Some servers send deflate without its zlib header: raw deflate.
+                self._wbits = -zlib.MAX_WBITS
+                self._zlib = zlib.decompressobj(self._wbits)
+                continue
+            self._started = True
+            data = self._zlib.unconsumed_tail
+            if self._zlib.eof and not data and self._zlib.unused_data:
+                data = self._zlib.unused_data  # the next member of a gzip stream
+                self._zlib = zlib.decompressobj(self._wbits)
+            if piece:
+                yield piece
+        if final:
+            rest = self._zlib.flush()
+            if rest:
+                yield rest
+
+
+class _CheckedBackend(httpcore.NetworkBackend):
+    """Resolves a host, checks its addresses against the policy, and connects to one of
+    those very addresses (a second lookup could answer differently)."""
+
+    def __init__(self, policy: Policy) -> None:
+        self._policy = policy
+        self._inner = httpcore.SyncBackend()
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        try:
+            found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:  # no such name: as httpx reports a failed connection
+            raise httpcore.ConnectError(f"{host}: {exc}") from exc
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in found))
+        self._policy.check_addresses(host, addresses, f"connecting to {host}")
+        failure: httpcore.ConnectError | None = None
+        for address in addresses:
+            try:
+                return self._inner.connect_tcp(
+                    address, port, timeout, local_address, socket_options
+                )
+            except httpcore.ConnectError as exc:
+                failure = exc
+        raise failure or httpcore.ConnectError(f"{host}: no address")
+
+    def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Any = None
+    ) -> httpcore.NetworkStream:
+        return self._inner.connect_unix_socket(path, timeout, socket_options)
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+def _checked_transport(policy: Policy) -> httpx.HTTPTransport:
+    """httpx's transport for direct connections, connecting through `_CheckedBackend`.
+
+    httpx takes no network backend, so the transport's connection pool is replaced by
+    an equal one that has it (same TLS settings and limits as httpx's defaults).
+    Requests through a proxy go through httpx's own proxy transports instead: there the
+    proxy resolves names, and only the policy's rules on names apply.
+    """
+    transport = httpx.HTTPTransport()
+    transport._pool = httpcore.ConnectionPool(
+        ssl_context=httpx.create_ssl_context(),
+        max_connections=100,
+        max_keepalive_connections=20,
+        keepalive_expiry=5.0,
+        network_backend=_CheckedBackend(policy),
+    )
+    return transport
 
 
 def check_headers(type_name: str, headers: Mapping[str, Any] | None) -> None:

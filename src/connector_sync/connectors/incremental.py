@@ -18,12 +18,17 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from connector_sync.connectors.base import ConfigField, validate_fields
+from connector_sync.connectors.base import ConfigField, printable, validate_fields
 from connector_sync.exceptions import ConfigError, PermanentError
 
 CursorValue = str | int | float
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+# What a stored cursor cannot hold: a NUL (PostgreSQL's jsonb refuses it) or a lone
+# surrogate (not text at all).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+#: How much of each field name a message shows.
+_SHOWN_NAME_CHARS = 40
 _FIELDS = (
     ConfigField("cursor_field", str, required=True, help="record field that grows"),
     ConfigField("initial_value", str, help="cursor to start from before any sync"),
@@ -102,12 +107,17 @@ class Cursor:
         if value is None:
             raise PermanentError(
                 f"{where}: the record has no value for cursor field '{self.field}' "
-                f"(fields: {', '.join(map(str, list(record)[:20]))})"
+                f"(fields: {', '.join(map(_shown_name, list(record)[:20]))})"
             )
         if not _is_cursor_value(value):
             raise PermanentError(
                 f"{where}: cursor field '{self.field}' is {type(value).__name__}, "
                 "expected a string or a number"
+            )
+        if isinstance(value, str) and _UNSTORABLE.search(value):
+            raise PermanentError(
+                f"{where}: cursor field '{self.field}' holds a NUL character or a lone "
+                "surrogate, which cannot be saved as the cursor; fix it in the source"
             )
         cursor: CursorValue = value
         return cursor
@@ -132,6 +142,12 @@ def cursor_key(value: CursorValue) -> tuple[int, Decimal | str]:
             return (0, Decimal(text))
         return (1, value)
     return (0, Decimal(str(value)))
+
+
+def _shown_name(name: object) -> str:
+    """A source's field name as a message may hold it: escaped (`printable`) and cut."""
+    text = str(name)
+    return printable(text[:_SHOWN_NAME_CHARS]) + ("…" if len(text) > _SHOWN_NAME_CHARS else "")
 
 
 def _is_cursor_value(value: object) -> bool:

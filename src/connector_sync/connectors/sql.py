@@ -1,26 +1,39 @@
 """`sql`: the rows of a query against any SQLAlchemy database, streamed.
 
 Rows come through a server-side cursor (`yield_per`), a batch at a time, and are
-turned into JSON-safe values. On PostgreSQL the session is read-only: this connector
-reads a source, it never writes to it. It raises only plugin errors, never the
-project's DatabaseError, which means *our* database failed.
+turned into JSON-safe values. It raises only plugin errors, never the project's
+DatabaseError, which means *our* database failed.
+
+This connector reads a source and never writes to it, and the database enforces that,
+not the query's text: a SQLite file is opened read-only (`mode=ro`) with an authorizer
+that allows reads only (no ATTACH, PRAGMA, VACUUM INTO or temporary tables); on
+PostgreSQL every transaction is READ ONLY and every statement goes through a
+server-side cursor, which holds exactly one SELECT or VALUES. Other databases are
+refused. `read_only_statement` is a first filter at `add`, for a clear message, not the
+guarantee.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
+import getpass
 import math
+import os
 import re
+import sqlite3
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
+from connector_sync.connectors import base
 from connector_sync.connectors.base import CheckResult, ConfigField, ConnectorPlugin
 from connector_sync.connectors.incremental import Cursor, Incremental, incremental_field
 from connector_sync.exceptions import (
@@ -29,6 +42,7 @@ from connector_sync.exceptions import (
     PluginError,
     TransientError,
 )
+from connector_sync.policy import Policy
 from connector_sync.secrets import is_env_ref, redact, secret_values
 
 CURSOR_PARAM = "cursor"
@@ -45,9 +59,33 @@ _PERMANENT_MESSAGES = re.compile(
     r"|no such (table|column|function)|syntax error|unable to open database file"
     # libpq rejecting the URL's options (sslmode=bogus, port=99999); SQLite's
     # "incomplete input" is a syntax error, such as an unclosed comment.
-    r"|invalid \w+ value|invalid port number|incomplete input",
+    r"|invalid \w+ value|invalid port number|incomplete input"
+    # A write refused by the read-only connection: no retry makes it a read.
+    r"|readonly database|not authorized|authorization denied",
     re.IGNORECASE,
 )
+#: The databases this connector can hold to reading (see the module docstring).
+READ_ONLY_BACKENDS = ("postgresql", "sqlite")
+# What the statement filter skips: comments, string literals, quoted identifiers and
+# PostgreSQL's dollar quoting, each replaced by a space before looking for keywords.
+_NOT_SQL = re.compile(
+    r"--[^\n]*|/\*.*?\*/|'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|`[^`]*`|\[[^\]]*\]"
+    r"|\$(\w*)\$.*?\$\1\$",
+    re.DOTALL,
+)
+_READ_KEYWORDS = ("select", "with", "values")
+# A statement that writes, inside parentheses (a CTE's body, a subquery) or after them
+# (a WITH list followed by DELETE ...).
+_NESTED_WRITE = re.compile(r"[()]\s*(insert|update|delete|merge)\b", re.IGNORECASE)
+_SELECT_INTO = re.compile(r"\binto\b", re.IGNORECASE)
+_LOCKING = re.compile(r"\bfor\s+(update|share|no\s+key\s+update|key\s+share)\b", re.IGNORECASE)
+# SQLite authorizer actions a read needs. A table-valued function (json_each) is built
+# with an internal UPDATE of sqlite_master, harmless on a file opened read-only.
+_SQLITE_READS = frozenset(
+    {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}
+)
+# How often (in SQLite virtual machine steps) a check looks at its deadline.
+_SQLITE_PROGRESS_STEPS = 10_000
 
 
 def source_url(url: str) -> sa.URL:
@@ -84,6 +122,109 @@ def source_url(url: str) -> sa.URL:
     return parsed
 
 
+def read_only_statement(query: str) -> None:
+    """Raises ConfigError unless `query` is one SELECT, WITH or VALUES statement that
+    does not write (a data-modifying CTE, SELECT INTO, FOR UPDATE).
+
+    A first filter for a clear message at `add`, not the guarantee: the database holds
+    the connection to reading whatever gets through.
+    """
+    where = "sql config field 'query'"
+    text = _strip_query(_NOT_SQL.sub(" ", query))
+    if ";" in text:
+        raise ConfigError(f"{where} must be one statement: remove what follows the ';'")
+    first = re.match(r"[\s(]*(\w*)", text)
+    keyword = first[1].lower() if first else ""
+    if keyword not in _READ_KEYWORDS:
+        found = f", not {keyword[:20].upper()}" if keyword else ""
+        raise ConfigError(
+            f"{where} must start with SELECT, WITH or VALUES{found}: this connector only reads"
+        )
+    nested = _NESTED_WRITE.search(text)
+    if nested:
+        raise ConfigError(
+            f"{where} holds {nested[1].upper()}, which writes: this connector only reads"
+        )
+    if _SELECT_INTO.search(text):
+        raise ConfigError(
+            f"{where} uses SELECT ... INTO, which creates a table: this connector only reads"
+        )
+    locking = _LOCKING.search(text)
+    if locking:
+        raise ConfigError(
+            f"{where} uses FOR {' '.join(locking[1].upper().split())}, which locks rows: "
+            "this connector only reads"
+        )
+
+
+def same_database(source: str, own: str) -> bool:
+    """Whether the `source` URL names the database at `own` (connector-sync's own).
+
+    The same SQLite file once paths are resolved (relative to the current directory,
+    symlinks followed), or the same PostgreSQL host, port and database name (user and
+    password aside; localhost, 127.0.0.1, ::1 and a Unix socket count as one host).
+    A URL that cannot be parsed is no database at all: False.
+    """
+    try:
+        first, second = source_url(source), source_url(own)
+    except ConfigError:
+        return False
+    if first.get_backend_name() != second.get_backend_name():
+        return False
+    if first.get_backend_name() == "sqlite":
+        paths = [_sqlite_path(first), _sqlite_path(second)]
+        if paths[0] is None or paths[1] is None:
+            return False
+        return os.path.realpath(paths[0]) == os.path.realpath(paths[1])
+    return _server_database(first) == _server_database(second)
+
+
+def _server_database(url: sa.URL) -> tuple[str, int, str]:
+    """(host, port, database) as a client library would default them."""
+    host = (url.host or str(url.query.get("host") or "")).lower()
+    local = host in ("", "localhost", "127.0.0.1", "::1") or host.startswith("/")
+    port = url.port or {"postgresql": 5432}.get(url.get_backend_name(), 0)
+    return ("localhost" if local else host, port, url.database or url.username or getpass.getuser())
+
+
+def _sqlite_path(url: sa.URL) -> str | None:
+    """The file a SQLite URL names (a `file:` URI's path too); None for memory."""
+    uri = _sqlite_file_uri(url)
+    if uri is not None:
+        if dict(parse_qsl(uri.query)).get("mode") == "memory":
+            return None
+        database = unquote(uri.path)
+    else:
+        database = url.database or ""
+    return None if database in ("", ":memory:") else database
+
+
+def _sqlite_file_uri(url: sa.URL) -> SplitResult | None:
+    """The `file:` URI a SQLite URL gives as its database (with `?uri=true`), if any."""
+    database = url.database or ""
+    uri = str(url.query.get("uri", "")).lower() in ("true", "1")
+    return urlsplit(database) if uri and database.startswith("file:") else None
+
+
+def _read_only_sqlite_uri(url: sa.URL) -> str:
+    """The SQLite URI that opens the URL's database read-only (`mode=ro`)."""
+    uri = _sqlite_file_uri(url)
+    if uri is not None:
+        query = [(k, v) for k, v in parse_qsl(uri.query, keep_blank_values=True) if k != "mode"]
+        return uri._replace(query=urlencode([*query, ("mode", "ro")])).geturl()
+    path = _sqlite_path(url)
+    return "file::memory:" if path is None else f"file:{quote(os.path.abspath(path))}?mode=ro"
+
+
+def _sqlite_reads_only(
+    action: int, table: str | None, _arg: str | None, _database: str | None, _trigger: str | None
+) -> int:
+    """A SQLite authorizer that allows what a SELECT needs and refuses everything else."""
+    if action in _SQLITE_READS or (action == sqlite3.SQLITE_UPDATE and table == "sqlite_master"):
+        return sqlite3.SQLITE_OK
+    return sqlite3.SQLITE_DENY
+
+
 def json_safe(value: Any) -> Any:
     """A database value as JSON can hold it: dates as ISO 8601, Decimal and UUID as
     strings, bytes as hex, intervals as seconds, anything else unknown as its text."""
@@ -116,9 +257,15 @@ class SqlConnector(ConnectorPlugin):
             required=True,
             help="SQLAlchemy URL, e.g. postgresql://user:password@host/db (password masked)",
         ),
-        ConfigField("query", str, required=True, help="a SELECT; with incremental, use :cursor"),
+        ConfigField(
+            "query",
+            str,
+            required=True,
+            help="one SELECT, WITH or VALUES statement; with incremental, use :cursor",
+        ),
         ConfigField("batch_size", int, default=1000, minimum=1, help="rows fetched per round trip"),
         incremental_field("{cursor_field, initial_value}: bound as :cursor in the query"),
+        base.check_timeout_field(),
     )
 
     @classmethod
@@ -126,11 +273,12 @@ class SqlConnector(ConnectorPlugin):
         result = super().validate_config(config)
         name = cls.type_name
         if not is_env_ref(result["url"]):
-            source_url(result["url"])
+            _check_source(source_url(result["url"]))
         query = result["query"]
         if not is_env_ref(query):
             if not _strip_query(query):
                 raise ConfigError(f"{name} config field 'query' is empty")
+            read_only_statement(query)
             binds = set(sa.text(query).compile().params)
             incremental = Incremental.from_config(name, result["incremental"])
             if incremental is None and CURSOR_PARAM in binds:
@@ -174,12 +322,15 @@ class SqlConnector(ConnectorPlugin):
         # ends a `-- comment` on the query's last line before the closing parenthesis.
         subquery = sa.text(self.query + "\n").columns().subquery("connector_sync_check")
         probe: sa.Select[Any] = sa.select(sa.literal_column("*")).select_from(subquery).limit(1)
-        with self._connection() as connection:
+        deadline = base.Deadline.after(self.config["check_timeout"])
+        with self._connection(deadline) as connection:
             try:
                 result = connection.execute(probe, self._params())
                 columns = list(result.keys())
                 rows = result.fetchall()
             except sa.exc.SQLAlchemyError as exc:
+                if deadline.passed():
+                    raise deadline.error(self.label) from None
                 raise self._error(exc) from exc
         return CheckResult(
             True,
@@ -222,34 +373,55 @@ class SqlConnector(ConnectorPlugin):
             seen.add(column)
 
     @contextmanager
-    def _connection(self) -> Iterator[sa.Connection]:
-        """A connection on an engine of its own (no pool), both closed when the block ends."""
-        engine = self._engine()
+    def _connection(self, deadline: base.Deadline | None = None) -> Iterator[sa.Connection]:
+        """A read-only connection on an engine of its own (no pool), both closed when the
+        block ends; every statement on it goes through a server-side cursor.
+
+        With a deadline (a check), the database stops a statement that runs past it.
+        """
+        engine = self._engine(deadline)
         try:
             try:
                 connection = engine.connect()
+                if self.url.get_backend_name() == "sqlite":
+                    raw: Any = connection.connection.driver_connection
+                    raw.set_authorizer(_sqlite_reads_only)
+                    if deadline is not None:
+                        raw.set_progress_handler(deadline.passed, _SQLITE_PROGRESS_STEPS)
             except sa.exc.SQLAlchemyError as exc:
                 raise self._error(exc) from exc
             with connection:
-                yield connection
+                # BEGIN READ ONLY on PostgreSQL; a server-side cursor (DECLARE) holds one
+                # SELECT or VALUES, never a second statement after a semicolon.
+                yield connection.execution_options(postgresql_readonly=True, stream_results=True)
         finally:
             engine.dispose()
 
-    def _engine(self) -> sa.Engine:
+    def _engine(self, deadline: base.Deadline | None) -> sa.Engine:
         url = self.url
+        _check_source(url)
         connect_args: dict[str, Any] = {}
+        creator: Callable[[], sqlite3.Connection] | None = None
         if url.get_backend_name() == "postgresql":
+            options = [str(url.query.get("options", "")), "-c default_transaction_read_only=on"]
+            connect_timeout = CONNECT_TIMEOUT_SECONDS
+            if deadline is not None:
+                options.append(f"-c statement_timeout={max(1, int(deadline.left() * 1000))}")
+                connect_timeout = max(1, min(connect_timeout, math.ceil(deadline.left())))
             connect_args = {
-                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                "connect_timeout": connect_timeout,
                 "application_name": APPLICATION_NAME,
-                "options": "-c default_transaction_read_only=on",
+                "options": " ".join(filter(None, options)),
             }
-        elif url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        else:
+            path = _sqlite_path(url)
             # SQLite would create a missing file and then report "no such table".
-            path = Path(url.database or "")
-            if not url.query.get("uri") and not path.exists():
+            if path is not None and not Path(path).exists():
                 raise PermanentError(f"{self.label}: SQLite database file not found: {path}")
+            creator = functools.partial(sqlite3.connect, _read_only_sqlite_uri(url), uri=True)
         try:
+            if creator is not None:
+                return sa.create_engine(url, poolclass=NullPool, creator=creator)
             return sa.create_engine(url, poolclass=NullPool, connect_args=connect_args)
         except (sa.exc.NoSuchModuleError, ImportError) as exc:
             raise ConfigError(
@@ -264,7 +436,7 @@ class SqlConnector(ConnectorPlugin):
     def _error(self, exc: sa.exc.SQLAlchemyError) -> PluginError:
         """The plugin error for a database failure: transient only for lost connections."""
         orig = getattr(exc, "orig", None)
-        detail = redact(_first_line(orig or exc), self.secrets)
+        detail = base.printable(redact(_first_line(orig or exc), self.secrets))
         message = f"{self.label}: {detail}"
         if isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
             sqlstate = getattr(orig, "sqlstate", None) or ""
@@ -273,6 +445,19 @@ class SqlConnector(ConnectorPlugin):
             )
             return PermanentError(message) if permanent else TransientError(message)
         return PermanentError(message)
+
+
+def _check_source(url: sa.URL) -> None:
+    """Raises ConfigError for a database this connector cannot hold to reading, or a
+    SQLite file the file policy refuses (see connector_sync.policy)."""
+    if url.get_backend_name() not in READ_ONLY_BACKENDS:
+        raise ConfigError(
+            f"sql config field 'url': {url.drivername} is not supported: connector-sync "
+            f"reads only databases it can open read-only ({', '.join(READ_ONLY_BACKENDS)})"
+        )
+    path = _sqlite_path(url) if url.get_backend_name() == "sqlite" else None
+    if path is not None:
+        Policy.from_environment().check_path(path, "sql config field 'url'")
 
 
 def _strip_query(query: str) -> str:

@@ -18,6 +18,7 @@ import datetime as dt
 import functools
 import itertools
 import logging
+import re
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple, ParamSpec, TypeVar
@@ -580,6 +581,13 @@ PURGE_BATCH = 10_000
 def as_dict(row: Any) -> dict[str, Any]:
     """A typed row as a plain dict, keys in field order (for JSON documents)."""
     return {f.name: getattr(row, f.name) for f in fields(row)}
+
+
+def first_line_matching(pattern: re.Pattern[str], lines: Sequence[str], start: int) -> str:
+    """The record number (start + 1, ...) of the first of `lines` `pattern` finds something
+    in: how an error names the record a database refused."""
+    found = (n for n, line in enumerate(lines, start + 1) if pattern.search(line))
+    return str(next(found, f"among {start + 1}-{start + len(lines)}"))
 
 
 def lease_lost(name: str) -> LeaseLost:

@@ -34,6 +34,8 @@ from connector_sync.store.base import (
     status_summary_of,
 )
 
+# JSON's escape of a NUL character: \u0000 after an even number of backslashes.
+_ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 _QUERY_HEADER = re.compile(r"^-- name: (\w+) --$", re.MULTILINE)
 
 
@@ -229,10 +231,11 @@ class PostgresStore(Store):
             raise
         except Exception as exc:
             if isinstance(exc.__cause__, psycopg.errors.UntranslatableCharacter):
-                # jsonb has no text for \u0000. Name the batch, not the data.
+                # jsonb has no text for \u0000 (SQLite stores it). Name the record, not the data.
+                number = base.first_line_matching(_ESCAPED_NUL, lines, start)
                 raise RecordError(
-                    f"a record among {start + 1}-{start + len(lines)} holds a NUL character "
-                    "(\\u0000), which PostgreSQL cannot store in jsonb; remove it in the source"
+                    f"record {number} holds a NUL character (\\u0000), which PostgreSQL cannot "
+                    "store in jsonb; remove it in the source"
                 ) from None
             raise
 
