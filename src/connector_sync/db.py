@@ -142,6 +142,8 @@ class Database(Closing):
         self.dialect = self.engine.dialect.name
         self.is_postgresql = self.dialect == "postgresql"
         self.display_url = safe_url(self.engine.url)
+        #: The whole URL, password included: for comparing with a source's, never shown.
+        self.url = self.engine.url.render_as_string(hide_password=False)
 
     def close(self) -> None:
         if self._owns_engine:

@@ -197,13 +197,19 @@ def check_connector_name(name: str) -> None:
         )
 
 
-def check_config(type_name: str, config: dict[str, Any]) -> None:
+def check_config(
+    type_name: str, config: dict[str, Any], own_database_url: str | None = None
+) -> None:
     """A config as `add` and `edit` both check it: storable (check_config_document), `env:`
     references well formed, every field known, of its type and within its bounds, as the
-    type's plugin declares."""
+    type's plugin declares; and, given connector-sync's own database URL, not reading it
+    unless the config says it means to."""
     check_config_document(config)
     secrets.check_env_refs(config)
-    load_plugin(type_name).validate_config(config)
+    plugin = load_plugin(type_name)
+    plugin.validate_config(config)
+    if own_database_url is not None:
+        plugin.refuse_own_database(config, own_database_url)
 
 
 def check_schedule(schedule: str | None, timezone: str | None) -> None:
@@ -224,16 +230,17 @@ def check_schedule(schedule: str | None, timezone: str | None) -> None:
         raise BadInput(f"schedule {exc}", param="schedule") from None
 
 
-def validated(new: NewConnector) -> NewConnector:
-    """`new` once its name, tenant, config (against the type's fields) and schedule are
-    checked. Touches no database: the CLI checks before it opens (or creates) one.
+def validated(new: NewConnector, own_database_url: str | None = None) -> NewConnector:
+    """`new` once its name, tenant, config (against the type's fields and, given it, the
+    tool's own database URL) and schedule are checked. Touches no database: the CLI checks
+    before it opens (or creates) one.
 
     Raises:
         BadInput: naming what is wrong (ConfigError for the config).
     """
     check_connector_name(new.name)
     check_name("tenant", new.tenant)
-    check_config(new.type, new.config)
+    check_config(new.type, new.config, own_database_url)
     check_schedule(new.schedule, new.timezone)
     return new
 
@@ -241,7 +248,7 @@ def validated(new: NewConnector) -> NewConnector:
 def add_connector(store: Store, new: NewConnector) -> int:
     """Store a connector once `validated`; it is due at once, or at its schedule's next
     slot."""
-    new = validated(new)
+    new = validated(new, store.database.url)
     if new.schedule is not None:
         new = replace(
             new, next_sync_at=scheduling.next_slot(store.now(), new.schedule, new.timezone)
@@ -796,7 +803,7 @@ def edit_connector(
     name = old.name if changes.rename is None else changes.rename
     check_connector_name(name)
     config = _edited_config(old, changes, secret_fields(old.type))
-    check_config(old.type, config)
+    check_config(old.type, config, store.database.url)
     if changes.sync_interval is not None:  # an interval replaces the schedule
         schedule, timezone = None, None
     else:

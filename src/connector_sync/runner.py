@@ -666,7 +666,12 @@ class Runner:
     def _read_once(
         self, claim: Claim, keeper: LeaseKeeper, deadline: float, progress: _Progress
     ) -> tuple[DatasetWriter, ConnectorPlugin]:
-        plugin = load_plugin(claim.type)(resolve_env_refs(claim.config), claim.state)
+        plugin_cls = load_plugin(claim.type)
+        config = resolve_env_refs(claim.config)
+        # Again at sync time: a config stored earlier, or an env: reference, may point at
+        # the tool's own database, where every tenant's secrets are.
+        plugin_cls.refuse_own_database(config, self.store.database.url)
+        plugin = plugin_cls(config, claim.state)
         writer = DatasetWriter(self.store, claim.dataset_id)
 
         def between_batches() -> None:

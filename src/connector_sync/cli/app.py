@@ -372,6 +372,14 @@ def add(
         ),
     ] = DEFAULT_MAX_CONSECUTIVE_FAILURES,
     keep: KeepOpt = DEFAULT_KEEP,
+    allow_own_database: Annotated[
+        bool,
+        typer.Option(
+            "--allow-own-database",
+            help="Let a sql connector read connector-sync's own database (every connector's "
+            "config and secrets are there).",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Add a connector; it is due at once (with --schedule, at its next slot).
@@ -386,13 +394,16 @@ def add(
             "give --interval or --schedule, not both", param_hint="'--schedule'"
         )
     parsed = parse_config(config, config_file)
+    if allow_own_database:
+        parsed["allow_own_database"] = True
     new = operations.NewConnector(
         name=name, type=type_name, config=parsed, sync_interval=interval,
         auto_sync=not no_auto_sync, tenant=tenant, sync_timeout=timeout,
         max_consecutive_failures=max_failures, schedule=schedule, timezone=timezone, keep=keep,
     )  # fmt: skip
     # Checked before the database is opened: a bad `add` must not create one.
-    connector_id = _call(ctx, operations.add_connector, operations.validated(new))
+    new = operations.validated(new, _url(ctx))
+    connector_id = _call(ctx, operations.add_connector, new)
     if as_json:
         render.print_json({"id": connector_id})
     else:

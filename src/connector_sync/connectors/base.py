@@ -273,6 +273,17 @@ class ConnectorPlugin(abc.ABC):
         return secrets.mask_config(cls.secret_fields(), config)
 
     @classmethod
+    def refuse_own_database(cls, config: Mapping[str, Any], own_database_url: str) -> None:
+        """Raise ConfigError when `config` reads connector-sync's own database, which holds
+        every tenant's configs and secrets, without saying it means to. A type that reads
+        no database has nothing to refuse (this default).
+
+        `config` is resolved (`env:` references replaced), or as stored: a type checks what
+        it can.
+        """
+        return None
+
+    @classmethod
     def describe(cls) -> dict[str, Any]:
         return {
             "type": cls.type_name,

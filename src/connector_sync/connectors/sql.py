@@ -264,9 +264,28 @@ class SqlConnector(ConnectorPlugin):
             help="one SELECT, WITH or VALUES statement; with incremental, use :cursor",
         ),
         ConfigField("batch_size", int, default=1000, minimum=1, help="rows fetched per round trip"),
+        ConfigField(
+            "allow_own_database",
+            bool,
+            default=False,
+            help="read connector-sync's own database, where every connector's config and "
+            "secrets are (add --allow-own-database): off unless you mean it",
+        ),
         incremental_field("{cursor_field, initial_value}: bound as :cursor in the query"),
         base.check_timeout_field(),
     )
+
+    @classmethod
+    def refuse_own_database(cls, config: Mapping[str, Any], own_database_url: str) -> None:
+        url = config.get("url")
+        if config.get("allow_own_database") or not isinstance(url, str) or is_env_ref(url):
+            return
+        if same_database(url, own_database_url):
+            raise ConfigError(
+                f"{cls.type_name} config field 'url' is connector-sync's own database, which "
+                "holds every connector's config and secrets: read another database, or say "
+                "you mean it with allow_own_database (add --allow-own-database)"
+            )
 
     @classmethod
     def validate_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
