@@ -13,6 +13,7 @@ import itertools
 import json
 import logging
 import os
+import threading
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
@@ -519,25 +520,73 @@ class ConnectorCheck:
         return document if self.preview is None else {**document, "preview": self.preview}
 
 
+#: How long `test` waits in all for a plugin's check (and preview). The built-in types
+#: bound themselves (their check_timeout); this holds a third-party plugin to it too.
+CHECK_DEADLINE_SECONDS = 60.0
+
+
 def test_connector(
-    store: Store, ref: str, tenant: str | None = None, preview: int = 0
+    store: Store,
+    ref: str,
+    tenant: str | None = None,
+    preview: int = 0,
+    deadline: float | None = None,
 ) -> ConnectorCheck:
     """Run the connector's check and, with `preview`, read that many records as a sync
-    would (from its saved state); nothing is written."""
+    would (from its saved state); nothing is written. At most `deadline` seconds
+    (default CHECK_DEADLINE_SECONDS)."""
     connector = store.find_connector(ref, tenant)
-    return check_connector(connector, preview)
+    return check_connector(
+        connector, preview, store.database.url, deadline or CHECK_DEADLINE_SECONDS
+    )
 
 
-def check_connector(row: Connector, preview: int = 0) -> ConnectorCheck:
+def check_connector(
+    row: Connector,
+    preview: int = 0,
+    own_database_url: str | None = None,
+    deadline: float = CHECK_DEADLINE_SECONDS,
+) -> ConnectorCheck:
     """Run the plugin's check (and read `preview` records once it passes); a plugin error
-    becomes a failed result, nothing is written.
+    becomes a failed result, nothing is written. A check still running after `deadline`
+    seconds is a failed result too (its thread is left behind, a daemon).
 
     `env:NAME` references are resolved as a sync would; secrets never reach the result.
     """
+    found: list[tuple[CheckResult, list[Any] | None]] = []
+    checking = threading.Thread(
+        target=lambda: found.append(_check(row, preview, own_database_url)),
+        name=f"check-{row.name}",
+        daemon=True,
+    )
+    checking.start()
+    checking.join(deadline)
+    if found:
+        result, records = found[0]
+    else:
+        message = f"no answer within {deadline:g}s: the source is silent or too slow"
+        result, records = CheckResult(False, message, {"error_type": "Timeout"}), None
+    hidden = secrets.connector_secrets(secret_fields(row.type), row.config)
+    redacted = CheckResult(
+        result.ok,
+        secrets.redact(result.message, hidden),
+        secrets.redact_json(result.details, hidden),
+    )
+    if preview:
+        records = secrets.redact_json(records or [], hidden)
+    return ConnectorCheck(row, redacted, records)
+
+
+def _check(
+    row: Connector, preview: int, own_database_url: str | None
+) -> tuple[CheckResult, list[Any] | None]:
     records: list[Any] | None = None
     try:
         plugin_cls = load_plugin(row.type)
-        plugin = plugin_cls(secrets.resolve_env_refs(row.config), row.state)
+        config = secrets.resolve_env_refs(row.config)
+        if own_database_url is not None:
+            plugin_cls.refuse_own_database(config, own_database_url)
+        plugin = plugin_cls(config, row.state)
         result = plugin.check()
         if preview and result.ok:
             reading = plugin.read()
@@ -550,15 +599,7 @@ def check_connector(row: Connector, preview: int = 0) -> ConnectorCheck:
         result = CheckResult(False, exc.message, {"error_type": type(exc).__name__})
     except Exception as exc:  # a plugin bug must still be reported as a failed check
         result = CheckResult(False, f"{type(exc).__name__}: {exc}", {"error_type": "PluginBug"})
-    hidden = secrets.connector_secrets(secret_fields(row.type), row.config)
-    redacted = CheckResult(
-        result.ok,
-        secrets.redact(result.message, hidden),
-        secrets.redact_json(result.details, hidden),
-    )
-    if preview:
-        records = secrets.redact_json(records or [], hidden)
-    return ConnectorCheck(row, redacted, records)
+    return result, records
 
 
 def describe_types() -> list[dict[str, Any]]:

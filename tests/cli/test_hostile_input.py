@@ -3,6 +3,8 @@ the database as it was (issue 13, finding 8), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import sqlalchemy as sa
 
@@ -76,3 +78,18 @@ def test_a_failed_add_does_not_create_the_default_database(
     )
     assert result.exit_code == 2
     assert not (Path(str(tmp_path)) / "connector-sync.db").exists()
+
+
+def test_test_has_an_overall_deadline_even_for_a_plugin_that_hangs(db_url: str) -> None:
+    """`test` of a third-party plugin that never answers ends at --timeout, exit 1."""
+    import time
+
+    cli = Cli(db_url)
+    added = cli("add", "hung", "--type", "sleepy", "--config", '{"seconds": 30}')
+    assert added.exit_code == 0
+    started = time.monotonic()
+    result = cli("test", "hung", "--preview", "1", "--timeout", "1s", "--json")
+    assert time.monotonic() - started < 10
+    assert result.exit_code == 1
+    check = json.loads(result.stdout)
+    assert check["ok"] is False and "no answer within 1s" in check["message"]

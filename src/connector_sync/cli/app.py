@@ -1094,6 +1094,12 @@ def test(
             "--preview", "-p", min=0, max=1000, help="Also show the first N records it would sync."
         ),
     ] = 0,
+    timeout: Annotated[
+        float,
+        _seconds_option(
+            "--timeout", min=0.1, default=60, help="How long the check may take in all"
+        ),
+    ] = 60.0,
     tenant: TenantOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -1104,8 +1110,9 @@ def test(
     from connector_sync import operations, render
 
     check = _show(
-        ctx, as_json, render.connector_check, operations.test_connector, connector, tenant, preview
-    )
+        ctx, as_json, render.connector_check, operations.test_connector, connector, tenant,
+        preview, timeout,
+    )  # fmt: skip
     raise typer.Exit(EXIT_OK if check.result.ok else EXIT_FAILURE)
 
 
