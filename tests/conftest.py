@@ -15,6 +15,7 @@ PostgreSQL test fails with the reason. Each test run creates its own databases
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
@@ -28,6 +29,7 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy as sa
+import typer.testing
 
 from connector_sync.connectors import registry
 from connector_sync.db import Database
@@ -319,6 +321,21 @@ def api() -> Iterator[FakeApi]:
     """A real HTTP server on 127.0.0.1 (support/fake_api.py) for the http and file connectors."""
     with FakeApi.serve() as api:
         yield api
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cli_command_built_once() -> Iterator[None]:
+    """Typer's CliRunner builds the click command from the app at every invocation, which
+    costs as much as most commands' own work here (25 ms, well over a thousand times a
+    run); the app does not change, so the tests build it once. Should a newer typer lose
+    this private name, every invocation builds the command again, as before."""
+    build = getattr(typer.testing, "_get_command", None)
+    if build is None:
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(typer.testing, "_get_command", functools.cache(build))
+        yield
 
 
 # -- CLI -----------------------------------------------------------------------------
