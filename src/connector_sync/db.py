@@ -149,16 +149,19 @@ class Database(Closing):
         if self._owns_engine:
             self.engine.dispose()
 
-    def connect_error(self, exc: BaseException) -> DatabaseUnavailable:
+    def connect_error(self, exc: BaseException, *, uncertain: bool = False) -> DatabaseUnavailable:
+        """Unreachable; `uncertain` when the connection broke inside a transaction."""
         return DatabaseUnavailable(
-            f"cannot connect to database {self.display_url}: {_first_line(exc)}", transient=True
+            f"cannot connect to database {self.display_url}: {_first_line(exc)}",
+            transient=True,
+            uncertain=uncertain,
         )
 
     def driver_error(self, exc: BaseException, *, connection_lost: bool) -> DatabaseError:
         """A driver's own error as ours: unreachable, or transient, or neither."""
         sqlstate = getattr(exc, "sqlstate", None) or ""
         if connection_lost or sqlstate.startswith("08"):
-            return self.connect_error(exc)
+            return self.connect_error(exc, uncertain=True)
         return DatabaseError(_first_line(exc), transient=sqlstate.startswith(_TRANSIENT_SQLSTATES))
 
     @contextmanager
@@ -174,7 +177,7 @@ class Database(Closing):
                     yield connection
             except sa.exc.OperationalError as exc:
                 if connection.invalidated or connection.closed or exc.connection_invalidated:
-                    raise self.connect_error(exc) from exc
+                    raise self.connect_error(exc, uncertain=True) from exc
                 raise DatabaseError(_first_line(exc), transient=_is_transient(exc)) from exc
 
     # -- schema -------------------------------------------------------------------

@@ -47,10 +47,15 @@ class DatabaseError(ConnectorSyncError):
 
     exit_code = EXIT_DATABASE
 
-    def __init__(self, message: str | None = None, *, transient: bool = False) -> None:
+    def __init__(
+        self, message: str | None = None, *, transient: bool = False, uncertain: bool = False
+    ) -> None:
         super().__init__(message)
         #: A retry of the same transaction may succeed (lost connection, lock, serialization).
         self.transient = transient
+        #: The connection broke once the transaction was under way: it may have committed
+        #: (a lost acknowledgement). Only what is safe to do twice is tried again then.
+        self.uncertain = uncertain
 
 
 class DatabaseUnavailable(DatabaseError):

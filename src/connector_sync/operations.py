@@ -215,6 +215,11 @@ def check_config(
 
 def check_schedule(schedule: str | None, timezone: str | None) -> None:
     """A cron schedule and its time zone, with the parser's reason when unusable."""
+    for what, text, longest in (("schedule", schedule, 200), ("timezone", timezone, 64)):
+        if text is not None and len(text) > longest:  # their columns' size
+            raise BadInput(
+                f"{what} is {len(text)} characters long: use at most {longest}", param=what
+            )
     if schedule is None:
         if timezone is not None:
             raise BadInput(

@@ -6,7 +6,7 @@ import datetime as dt
 import json
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rich.cells import cell_len
@@ -15,6 +15,8 @@ from rich.table import Table
 from rich.text import Text
 
 from connector_sync.constants import CONNECTOR_KEYS
+from connector_sync.documents import iso as iso
+from connector_sync.documents import jsonable as jsonable
 from connector_sync.durations import human_seconds
 
 if TYPE_CHECKING:
@@ -60,29 +62,6 @@ _STATUS_STYLE = {
     "CANCELLED": "yellow",
     "INACTIVE": "dim",
 }
-
-
-def iso(value: dt.datetime | None) -> str | None:
-    """ISO-8601 UTC with a Z, or None."""
-    if value is None:
-        return None
-    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def jsonable(value: Any) -> Any:
-    """`value` as plain JSON: times in ISO-8601 UTC, typed rows as objects (a result's own
-    `to_document()` where it has one, which decides what is shown)."""
-    if isinstance(value, dt.datetime):
-        return iso(value)
-    if hasattr(value, "to_document"):
-        return jsonable(value.to_document())
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: jsonable(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    return value
 
 
 class Output:

@@ -203,6 +203,9 @@ class LeaseKeeper:
         """Keep the claim's lease; with `progress`, also report its sync's records so far."""
         with self._lock:
             self._held[claim.connector_id] = claim.lease_token
+            # A loss a heartbeat reported for an earlier claim of this connector (given
+            # back, then claimed again in the same run) is not this claim's.
+            self._lost.discard(claim.connector_id)
             if progress is not None:
                 self._progress[claim.connector_id] = (claim.sync_id, progress)
 
@@ -430,8 +433,8 @@ class Runner:
                 errors.append(exc)
                 self.control.request_stop(0, f"cancelled: run aborted ({exc})")
             finally:
-                if claims is None:  # claimed ahead but never started: due again now
-                    self._cancel_unstarted(pending, keeper, report)
+                if claims is None:  # claimed ahead but never started: given back, no trace
+                    self._unclaim_waiting(pending, keeper)
 
         threads = [
             threading.Thread(target=work, name=f"sync-{n}", daemon=True)
@@ -736,7 +739,7 @@ class Runner:
             records_processed=progress.stored,
             retry_in=retry_delay(
                 claim.consecutive_failures + 1,
-                _backoff_cap(claim),
+                _backoff_cap(claim, self.store.now()),
                 retry_after,
                 base=self.options.backoff_base,
             ),
@@ -883,13 +886,19 @@ def _next_slot(claim: Claim) -> dt.datetime | None:
     return next_slot(claim.started_at, claim.schedule, claim.timezone)
 
 
-def _backoff_cap(claim: Claim) -> float:
-    """The longest retry delay after a failure: the interval, or for a cron connector the
-    time to its next slot (a failing connector is retried at least as often as it runs)."""
-    slot = _next_slot(claim)
+def _backoff_cap(claim: Claim, now: dt.datetime) -> float:
+    """The longest retry delay after a failure at `now`: the interval, or for a cron
+    connector the time from now to its next slot (a failing connector is retried at least
+    as often as it runs). A schedule that no longer parses falls back to the interval: it
+    must fail this sync, not the run."""
+    try:
+        slot = _next_slot(claim)
+    except Exception as exc:
+        log.error("schedule of %s is unusable (%s): retrying at its interval", claim.name, exc)
+        return float(claim.sync_interval)
     if slot is None:
         return float(claim.sync_interval)
-    return max(1.0, (slot - claim.started_at).total_seconds())
+    return max(1.0, (slot - now).total_seconds())
 
 
 def _seconds(value: float) -> str:

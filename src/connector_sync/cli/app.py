@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -119,8 +120,16 @@ def _long_sync_option(help: str, envvar: str | None = None) -> Any:
 
 
 def _rate_option(help: str, envvar: str | None = None) -> Any:
-    """A share from 0 to 1."""
-    return typer.Option("--max-error-rate", min=0.0, max=1.0, envvar=envvar, help=help)
+    """A share from 0 to 1 (click's range lets NaN through: refused here)."""
+
+    def finite(value: float | None) -> float | None:
+        if value is not None and math.isnan(value):
+            raise typer.BadParameter("must be a number from 0 to 1, not nan")
+        return value
+
+    return typer.Option(
+        "--max-error-rate", min=0.0, max=1.0, envvar=envvar, help=help, callback=finite
+    )
 
 
 WindowOpt = Annotated[
@@ -584,7 +593,9 @@ def delete(
 
 datasets_app = typer.Typer(invoke_without_command=True, rich_markup_mode=None)
 app.add_typer(datasets_app, name="datasets")
-DatasetArg = Annotated[int, typer.Argument(min=1, help="Dataset id (see `datasets`).")]
+DatasetArg = Annotated[
+    int, typer.Argument(min=1, max=MAX_COUNT, help="Dataset id (see `datasets`).")
+]
 
 
 @datasets_app.callback()

@@ -1,5 +1,5 @@
 """The FastAPI application: each route calls one operation and answers with the document the
-CLI's --json prints for it (render.jsonable), so scripts read the same keys either way.
+CLI's --json prints for it (documents.jsonable), so scripts read the same keys either way.
 
 Routes that touch the database are plain `def`: FastAPI runs them in its threadpool, so a
 run or a slow query never blocks the event loop.
@@ -21,8 +21,8 @@ from fastapi.security import HTTPBearer
 from starlette.middleware.base import BaseHTTPMiddleware
 
 from connector_sync import __version__, operations
+from connector_sync.documents import jsonable
 from connector_sync.exceptions import ConnectorSyncError, DatabaseError
-from connector_sync.render import jsonable
 from connector_sync.runner import RunOptions
 from connector_sync.server.auth import bearer_matches
 from connector_sync.server.errors import ShuttingDown, one_line, status_of, unexpected

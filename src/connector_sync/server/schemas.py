@@ -109,7 +109,7 @@ class HistoryQuery(TenantQuery):
     limit: Limit = Field(20, description="At most N.")
 
 
-# -- documents (the same as the CLI's --json: they are rendered by render.jsonable) -------
+# -- documents (the same as the CLI's --json: they are rendered by documents.jsonable) -------
 
 
 @dataclass

@@ -26,11 +26,9 @@ from typing import Any, NamedTuple, ParamSpec, TypeVar
 import tenacity
 
 from connector_sync.constants import (
-    COMPLETED,
     DEFAULT_KEEP,
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
     DEFAULT_TENANT,
-    FAILED,
 )
 from connector_sync.db import Closing, Database
 from connector_sync.exceptions import (
@@ -634,14 +632,21 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, DatabaseError) and exc.transient
 
 
-_RETRYING = tenacity.Retrying(
-    stop=tenacity.stop_after_attempt(4),
-    wait=tenacity.wait_exponential_jitter(multiplier=0.2, max=2.0, jitter=0.2),
-    retry=tenacity.retry_if_exception(_is_transient),
-    before_sleep=lambda state: log.warning(
-        "database error, trying again: %s", state.outcome.exception() if state.outcome else ""
-    ),
-    reraise=True,
+def _is_surely_undone(exc: BaseException) -> bool:
+    return _is_transient(exc) and not getattr(exc, "uncertain", False)
+
+
+_RETRYING, _RETRYING_IF_UNDONE = (
+    tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(4),
+        wait=tenacity.wait_exponential_jitter(multiplier=0.2, max=2.0, jitter=0.2),
+        retry=tenacity.retry_if_exception(worth_it),
+        before_sleep=lambda state: log.warning(
+            "database error, trying again: %s", state.outcome.exception() if state.outcome else ""
+        ),
+        reraise=True,
+    )
+    for worth_it in (_is_transient, _is_surely_undone)
 )
 
 
@@ -652,27 +657,41 @@ def retried(method: Callable[P, T]) -> Callable[P, T]:
     The first try runs outside tenacity: it nearly always succeeds, and the claim and
     finish methods run once per sync, where tenacity's bookkeeping showed in profiles.
     """
+    return _retrying(method, twice_is_safe=True)
 
+
+def retried_unless_uncertain(method: Callable[P, T]) -> Callable[P, T]:
+    """`retried`, except after a connection lost mid-transaction: a method whose effect
+    may not be repeated (a claim, an insert) cannot know whether its commit went through,
+    so the error goes up instead (a claim that did commit expires and is recovered)."""
+    return _retrying(method, twice_is_safe=False)
+
+
+def _retrying(method: Callable[P, T], *, twice_is_safe: bool) -> Callable[P, T]:
     @functools.wraps(method)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return method(*args, **kwargs)
         except DatabaseError as exc:
-            if not exc.transient:
+            if not exc.transient or (exc.uncertain and not twice_is_safe):
                 raise
             log.warning("database error, trying again: %s", exc)
-        return _RETRYING(method, *args, **kwargs)
+        return (_RETRYING if twice_is_safe else _RETRYING_IF_UNDONE)(method, *args, **kwargs)
 
     return wrapper
 
 
 def finish_once(
-    claim: Claim, record: Callable[[], Outcome], sync_status: Callable[[int], str | None]
+    claim: Claim,
+    status: str,
+    record: Callable[[], Outcome],
+    sync_status: Callable[[int], str | None],
 ) -> Outcome | None:
-    """Record a sync's outcome, trying again on a transient database error.
+    """Record a sync's outcome (`status`), trying again on a transient database error.
 
     A retry after a commit whose acknowledgement was lost finds the lease already
-    released; when the sync row shows the outcome was recorded, that is success (None).
+    released; when the sync row shows this very outcome, it was recorded: None. Another
+    outcome there (recovery failed the sync meanwhile) is a lost lease.
     """
     tries = 0
 
@@ -684,7 +703,7 @@ def finish_once(
     try:
         return retried(once)()
     except LeaseLost:
-        if tries > 1 and retried(sync_status)(claim.sync_id) in (COMPLETED, FAILED):
+        if tries > 1 and retried(sync_status)(claim.sync_id) == status:
             return None
         raise
 

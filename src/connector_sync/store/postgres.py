@@ -31,6 +31,7 @@ from connector_sync.store.base import (
     lease_lost,
     not_found,
     retried,
+    retried_unless_uncertain,
     status_summary_of,
 )
 
@@ -98,7 +99,7 @@ class PostgresStore(Store):
 
     # -- connectors --------------------------------------------------------------------
 
-    @retried
+    @retried_unless_uncertain
     def add_connector(self, new: base.NewConnector) -> int:
         params = as_dict(new)
         params["config"] = Jsonb(new.config)
@@ -183,7 +184,7 @@ class PostgresStore(Store):
 
     # -- claim, heartbeat, finish --------------------------------------------------------
 
-    @retried
+    @retried_unless_uncertain
     def claim(self, request: base.ClaimRequest) -> list[base.Claim]:
         if request.limit <= 0:
             return []
@@ -213,7 +214,7 @@ class PostgresStore(Store):
         kept = set(rows)
         return {cid for cid, token in leases.items() if (cid, token) not in kept}
 
-    @retried
+    @retried_unless_uncertain
     def append_records(self, dataset_id: int, start: int, lines: Sequence[str]) -> None:
         # COPY text format: JSON escapes every control character, so the only byte COPY
         # treats specially that can remain is the backslash; double it in one pass.
@@ -270,8 +271,9 @@ class PostgresStore(Store):
         self, claim: base.Claim, status: str, finished: base.Finished, **params: Any
     ) -> base.Outcome | None:
         return finish_once(
-            claim, lambda: self._record(claim, status, finished, **params), self._sync_status
-        )
+            claim, status, lambda: self._record(claim, status, finished, **params),
+            self._sync_status,
+        )  # fmt: skip
 
     def _record(
         self, claim: base.Claim, status: str, finished: base.Finished, **params: Any

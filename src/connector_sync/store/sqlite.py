@@ -90,6 +90,7 @@ from connector_sync.store.base import (
     not_found,
     recovery_reason,
     retried,
+    retried_unless_uncertain,
     status_summary_of,
     syncs_by_bucket,
 )
@@ -170,7 +171,7 @@ class SqliteStore(Store):
 
     # -- connectors --------------------------------------------------------------------
 
-    @retried
+    @retried_unless_uncertain
     def add_connector(self, new: NewConnector) -> int:
         now = self.now()
         stmt = (
@@ -343,7 +344,7 @@ class SqliteStore(Store):
 
     # -- claim, heartbeat, finish --------------------------------------------------------
 
-    @retried
+    @retried_unless_uncertain
     def claim(self, request: ClaimRequest) -> list[Claim]:
         worker = request.worker
         if request.limit <= 0:
@@ -456,7 +457,7 @@ class SqliteStore(Store):
                 )
         return {cid for cid, token in leases.items() if (cid, token) not in kept}
 
-    @retried
+    @retried_unless_uncertain
     def append_records(self, dataset_id: int, start: int, lines: Sequence[str]) -> None:
         with self.database.begin() as conn:
             conn.exec_driver_sql(
@@ -560,7 +561,7 @@ class SqliteStore(Store):
                     )  # fmt: skip
             return outcome
 
-        return finish_once(claim, record, self._sync_status)
+        return finish_once(claim, sync_values["status"], record, self._sync_status)
 
     def _sync_status(self, sync_id: int) -> str | None:
         with self.database.begin() as conn:
@@ -1077,7 +1078,9 @@ class SqliteStore(Store):
 
     @retried
     def find_dataset(self, dataset_id: int, tenant: str | None = None) -> Dataset:
-        found = self._datasets(d.id == dataset_id, *_tenant(d.tenant, tenant), limit=1)
+        found = []
+        if dataset_id < 2**63:  # SQLite's integers are 64-bit: a larger id names nothing
+            found = self._datasets(d.id == dataset_id, *_tenant(d.tenant, tenant), limit=1)
         if not found:
             raise dataset_not_found(dataset_id, tenant)
         return found[0]
