@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 
 from connector_sync.db import Database
-from connector_sync.health import judge
 from connector_sync.exceptions import AlreadyExists, BadInput, LeaseLost, NotFound
+from connector_sync.health import judge
 from connector_sync.models import connector_syncs, connectors, dataset_records, datasets
 from connector_sync.store import Store, open_store
 from connector_sync.store.base import (
@@ -565,10 +565,3 @@ def test_concurrent_claims_never_hand_out_a_connector_twice(db_url: str) -> None
     assert errors == []
     assert sorted(claimed) == sorted(set(claimed))
     assert len(claimed) == 60
-
-
-def health_problems(store: Store, **thresholds: Any) -> list[HealthProblem]:
-    """What `health` reports from the store's facts (judged by connector_sync.health)."""
-    from connector_sync import operations
-
-    return operations.health(store, thresholds=HealthThresholds(**thresholds)).problems
