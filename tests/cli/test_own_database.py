@@ -6,6 +6,9 @@ names."""
 from __future__ import annotations
 
 import json
+import os
+import socket
+from pathlib import Path
 
 import pytest
 
@@ -56,3 +59,37 @@ def test_allow_own_database_is_an_explicit_choice(cli: Cli, db_url: str) -> None
     result = cli("run", "--connector", "self", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)[0]["records_processed"] == 2
+
+
+def spellings(db_url: str, tmp_path: Path) -> list[str]:
+    """Other ways to name the same database: what a URL comparison alone let through."""
+    if db_url.startswith("sqlite"):
+        own = Path(db_url.removeprefix("sqlite:///"))
+        link = tmp_path / "hard-link.db"
+        os.link(own, link)
+        return [f"sqlite:///{link}"]
+    name = db_url.rsplit("/", 1)[1]
+    return [
+        db_url.rsplit("/", 1)[0] + f"/postgres?dbname={name}",
+        db_url.replace("127.0.0.1", "0.0.0.0"),
+        db_url.replace("127.0.0.1", socket.gethostname()),
+    ]
+
+
+def test_other_spellings_of_the_own_database_are_refused_too(
+    cli: Cli, db_url: str, tmp_path: Path
+) -> None:
+    for url in spellings(db_url, tmp_path):
+        config = json.dumps({"url": url, "query": QUERY})
+        result = cli("add", "peek", "--type", "sql", "--config", config)
+        assert result.exit_code == 2, url
+        assert "own database" in result.stderr
+    assert count_rows(db_url, "connectors") == 1
+
+
+def test_a_file_connector_may_not_read_the_own_sqlite_file(sqlite_url: str) -> None:
+    cli = Cli(sqlite_url)
+    path = sqlite_url.removeprefix("sqlite:///")
+    config = json.dumps({"path": path, "format": "csv", "encoding": "latin-1"})
+    result = cli("add", "raw", "--type", "file", "--config", config)
+    assert result.exit_code == 2 and "own database file" in result.stderr

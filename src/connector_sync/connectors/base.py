@@ -229,6 +229,19 @@ class Deadline:
             raise self.error(what)
 
 
+def own_sqlite_file(own_database_url: str) -> str | None:
+    """The file of connector-sync's own database when it is SQLite (None otherwise)."""
+    import sqlalchemy as sa
+
+    try:
+        url = sa.make_url(own_database_url)
+    except sa.exc.ArgumentError:
+        return None
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    return url.database
+
+
 @dataclass(frozen=True)
 class CheckResult:
     """What `check` found: whether the source is reachable and usable, in one sentence."""

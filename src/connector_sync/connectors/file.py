@@ -11,6 +11,7 @@ import codecs
 import csv
 import io
 import json
+import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from connector_sync.connectors.base import (
     ConnectorPlugin,
     Deadline,
     check_timeout_field,
+    own_sqlite_file,
 )
 from connector_sync.connectors.http import (
     HttpSession,
@@ -87,6 +89,25 @@ class FileConnector(ConnectorPlugin):
     )
     #: A subclass fixed to one format (the `csv` alias) sets this.
     fixed_format: ClassVar[str | None] = None
+
+    @classmethod
+    def refuse_own_database(cls, config: Mapping[str, Any], own_database_url: str) -> None:
+        """The tool's own SQLite file (or its -wal, -shm, -journal) read as a file would
+        show every connector's secrets, and closing it drops SQLite's locks."""
+        path = config.get("path")
+        own = own_sqlite_file(own_database_url)
+        if not isinstance(path, str) or is_env_ref(path) or own is None:
+            return
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            try:
+                same = os.path.samefile(Path(path).expanduser(), own + suffix)
+            except OSError:  # either does not exist: not the same file
+                continue
+            if same:
+                raise ConfigError(
+                    f"{cls.type_name} config field 'path' is connector-sync's own database "
+                    "file, which holds every connector's config and secrets: read another file"
+                )
 
     @classmethod
     def validate_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
