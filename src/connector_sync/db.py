@@ -48,6 +48,12 @@ def make_url(url: str | sa.URL) -> sa.URL:
             f"use {_URL_FORMS}",
             param="database URL",
         )
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise BadInput(
+            f"database URL {safe_url(parsed)} is a database in memory, gone when the command "
+            "ends: give a file, e.g. sqlite:///connector-sync.db",
+            param="database URL",
+        )
     return parsed
 
 

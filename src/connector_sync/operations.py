@@ -454,10 +454,23 @@ def _snapshot(store: Store, request: MetricsRequest) -> MetricsSnapshot:
     return store.metrics_snapshot(request.window, request.tenant, request.connector_series)
 
 
+def check_output_file(path: Path) -> None:
+    """A file to write whole (renamed over): a new one, or a regular file, never a
+    directory, device, FIFO or symbolic link, which a rename would replace.
+
+    Raises:
+        BadInput: `path` is something else.
+    """
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        kind = "a symbolic link" if path.is_symlink() else "not a regular file"
+        raise BadInput(f"output {path} is {kind}: give the path of a file to write", param="output")
+
+
 def write_metrics(store: Store, path: Path, request: MetricsRequest | None = None) -> Path:
     """Write the metrics to `path` atomically (for node_exporter's textfile collector)."""
     from connector_sync.metrics import write_textfile
 
+    check_output_file(path)
     folder = path.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         state = "does not exist" if not folder.exists() else "is not a writable folder"
@@ -794,6 +807,10 @@ def _edited_config(
 ) -> dict[str, Any]:
     """The new config: the whole one given (a secret left as shown, ***, keeps its stored
     value), then each key set, then each key removed."""
+    both = {dotted for dotted, _ in changes.set_values} & set(changes.unset)
+    if both:
+        key = sorted(both)[0]
+        raise BadInput(f"config key '{key}' is both set and removed: give one of them")
     config = copy.deepcopy(connector.config if changes.config is None else changes.config)
     if changes.config is not None:
         config = _unmasked(config, connector.config, secret_names)

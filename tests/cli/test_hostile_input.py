@@ -4,6 +4,8 @@ the database as it was (issue 13, finding 8), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -46,6 +48,11 @@ DEEP_BUT_PARSED = '{"records": ' + "[" * 40 + "]" * 40 + "}"
         ),
         (("add", "x", "--type", "http", "--config", '{"url": "http://h/\\ud800"}'), "surrogate"),
         (("run", "--every", "1e999"), "--every"),
+        (("run", "--every", "1m"), "applies to --loop"),
+        (("edit", "keep", "--set", "records=3", "--unset", "records"), "both set and removed"),
+        (("datasets", "show", "99999999999999999999"), "99999999999999999999"),
+        (("health", "--max-error-rate", "nan"), "--max-error-rate"),
+        (("add", "x", "--type", "demo", "--schedule", "0," * 150 + "0 * * * *"), "schedule is"),
     ],
 )
 def test_bad_input_is_exit_2_one_line_and_changes_nothing(
@@ -93,3 +100,30 @@ def test_test_has_an_overall_deadline_even_for_a_plugin_that_hangs(db_url: str) 
     assert result.exit_code == 1
     check = json.loads(result.stdout)
     assert check["ok"] is False and "no answer within 1s" in check["message"]
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "sqlite:///:memory:"])
+def test_a_database_in_memory_is_refused(url: str) -> None:
+    result = Cli(url)("add", "x", "--type", "demo")
+    assert result.exit_code == 2 and "in memory" in result.stderr
+
+
+def test_output_never_replaces_a_fifo_a_link_or_a_folder(sqlite_url: str, tmp_path: Path) -> None:
+    cli = Cli(sqlite_url)
+    assert cli("demo").exit_code == 0
+    fifo, link = tmp_path / "fifo", tmp_path / "link"
+    os.mkfifo(fifo)
+    link.symlink_to(tmp_path / "target")
+    for target in (fifo, link, tmp_path):
+        for args in (
+            ("datasets", "export", "1", "-o", str(target)),
+            ("metrics", "-o", str(target)),
+        ):
+            result = cli(*args)
+            assert result.exit_code == 2, (args, result.output)
+    assert fifo.exists() and not fifo.is_file() and link.is_symlink()
+    private = tmp_path / "private.jsonl"
+    private.write_text("")
+    private.chmod(0o600)
+    assert cli("datasets", "export", "1", "-o", str(private)).exit_code == 0
+    assert private.stat().st_mode & 0o777 == 0o600 and private.stat().st_size > 0

@@ -844,6 +844,12 @@ def run(
         attempts=attempts, grace=grace, lease_seconds=lease_seconds,
         heartbeat_seconds=heartbeat_seconds, batch_size=batch_size,
     )  # fmt: skip
+    loop_only = [name for name in ("every", "jitter", "max_runs") if _given(ctx, name)]
+    if loop_only and not loop:
+        flag = "--" + loop_only[0].replace("_", "-")
+        raise typer.BadParameter(
+            "applies to --loop: add --loop, or leave it out", param_hint=f"'{flag}'"
+        )
     if loop:
         if connector or dry_run:
             raise typer.BadParameter(

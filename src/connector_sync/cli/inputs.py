@@ -70,15 +70,28 @@ def config_assignment(text: str) -> tuple[str, Any]:
 @contextmanager
 def whole_file(path: Path) -> Iterator[TextIO]:
     """A text file written whole or not at all: into a temporary file beside `path`,
-    renamed over it only when the block ends without an error."""
+    renamed over it only when the block ends without an error. Only a regular file is
+    replaced (never a directory, a device, a FIFO or a symbolic link), and it keeps its
+    permissions; a new one gets open()'s.
+
+    Raises:
+        BadInput: `path` is something else, or its directory cannot be written.
+    """
+    from connector_sync.operations import check_output_file
+
+    check_output_file(path)
     try:
         fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     except OSError as exc:
         raise BadInput(f"--output {path}: cannot write there: {exc.strerror}") from None
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(fd, 0o666 & ~umask)  # as open() would have made it, not mkstemp's 0600
+        if path.exists():  # keep who may read it (an export may be private)
+            mode = path.stat().st_mode & 0o777
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask  # as open() would have made it, not mkstemp's 0600
+        os.chmod(fd, mode)
         with open(fd, "w", encoding="utf-8", newline="") as handle:
             yield handle
         os.replace(temporary, path)
