@@ -842,7 +842,18 @@ def _unmasked(new: Any, old: Any, secret_names: frozenset[str]) -> Any:
 
     def leaf(value: Any, place: secrets.JsonPlace) -> Any:
         shown, stored = at(masked_old, place.keys), at(old, place.keys)
-        return stored if value == shown and shown != stored else value
+        if value == shown and shown != stored:
+            return stored
+        if isinstance(value, str) and secrets.SECRET_MASK in value:
+            # A masked value that is not the one shown for this place (the URL around it
+            # changed, or the key is new) has nothing to be given back from: storing it
+            # would replace a secret with the mask itself.
+            raise BadInput(
+                f"config field '{place.path}' holds {secrets.SECRET_MASK} where no stored "
+                "secret can be kept: give the secret itself (or an env: reference)",
+                param="config",
+            )
+        return value
 
     return secrets.walk_json(new, leaf)
 

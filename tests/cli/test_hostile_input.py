@@ -127,3 +127,20 @@ def test_output_never_replaces_a_fifo_a_link_or_a_folder(sqlite_url: str, tmp_pa
     private.chmod(0o600)
     assert cli("datasets", "export", "1", "-o", str(private)).exit_code == 0
     assert private.stat().st_mode & 0o777 == 0o600 and private.stat().st_size > 0
+
+
+def test_edit_refuses_a_mask_it_cannot_give_back(db_url: str) -> None:
+    """A config copied from `show` keeps its secrets; a masked URL whose host changed has
+    nothing to keep, and storing it would replace the password with *** (review)."""
+    cli = Cli(db_url)
+    config = '{"url": "http://user:pw@localhost:8901/x?api_key=k1", "token": "tok"}'
+    assert cli("add", "sec", "--type", "http", "--config", config).exit_code == 0
+    shown = json.loads(cli("show", "sec", "--json").stdout)["config"]
+    assert cli("edit", "sec", "--config", json.dumps(shown)).exit_code == 0  # kept as is
+    moved = dict(shown, url=shown["url"].replace("localhost", "127.0.0.1"))
+    result = cli("edit", "sec", "--config", json.dumps(moved))
+    assert result.exit_code == 2 and "config field 'url' holds ***" in result.stderr
+    from connector_sync.store import open_store
+
+    with open_store(db_url) as store:
+        assert store.find_connector("sec").config["url"].startswith("http://user:pw@localhost")
