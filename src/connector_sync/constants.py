@@ -40,3 +40,15 @@ SYNC_KEYS = (
 DEFAULT_SQLITE_FILE = "connector-sync.db"
 #: Environment variables that name the database, first match wins.
 DATABASE_URL_ENVVARS = ("CONNECTOR_SYNC_DATABASE_URL", "DATABASE_URL")
+
+#: The JSON type name of each Python type a config field (or a record value) may have.
+JSON_TYPE_NAMES: dict[type, str] = {
+    str: "string",
+    int: "integer",
+    float: "number",
+    bool: "boolean",
+    dict: "object",
+    list: "array",
+}
+#: The same for any JSON value, which may also be null (a record's field, parsed input).
+JSON_VALUE_TYPE_NAMES: dict[type, str] = {**JSON_TYPE_NAMES, type(None): "null"}

@@ -39,7 +39,11 @@ from connector_sync.datasets import encode_batch
 from connector_sync.db import SCHEMA_REVISION, Database
 from connector_sync.exceptions import BadInput, ConnectorSyncError, NotFound, PluginError
 from connector_sync.runner import LoopOptions as LoopOptions
-from connector_sync.runner import LoopReport, Runner, RunOptions, RunReport, SyncWatcher
+from connector_sync.runner import LoopReport as LoopReport
+from connector_sync.runner import Runner as Runner
+from connector_sync.runner import RunOptions as RunOptions
+from connector_sync.runner import RunReport as RunReport
+from connector_sync.runner import SyncWatcher as SyncWatcher
 from connector_sync.runner import run_loop as _run_loop
 from connector_sync.store import base, open_store
 from connector_sync.store.base import (
@@ -55,12 +59,14 @@ from connector_sync.store.base import (
 from connector_sync.store.base import AlertThresholds as AlertThresholds
 
 # The types the CLI and the server build requests with and read results of.
+from connector_sync.store.base import Claim as Claim
 from connector_sync.store.base import Connector as Connector
 from connector_sync.store.base import ConnectorSummary as ConnectorSummary
 from connector_sync.store.base import Dataset as Dataset
 from connector_sync.store.base import DatasetSummary as DatasetSummary
 from connector_sync.store.base import HealthThresholds as HealthThresholds
 from connector_sync.store.base import NewConnector as NewConnector
+from connector_sync.store.base import Outcome as Outcome
 from connector_sync.store.base import Store as Store
 from connector_sync.store.base import Sync as Sync
 

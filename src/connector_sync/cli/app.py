@@ -32,7 +32,7 @@ from connector_sync.settings import resolve_database_url
 # what it needs when it runs, so `--help` and argument errors stay fast.
 if TYPE_CHECKING:
     from connector_sync import operations
-    from connector_sync.runner import LoopReport, RunReport
+    from connector_sync.operations import LoopReport, RunReport
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -828,7 +828,7 @@ def run(
     Example (crontab): */5 * * * * cd /srv/sync && connector-sync run
     """
     from connector_sync import operations, render
-    from connector_sync.runner import RunOptions
+    from connector_sync.operations import RunOptions
 
     if heartbeat_seconds >= lease_seconds:
         raise typer.BadParameter(

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from connector_sync.connectors.base import JSON_VALUE_TYPE_NAMES
+from connector_sync.constants import JSON_VALUE_TYPE_NAMES
 from connector_sync.exceptions import BadInput
 
 

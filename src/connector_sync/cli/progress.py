@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from connector_sync.runner import SyncWatcher
+from connector_sync.operations import SyncWatcher
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-    from connector_sync.store.base import Claim, Outcome
+    from connector_sync.operations import Claim, Outcome
 
 
 class LiveProgress(SyncWatcher):

@@ -21,20 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from connector_sync import secrets
+from connector_sync.constants import JSON_TYPE_NAMES as JSON_TYPE_NAMES
+from connector_sync.constants import JSON_VALUE_TYPE_NAMES as JSON_VALUE_TYPE_NAMES
 from connector_sync.exceptions import ConfigError, TransientError
 from connector_sync.secrets import SECRET_MASK as SECRET_MASK
-
-#: The JSON type name of each Python type a config field (or a record value) may have.
-JSON_TYPE_NAMES: dict[type, str] = {
-    str: "string",
-    int: "integer",
-    float: "number",
-    bool: "boolean",
-    dict: "object",
-    list: "array",
-}
-#: The same for any JSON value, which may also be null (a record's field, parsed input).
-JSON_VALUE_TYPE_NAMES: dict[type, str] = {**JSON_TYPE_NAMES, type(None): "null"}
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from connector_sync import __version__, operations
 from connector_sync.documents import jsonable
 from connector_sync.exceptions import ConnectorSyncError, DatabaseError
-from connector_sync.runner import RunOptions
+from connector_sync.operations import RunOptions
 from connector_sync.server.auth import bearer_matches
 from connector_sync.server.errors import ShuttingDown, one_line, status_of, unexpected
 from connector_sync.server.runs import RunRegistry, TriggeredRun

@@ -22,7 +22,7 @@ import uvicorn
 
 from connector_sync import operations
 from connector_sync.exceptions import BadInput
-from connector_sync.runner import RunOptions
+from connector_sync.operations import RunOptions
 from connector_sync.server import ServeOptions
 from connector_sync.server.app import create_app
 from connector_sync.server.auth import SECRET_ENVVAR, is_loopback, load_secret

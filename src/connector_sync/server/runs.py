@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from connector_sync import operations
 from connector_sync.exceptions import ConnectorSyncError
-from connector_sync.runner import Runner
+from connector_sync.operations import Runner
 from connector_sync.server.errors import ShuttingDown, unexpected
 from connector_sync.server.schemas import RunDocument, RunStatus
 
