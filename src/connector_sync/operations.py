@@ -21,10 +21,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from connector_sync import export, scheduling, secrets
-from connector_sync import health as health_checks
-from connector_sync.connectors.base import CheckResult
-from connector_sync.connectors.registry import available_types, load_plugin, secret_fields
+from connector_sync import secrets
 from connector_sync.constants import (
     DATASET_STATUSES,
     DEFAULT_TENANT,
@@ -35,12 +32,8 @@ from connector_sync.constants import (
     SYNC_STATUSES,
     SYNCING,
 )
-from connector_sync.datasets import encode_batch
 from connector_sync.db import SCHEMA_REVISION, Database
 from connector_sync.exceptions import BadInput, ConnectorSyncError, NotFound, PluginError
-from connector_sync.runner import LoopOptions as LoopOptions
-from connector_sync.runner import LoopReport, Runner, RunOptions, RunReport, SyncWatcher
-from connector_sync.runner import run_loop as _run_loop
 from connector_sync.store import base, open_store
 from connector_sync.store.base import (
     AlertMessage,
@@ -64,8 +57,24 @@ from connector_sync.store.base import NewConnector as NewConnector
 from connector_sync.store.base import Store as Store
 from connector_sync.store.base import Sync as Sync
 
-if TYPE_CHECKING:  # apprise is imported only when a notify URL is given
-    from connector_sync.notify import Notifier
+# The runner, the plugins, scheduling and exports are imported by the operations that use
+# them: the read commands (list, history, status, health, due, show) need none of them.
+if TYPE_CHECKING:
+    from connector_sync.connectors.base import CheckResult
+    from connector_sync.notify import Notifier  # apprise: only when a notify URL is given
+    from connector_sync.runner import LoopOptions as LoopOptions
+    from connector_sync.runner import LoopReport, Runner, RunOptions, RunReport, SyncWatcher
+
+
+def __getattr__(name: str) -> Any:
+    # operations.LoopOptions, for the callers that build one, without importing the runner
+    # into every operation's process.
+    if name == "LoopOptions":
+        from connector_sync import runner
+
+        return runner.LoopOptions
+    raise AttributeError(name)
+
 
 log = logging.getLogger("connector_sync.operations")
 
@@ -205,6 +214,8 @@ def check_config(
     references well formed, every field known, of its type and within its bounds, as the
     type's plugin declares; and, given connector-sync's own database URL, not reading it
     unless the config says it means to."""
+    from connector_sync.connectors.registry import load_plugin
+
     check_config_document(config)
     secrets.check_env_refs(config)
     plugin = load_plugin(type_name)
@@ -215,6 +226,8 @@ def check_config(
 
 def check_schedule(schedule: str | None, timezone: str | None) -> None:
     """A cron schedule and its time zone, with the parser's reason when unusable."""
+    from connector_sync import scheduling
+
     if schedule is None:
         if timezone is not None:
             raise BadInput(
@@ -249,6 +262,8 @@ def validated(new: NewConnector, own_database_url: str | None = None) -> NewConn
 def add_connector(store: Store, new: NewConnector) -> int:
     """Store a connector once `validated`; it is due at once, or at its schedule's next
     slot."""
+    from connector_sync import scheduling
+
     new = validated(new, store.database.url)
     if new.schedule is not None:
         new = replace(
@@ -346,6 +361,8 @@ def health(
     """Judge the connectors against the thresholds. With `notify` (apprise URLs), send each
     new (or escalated) problem once and each clearing once; the state is kept in the
     database, so health runs from cron never send the same message twice."""
+    from connector_sync import health as health_checks
+
     thresholds = thresholds or HealthThresholds()
     notifier = _notifier(notify)
     facts = store.health_facts(thresholds, tenant)
@@ -467,6 +484,8 @@ def recover(store: Store, tenant: str | None = None) -> list[RecoveredLease]:
 
 
 def masked_config(type_name: str, config: dict[str, Any]) -> dict[str, Any]:
+    from connector_sync.connectors.registry import secret_fields
+
     return secrets.mask_config(secret_fields(type_name), config)
 
 
@@ -553,6 +572,9 @@ def check_connector(
 
     `env:NAME` references are resolved as a sync would; secrets never reach the result.
     """
+    from connector_sync.connectors.base import CheckResult
+    from connector_sync.connectors.registry import secret_fields
+
     found: list[tuple[CheckResult, list[Any] | None]] = []
     checking = threading.Thread(
         target=lambda: found.append(_check(row, preview, own_database_url)),
@@ -580,6 +602,10 @@ def check_connector(
 def _check(
     row: Connector, preview: int, own_database_url: str | None
 ) -> tuple[CheckResult, list[Any] | None]:
+    from connector_sync.connectors.base import CheckResult
+    from connector_sync.connectors.registry import load_plugin
+    from connector_sync.datasets import encode_batch
+
     records: list[Any] | None = None
     try:
         plugin_cls = load_plugin(row.type)
@@ -603,6 +629,8 @@ def _check(
 
 
 def describe_types() -> list[dict[str, Any]]:
+    from connector_sync.connectors.registry import available_types, load_plugin
+
     described = []
     for name in available_types():
         try:
@@ -628,6 +656,8 @@ def run(
 ) -> RunResult:
     """One run: recover expired leases, claim, sync, record. `watchers` are told of each
     sync as it goes; with `notify` (apprise URLs), each failed sync is notified at once."""
+    from connector_sync.runner import Runner
+
     runner = Runner(store, options, _with_notifier(watchers, notify))
     return _finish(store, runner.run(handle_signals=True))
 
@@ -650,6 +680,7 @@ def run_loop(
 ) -> LoopReport:
     """`run --loop`: runs until a signal (or loop.max_runs); each run is logged; with
     `notify`, each failed sync is notified at once."""
+    from connector_sync.runner import run_loop as looping
 
     def logged(number: int, report: RunReport | None) -> None:
         if report is not None:
@@ -659,7 +690,7 @@ def run_loop(
                 report.failed, report.cancelled,
             )  # fmt: skip
 
-    return _run_loop(store, options, loop, logged, _with_notifier((), notify))
+    return looping(store, options, loop, logged, _with_notifier((), notify))
 
 
 def run_connectors(
@@ -716,6 +747,8 @@ class DemoResult:
 def demo(store: Store, tenant: str = DEFAULT_TENANT) -> DemoResult:
     """The quickstart: the demo connectors (created the first time, in `tenant`), each
     synced once."""
+    from connector_sync.runner import RunOptions
+
     existing = {r.name: r.id for r in store.list_connectors(tenant)}
     for name, config in DEMO_CONNECTORS:
         if name not in existing:
@@ -831,6 +864,9 @@ def edit_connector(
     """Change a connector: its config checked exactly as `add` checks it, its next sync
     moved to match a new interval or schedule. A connector in ERROR stays in ERROR;
     one being synced takes the change at its next sync."""
+    from connector_sync import scheduling
+    from connector_sync.connectors.registry import secret_fields
+
     if not changes:
         raise BadInput(
             "nothing to change: give a config, a key to set or unset, an interval, a schedule, "
@@ -1031,6 +1067,8 @@ def export_dataset(
         BadInput: the dataset is not READY.
         ConnectorSyncError: the dataset was removed while it was being written.
     """
+    from connector_sync import export
+
     if format not in export.FORMATS:
         raise BadInput(
             f"format '{format}' is not one of {', '.join(export.FORMATS)}", param="format"
@@ -1128,6 +1166,8 @@ def prepare_run(store: Store, options: RunOptions, refs: Sequence[str] = ()) -> 
     connectors. Start it with `execute_run`; stop it with
     `runner.control.request_stop(grace, reason)`.
     """
+    from connector_sync.runner import Runner
+
     if refs:
         options = replace(options, connector_ids=_connector_ids(store, refs, options.tenant))
     return Runner(store, options)

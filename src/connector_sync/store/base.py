@@ -23,8 +23,6 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple, ParamSpec, TypeVar
 
-import tenacity
-
 from connector_sync.constants import (
     COMPLETED,
     DEFAULT_KEEP,
@@ -634,15 +632,21 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, DatabaseError) and exc.transient
 
 
-_RETRYING = tenacity.Retrying(
-    stop=tenacity.stop_after_attempt(4),
-    wait=tenacity.wait_exponential_jitter(multiplier=0.2, max=2.0, jitter=0.2),
-    retry=tenacity.retry_if_exception(_is_transient),
-    before_sleep=lambda state: log.warning(
-        "database error, trying again: %s", state.outcome.exception() if state.outcome else ""
-    ),
-    reraise=True,
-)
+@functools.cache
+def _retrying() -> Any:
+    """tenacity's policy for the tries after the first (imported on the first transient
+    error: most commands never meet one)."""
+    import tenacity
+
+    return tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(4),
+        wait=tenacity.wait_exponential_jitter(multiplier=0.2, max=2.0, jitter=0.2),
+        retry=tenacity.retry_if_exception(_is_transient),
+        before_sleep=lambda state: log.warning(
+            "database error, trying again: %s", state.outcome.exception() if state.outcome else ""
+        ),
+        reraise=True,
+    )
 
 
 def retried(method: Callable[P, T]) -> Callable[P, T]:
@@ -661,7 +665,8 @@ def retried(method: Callable[P, T]) -> Callable[P, T]:
             if not exc.transient:
                 raise
             log.warning("database error, trying again: %s", exc)
-        return _RETRYING(method, *args, **kwargs)
+        result: T = _retrying()(method, *args, **kwargs)
+        return result
 
     return wrapper
 

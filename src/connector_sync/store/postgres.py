@@ -1,6 +1,6 @@
-"""The PostgreSQL store: every statement is a named query from queries.sql, run on the
-psycopg connection under SQLAlchemy's pool (one round trip per call; SQLAlchemy's
-per-execution machinery cost more than the statements on the hot path)."""
+"""The PostgreSQL store: every statement is a named query from queries.sql, run on a
+psycopg connection of the database's pool (db.Database.transaction): one round trip per
+call, and no SQLAlchemy import at all."""
 
 from __future__ import annotations
 
@@ -66,15 +66,11 @@ class PostgresStore(Store):
     def _cursor(self, name: str | None = None) -> Iterator[psycopg.Cursor[Any]]:
         """A cursor in one transaction (server-side when named); driver errors become
         DatabaseError (transient where trying again may succeed)."""
-        with self.database.begin() as conn:
-            raw: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
-            try:
-                with raw.cursor(name) if name else raw.cursor() as cursor:
-                    yield cursor
-            except psycopg.Error as exc:
-                if raw.broken:
-                    conn.invalidate()
-                raise self.database.driver_error(exc, connection_lost=raw.broken) from exc
+        with (
+            self.database.transaction() as conn,
+            conn.cursor(name) if name else conn.cursor() as cursor,
+        ):
+            yield cursor
 
     def _run(self, query: str, /, **params: Any) -> list[tuple[Any, ...]]:
         with self._transaction() as run:
