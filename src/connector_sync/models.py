@@ -21,6 +21,8 @@ from connector_sync.constants import (  # noqa: E402 - re-exported for the schem
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
     DEFAULT_SYNC_INTERVAL,
     DEFAULT_TENANT,
+    DUE_INDEX_PREDICATE_PG,
+    DUE_INDEX_PREDICATE_SQLITE,
     ERROR,
     FAILED,
     IN_PROGRESS,
@@ -33,7 +35,8 @@ from connector_sync.constants import (  # noqa: E402 - re-exported for the schem
 
 __all__ = [
     "ACTIVE", "BUILDING", "CANCELLED", "COMPLETED", "CONNECTOR_STATUSES", "DATASET_STATUSES",
-    "DEFAULT_MAX_CONSECUTIVE_FAILURES", "DEFAULT_SYNC_INTERVAL", "DEFAULT_TENANT", "ERROR",
+    "DEFAULT_MAX_CONSECUTIVE_FAILURES", "DEFAULT_SYNC_INTERVAL", "DEFAULT_TENANT",
+    "DUE_INDEX_PREDICATE_PG", "DUE_INDEX_PREDICATE_SQLITE", "ERROR",
     "FAILED", "INACTIVE", "IN_PROGRESS", "READY", "SYNCING", "SYNC_STATUSES", "TRIGGERS",
     "UTCDateTime", "alert_thresholds", "connector_syncs", "connectors", "dataset_records",
     "datasets", "health_alerts", "metadata",
@@ -155,11 +158,6 @@ connectors = sa.Table(
     sqlite_autoincrement=True,
 )
 
-#: The due predicate's static part. The partial index below is declared with this
-#: same text, and the due/claim queries use it verbatim (with literals, not bind
-#: parameters) so both planners can prove the index applies.
-DUE_INDEX_PREDICATE_PG = "auto_sync AND status = 'ACTIVE'"
-DUE_INDEX_PREDICATE_SQLITE = "auto_sync = 1 AND status = 'ACTIVE'"
 
 sa.Index(
     "ix_connectors_due",

@@ -123,6 +123,19 @@ def connector_names(url: str, prefix: str, tenant: str | None = None) -> list[st
         return store.connector_names(prefix, tenant, limit=100)
 
 
+def nothing_to_run(url: str, tenant: str | None = None) -> bool:
+    """Whether a run on the database at `url` (within `tenant`) would recover and claim
+    nothing: asked with the bare driver, before the runner is imported. False whenever
+    that is not certain (then the run itself reports what is wrong).
+
+    Raises:
+        DatabaseUnavailable: the PostgreSQL server does not answer.
+    """
+    from connector_sync.store.probe import nothing_to_do
+
+    return nothing_to_do(url, tenant)
+
+
 @contextmanager
 def session(url: str, *, create: bool = False) -> Iterator[Store]:
     """The store of the database at `url`, its schema current (SQLite upgrades itself).

@@ -9,15 +9,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from typing import TYPE_CHECKING, Any
 
-from rich.cells import cell_len
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
 from connector_sync.constants import CONNECTOR_KEYS
 from connector_sync.durations import human_seconds
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
     from connector_sync.connectors.base import CheckResult
     from connector_sync.operations import (
         ConnectorAlerts,
@@ -43,10 +42,29 @@ if TYPE_CHECKING:
         Sync,
     )
 
-# markup=False: names, errors and configs are user data and are never parsed as rich
-# markup ("[/]" in a name must not crash a listing); styles come from Text objects.
-console = Console(markup=False)
-err_console = Console(stderr=True, markup=False)
+
+def _console(err: bool = False) -> Console:
+    """The stdout (or stderr) console, made on first use: rich is imported only by what
+    prints a table or a styled line, not by --json or a plain message.
+
+    markup=False: names, errors and configs are user data and are never parsed as rich
+    markup ("[/]" in a name must not crash a listing); styles come from Text objects.
+    """
+    name = "err_console" if err else "console"
+    made: Console | None = globals().get(name)
+    if made is None:
+        from rich.console import Console
+
+        made = globals()[name] = Console(stderr=err, markup=False)
+    return made
+
+
+def __getattr__(name: str) -> Any:
+    # render.console / render.err_console for the progress display and tests.
+    if name in ("console", "err_console"):
+        return _console(err=name == "err_console")
+    raise AttributeError(name)
+
 
 _STATUS_STYLE = {
     "ACTIVE": "green",
@@ -97,7 +115,7 @@ class Output:
 
 def _show(renderable: Any) -> None:
     if Output.tables and not Output.quiet:
-        console.print(renderable)
+        _console().print(renderable)
 
 
 def print_json(document: Any) -> None:
@@ -128,13 +146,20 @@ def say(*parts: str | tuple[str, str], err: bool = False) -> None:
 
     Each part is plain text or (text, style): `say(("ok", "green"), " ", name)`.
     """
-    if err:
-        err_console.print(Text.assemble(*parts), soft_wrap=True)
-    elif Output.tables and not Output.quiet:
-        console.print(Text.assemble(*parts), soft_wrap=True)
+    if not err and not (Output.tables and not Output.quiet):
+        return
+    plain = [part for part in parts if isinstance(part, str)]
+    if not err and len(plain) == len(parts):
+        sys.stdout.write("".join(plain) + "\n")  # what rich prints for it, without rich
+        return
+    from rich.text import Text
+
+    _console(err=err).print(Text.assemble(*parts), soft_wrap=True)
 
 
 def _style(status: str | None) -> Text:
+    from rich.text import Text
+
     if status is None:
         return Text("")
     return Text(status, style=_STATUS_STYLE.get(status, ""))
@@ -184,7 +209,7 @@ _WIDE = 120
 
 
 def _narrow() -> bool:
-    return console.width < _WIDE
+    return _console().width < _WIDE
 
 
 def _when_short(value: dt.datetime | None) -> str:
@@ -217,17 +242,23 @@ def _table_width(widths: Sequence[int]) -> int:
 
 
 def _plain(cell: str | Text) -> str:
+    from rich.text import Text
+
     return cell.plain if isinstance(cell, Text) else cell
 
 
 def _natural(col: Col, cells: Sequence[str | Text]) -> int:
     """The width a column needs to show every cell on one line."""
+    from rich.cells import cell_len
+
     lines = [line for cell in cells for line in _plain(cell).splitlines()]
     return max([cell_len(col.header), *map(cell_len, lines)])
 
 
 def _least(col: Col, cells: Sequence[str | Text]) -> int:
     """The narrowest a column may be: a text column's longest word, others whole."""
+    from rich.cells import cell_len
+
     if not col.text:
         return _natural(col, cells)
     words = [word for cell in cells for word in _plain(cell).split()]
@@ -245,7 +276,7 @@ def fitted_table(
     too long for the width left is printed below the table instead, one whole line per
     row (`below(row index, text)`). When even the essential columns do not fit, each row
     is printed as one line of `Header: value` pairs instead of a table."""
-    width = console.width
+    width = _console().width
     cells = [[row[i] for row in rows] for i in range(len(columns))]
     shown = list(range(len(columns)))
     moved: list[int] = []
@@ -294,6 +325,8 @@ def _fitting_table(
     rows: Sequence[Sequence[str | Text]],
     shown: Sequence[int],
 ) -> None:
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left")
     for col, column_cells in zip(columns, cells, strict=True):
         if col.text:
@@ -322,6 +355,8 @@ def _several_tenants(rows: Sequence[ConnectorSummary] | Sequence[Sync]) -> bool:
 
 
 def connectors_table(rows: Sequence[ConnectorSummary], title: str) -> None:
+    from rich.text import Text
+
     if not rows:
         say(f"{title}: none.")
         return
@@ -409,6 +444,8 @@ def syncs_table(rows: Sequence[Sync], title: str) -> None:
 
 
 def types_table(types: Sequence[Mapping[str, Any]]) -> None:
+    from rich.table import Table
+
     table = Table(title="Connector types", title_justify="left")
     table.add_column("Type")
     table.add_column("Description")
@@ -442,6 +479,9 @@ def _bounds(low: float | None, high: float | None) -> str:
 
 
 def connector_detail(view: ConnectorDetail) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     connector = view.connector
     table = Table(show_header=False, title=f"Connector {connector.name}", title_justify="left")
     table.add_column("Field", style="bold")
@@ -472,6 +512,9 @@ def connector_detail(view: ConnectorDetail) -> None:
 
 
 def status_summary(summary: StatusSummary) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(show_header=False, title="connector-sync status", title_justify="left")
     table.add_column("What", style="bold")
     table.add_column("Value", overflow="fold")  # a long URL folds, never cut short
@@ -519,6 +562,8 @@ def running_table(running: Sequence[RunningSync]) -> None:
 
 def _counts(by_status: Mapping[str, int]) -> Text:
     """`ACTIVE 3, ERROR 1`, each status in its colour; `none` when empty."""
+    from rich.text import Text
+
     if not by_status:
         return Text("none")
     return Text(", ").join(Text.assemble(_style(k), f" {v}") for k, v in by_status.items())
@@ -528,6 +573,8 @@ _SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow"}
 
 
 def health_report(report: HealthReport) -> None:
+    from rich.text import Text
+
     problems = report.problems
     if not problems:
         say(("healthy", "green"), ": no problem found (", _when(report.checked_at), " UTC)")
@@ -670,6 +717,8 @@ def _fields(schema: Mapping[str, Any] | None) -> str:
 
 
 def datasets_table(rows: Sequence[Dataset]) -> None:
+    from rich.table import Table
+
     if not rows:
         say("Datasets: none.")
         return
@@ -696,6 +745,8 @@ def datasets_table(rows: Sequence[Dataset]) -> None:
 
 
 def dataset_detail(view: DatasetDetail) -> None:
+    from rich.table import Table
+
     d = view.dataset
     say(
         f"dataset {d.id} of connector {d.connector_name} ({d.connector_id}): {d.status}, "
@@ -721,6 +772,8 @@ def exported(result: ExportResult, path: str) -> None:
 
 
 def prune_report(result: PruneResult) -> None:
+    from rich.table import Table
+
     verb = "would remove" if result.dry_run else "removed"
     if result.kind == "history":
         table = Table(title="Sync history", title_justify="left")

@@ -817,7 +817,6 @@ def run(
     Example (crontab): */5 * * * * cd /srv/sync && connector-sync run
     """
     from connector_sync import operations, render
-    from connector_sync.runner import RunOptions
 
     if heartbeat_seconds >= lease_seconds:
         raise typer.BadParameter(
@@ -828,6 +827,12 @@ def run(
             "--limit applies to due connectors; with --connector, name fewer connectors",
             param_hint="'--limit'",
         )
+    if not (connector or loop or dry_run) and operations.nothing_to_run(_url(ctx), tenant):
+        # Most scheduled runs: answered before the runner and the plugins are imported.
+        _nothing_due(as_json)
+        return
+    from connector_sync.runner import RunOptions
+
     options = RunOptions(
         limit=limit, tenant=tenant, concurrency=concurrency, timeout=timeout,
         attempts=attempts, grace=grace, lease_seconds=lease_seconds,
@@ -856,13 +861,22 @@ def run(
             )
         else:
             result = _call(ctx, operations.run, options, watchers, notify or ())
-    if as_json:
+    if not result.syncs:
+        _nothing_due(as_json)
+    elif as_json:
         render.print_json(result.syncs)
-    elif result.syncs:
+    else:
         render.syncs_table(result.syncs, "Syncs in this run")
+    raise typer.Exit(_run_exit_code(result.report))
+
+
+def _nothing_due(as_json: bool) -> None:
+    from connector_sync import render
+
+    if as_json:
+        render.print_json([])
     else:
         render.say("Nothing due.")
-    raise typer.Exit(_run_exit_code(result.report))
 
 
 def _loop_exit_code(report: LoopReport) -> int:

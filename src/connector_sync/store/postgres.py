@@ -8,8 +8,6 @@ import datetime as dt
 import re
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from functools import cache
-from importlib.resources import files
 from typing import Any
 
 import psycopg
@@ -33,20 +31,10 @@ from connector_sync.store.base import (
     retried,
     status_summary_of,
 )
+from connector_sync.store.named import queries
 
 # JSON's escape of a NUL character: \u0000 after an even number of backslashes.
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
-_QUERY_HEADER = re.compile(r"^-- name: (\w+) --$", re.MULTILINE)
-
-
-@cache
-def queries() -> dict[str, str]:
-    """queries.sql, by name (each statement under its `-- name: x --` header)."""
-    text = files("connector_sync.store").joinpath("queries.sql").read_text(encoding="utf-8")
-    parts = _QUERY_HEADER.split(text)[1:]
-    return {
-        name: body.strip().rstrip(";") for name, body in zip(parts[::2], parts[1::2], strict=True)
-    }
 
 
 def _lease_of(claim: base.Claim) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 -- Every statement the PostgreSQL store runs, by name (store/postgres.py loads this file
 -- once). Parameters are psycopg's %(name)s. Every "now" is coalesce(%(now)s, now()):
 -- the database's clock, unless a test injected one. Due predicates repeat the partial
--- index's own text (models.DUE_INDEX_PREDICATE_PG) with literals, not parameters, so
+-- index's own text (constants.DUE_INDEX_PREDICATE_PG) with literals, not parameters, so
 -- the planner proves ix_connectors_due applies even in a generic plan; tests/store
 -- checks each due query's plan with EXPLAIN.
 
@@ -61,6 +61,18 @@ WHERE auto_sync AND status = 'ACTIVE' AND next_sync_at <= coalesce(%(now)s, now(
   AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
 ORDER BY next_sync_at, id
 LIMIT %(limit)s;
+
+-- name: run_has_work --
+-- Before a run imports anything heavy: the schema revision, and whether it would recover
+-- an expired lease or claim a due connector (each an index probe that stops at the first
+-- row). store/probe.py asks it; a run with nothing to do ends there.
+SELECT (SELECT version_num FROM alembic_version LIMIT 1),
+       EXISTS (SELECT 1 FROM connectors
+               WHERE auto_sync AND status = 'ACTIVE' AND next_sync_at <= now()
+                 AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s))
+       OR EXISTS (SELECT 1 FROM connectors
+                  WHERE status = 'SYNCING' AND lease_expires_at < now()
+                    AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s));
 
 -- name: enable_connector --
 -- A connector a worker holds stays SYNCING; its finish makes it ACTIVE.
