@@ -165,6 +165,21 @@ sa.Index(
     postgresql_where=sa.text(DUE_INDEX_PREDICATE_PG),
     sqlite_where=sa.text(DUE_INDEX_PREDICATE_SQLITE),
 )
+# status counts connectors by status (not led by status: a due query must keep proving
+# ix_connectors_due the one to use); health finds the ERROR and the failing ones.
+sa.Index("ix_connectors_tenant_status", connectors.c.tenant, connectors.c.status)
+sa.Index(
+    "ix_connectors_in_error",
+    connectors.c.id,
+    postgresql_where=sa.text("status = 'ERROR'"),
+    sqlite_where=sa.text("status = 'ERROR'"),
+)
+sa.Index(
+    "ix_connectors_failing",
+    connectors.c.consecutive_failures,
+    postgresql_where=sa.text("consecutive_failures > 0"),
+    sqlite_where=sa.text("consecutive_failures > 0"),
+)
 sa.Index(
     "ix_connectors_lease_expires_at",
     connectors.c.lease_expires_at,
@@ -209,7 +224,23 @@ sa.Index(
     connector_syncs.c.connector_id,
     connector_syncs.c.started_at,
 )
-sa.Index("ix_connector_syncs_started_at", connector_syncs.c.started_at)
+# The window's aggregates (status, health, metrics) read this index alone on PostgreSQL.
+sa.Index(
+    "ix_connector_syncs_started_at",
+    connector_syncs.c.started_at,
+    postgresql_include=["status", "records_processed", "connector_id", "tenant"],
+)
+# history --status / --tenant: newest first within the status or tenant.
+sa.Index(
+    "ix_connector_syncs_status_started_at",
+    connector_syncs.c.status,
+    connector_syncs.c.started_at,
+)
+sa.Index(
+    "ix_connector_syncs_tenant_started_at",
+    connector_syncs.c.tenant,
+    connector_syncs.c.started_at,
+)
 
 datasets = sa.Table(
     "datasets",

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from connector_sync import secrets
 from connector_sync.constants import (
+    CONNECTOR_STATUSES,
     DATASET_STATUSES,
     DEFAULT_TENANT,
     ERROR,
@@ -49,6 +50,7 @@ from connector_sync.store.base import AlertThresholds as AlertThresholds
 
 # The types the CLI and the server build requests with and read results of.
 from connector_sync.store.base import Connector as Connector
+from connector_sync.store.base import ConnectorFilter as ConnectorFilter
 from connector_sync.store.base import ConnectorSummary as ConnectorSummary
 from connector_sync.store.base import Dataset as Dataset
 from connector_sync.store.base import DatasetSummary as DatasetSummary
@@ -290,7 +292,60 @@ def list_connectors(
 ) -> list[ConnectorSummary]:
     """Connectors, by tenant and name; INACTIVE ones (deleted keeping their data) only
     with `include_inactive`."""
-    return store.list_connectors(tenant, include_inactive)
+    return store.list_connectors(ConnectorFilter(tenant=tenant, include_inactive=include_inactive))
+
+
+@dataclass(frozen=True)
+class ConnectorPage:
+    """A page of a listing: its rows, and how many there are in all."""
+
+    rows: list[ConnectorSummary]
+    total: int
+
+    @property
+    def more(self) -> int:
+        """How many the page leaves out."""
+        return self.total - len(self.rows)
+
+    def to_document(self) -> list[ConnectorSummary]:
+        """As `list --json` has always printed it: the connectors."""
+        return self.rows
+
+
+def connector_filter(
+    tenant: str | None = None,
+    status: str | None = None,
+    type: str | None = None,
+    due: bool = False,
+    include_inactive: bool = False,
+    limit: int | None = None,
+) -> ConnectorFilter:
+    """A ConnectorFilter from what a caller was given: `status` in any case (BadInput
+    naming the statuses there are)."""
+    if status is not None:
+        status = _known_status(status, ("connector", CONNECTOR_STATUSES))
+    return ConnectorFilter(tenant, status, type, due, include_inactive, limit)
+
+
+def connector_page(store: Store, where: ConnectorFilter) -> ConnectorPage:
+    """The connectors `where` chooses, up to its limit, and how many it chooses in all."""
+    rows = store.list_connectors(where)
+    if where.limit is None or len(rows) < where.limit:
+        return ConnectorPage(rows, len(rows))
+    return ConnectorPage(rows, store.count_connectors(where))
+
+
+def each_connector(
+    store: Store, where: ConnectorFilter, each: Callable[[list[ConnectorSummary]], None]
+) -> int:
+    """Hand `each` the connectors `where` chooses, a chunk at a time, with flat memory
+    (`list --all --json` over 100,000 connectors streams). Returns how many there were."""
+    count = 0
+    with closing(store.stream_connectors(where)) as chunks:
+        for chunk in chunks:
+            each(chunk)
+            count += len(chunk)
+    return count
 
 
 def due_connectors(
@@ -762,7 +817,7 @@ def demo(store: Store, tenant: str = DEFAULT_TENANT) -> DemoResult:
     synced once."""
     from connector_sync.runner import RunOptions
 
-    existing = {r.name: r.id for r in store.list_connectors(tenant)}
+    existing = {r.name: r.id for r in store.list_connectors(ConnectorFilter(tenant=tenant))}
     for name, config in DEMO_CONNECTORS:
         if name not in existing:
             new = NewConnector(
@@ -1012,16 +1067,22 @@ def _list_filter(
 ) -> ListFilter:
     """What a listing shows: the connector found by id or name, a status in any case
     (BadInput naming the statuses there are)."""
-    what, known = statuses
     if status is not None:
-        status = status.upper()
-        if status not in known:
-            raise BadInput(
-                f"status '{status}' is not a {what} status; use one of {', '.join(known)}",
-                param="status",
-            )
+        status = _known_status(status, statuses)
     connector_id = store.find_connector(connector, tenant).id if connector else None
     return ListFilter(connector_id, status, tenant, limit)
+
+
+def _known_status(status: str, statuses: tuple[str, Sequence[str]]) -> str:
+    """`status` upper-cased, if it is one of `statuses` (what, known)."""
+    what, known = statuses
+    status = status.upper()
+    if status not in known:
+        raise BadInput(
+            f"status '{status}' is not a {what} status; use one of {', '.join(known)}",
+            param="status",
+        )
+    return status
 
 
 def list_datasets(

