@@ -320,12 +320,19 @@ class Database(Closing):
     def transaction(self) -> Iterator[psycopg.Connection[Any]]:
         """PostgreSQL: a psycopg connection in a transaction, committed when the block ends,
         rolled back on an exception; driver errors become DatabaseError."""
+        with self.connection() as conn, conn.transaction():
+            yield conn
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """PostgreSQL: a psycopg connection in autocommit, for one statement (its own
+        transaction, without a BEGIN and a COMMIT round trip); driver errors become
+        DatabaseError."""
         import psycopg
 
         with self._connections().connection() as conn:
             try:
-                with conn.transaction():
-                    yield conn
+                yield conn
             except psycopg.Error as exc:
                 raise self.driver_error(exc, connection_lost=conn.broken) from exc
 

@@ -61,8 +61,9 @@ class PostgresStore(Store):
             yield cursor
 
     def _run(self, query: str, /, **params: Any) -> list[tuple[Any, ...]]:
-        with self._transaction() as run:
-            return run(query, **params)
+        """One named query, as its own transaction (every statement is atomic alone)."""
+        with self.database.connection() as conn, conn.cursor() as cursor:
+            return _Runner(cursor, self.clock() if self.clock else None)(query, **params)
 
     @contextmanager
     def _transaction(self) -> Iterator[_Runner]:
