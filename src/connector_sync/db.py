@@ -397,12 +397,16 @@ class Database(Closing):
             return str(row[0]) if row else None
 
     def _pg_revision(self) -> str | None:
-        with self.transaction() as conn:
-            row = conn.execute("SELECT to_regclass('alembic_version') IS NOT NULL").fetchone()
-            if not (row and row[0]):
+        import psycopg
+
+        with self._connections().connection() as conn:  # autocommit: one round trip
+            try:
+                row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            except psycopg.errors.UndefinedTable:
                 return None
-            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
-            return str(row[0]) if row else None
+            except psycopg.Error as exc:
+                raise self.driver_error(exc, connection_lost=conn.broken) from exc
+        return str(row[0]) if row else None
 
     def upgrade(self, revision: str = "head") -> None:
         """Apply the migrations (alembic, imported only here: it is slow to import)."""
