@@ -329,7 +329,12 @@ def connector_filter(
 
 def connector_page(store: Store, where: ConnectorFilter) -> ConnectorPage:
     """The connectors `where` chooses, up to its limit, and how many it chooses in all."""
-    rows = store.list_connectors(where)
+    return _paged(store, store.list_connectors(where), where)
+
+
+def _paged(store: Store, rows: list[ConnectorSummary], where: ConnectorFilter) -> ConnectorPage:
+    """`rows`, a page of what `where` chooses, and how many it chooses in all (counted only
+    when the page is full)."""
     if where.limit is None or len(rows) < where.limit:
         return ConnectorPage(rows, len(rows))
     return ConnectorPage(rows, store.count_connectors(where))
@@ -352,6 +357,12 @@ def due_connectors(
     store: Store, limit: int | None = None, tenant: str | None = None
 ) -> list[ConnectorSummary]:
     return store.due_connectors(limit, tenant)
+
+
+def due_page(store: Store, limit: int, tenant: str | None = None) -> ConnectorPage:
+    """The `limit` most overdue connectors, and how many are due in all."""
+    where = ConnectorFilter(tenant=tenant, due=True, limit=limit)
+    return _paged(store, store.due_connectors(limit, tenant), where)
 
 
 def find_connector(store: Store, ref: str, tenant: str | None = None) -> Connector:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from typing import TYPE_CHECKING, Any
@@ -403,11 +404,13 @@ def _several_tenants(rows: Sequence[ConnectorSummary] | Sequence[Sync]) -> bool:
     return len({r.tenant for r in rows}) > 1 or rows[0].tenant != "default"
 
 
-def connector_page(page: ConnectorPage) -> None:
-    """`list`: a page of connectors, and how to see the ones it leaves out."""
-    connectors_table(page.rows, "Connectors")
+def connector_page(
+    page: ConnectorPage, title: str = "Connectors", see_more: str = "--limit N or --all"
+) -> None:
+    """`list`, `due`: a page of connectors, and how to see the ones it leaves out."""
+    connectors_table(page.rows, title)
     if page.more:
-        say(f"{page.more:,} more — use --limit N or --all")
+        say(f"{page.more:,} more — use {see_more}")
 
 
 def connectors_table(rows: Sequence[ConnectorSummary], title: str) -> None:
@@ -626,6 +629,9 @@ def _counts(by_status: Mapping[str, int]) -> Text:
 
 
 _SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow"}
+#: Problems `health` shows in its table, the critical ones first; the rest are counted
+#: by kind (a fleet with a thousand connectors in ERROR is one look, not a thousand rows).
+HEALTH_ROWS = 50
 
 
 def health_report(report: HealthReport) -> None:
@@ -652,11 +658,15 @@ def health_report(report: HealthReport) -> None:
                 "(all)" if p.connector_id is None else f"{p.connector_name} ({p.connector_id})",
                 p.detail,
             )
-            for p in problems
+            for p in problems[:HEALTH_ROWS]
         ]
         fitted_table(
             title, columns, rows, below=lambda i, detail: f"{rows[i][1]} on {rows[i][2]}: {detail}"
         )
+        if len(problems) > HEALTH_ROWS:
+            hidden = Counter(p.problem for p in problems[HEALTH_ROWS:])
+            kinds = ", ".join(f"{kind} {count:,}" for kind, count in hidden.items())
+            say(f"{sum(hidden.values()):,} more ({kinds}) — health --json lists every one")
     delivery = report.delivery
     if delivery is not None:
         say(

@@ -104,3 +104,23 @@ def test_bad_options_are_one_line_and_exit_2(cli: Cli, args: tuple[str, ...], me
     assert result.exit_code == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_due_pages_its_table_and_lists_every_one_in_json(cli: Cli) -> None:
+    due = [n for n in NAMES if n not in (NAMES[7], NAMES[8])]  # not INACTIVE, not ERROR
+    table = cli("due")
+    assert table.exit_code == 0, table.output
+    assert len(shown(table.stdout)) == 50
+    assert table.stdout.rstrip().endswith("8 more — use --limit N or --json")
+    document = cli("due", "--json")
+    assert sorted(c["name"] for c in json.loads(document.stdout)) == sorted(due)
+
+
+def test_health_shows_fifty_problems_and_counts_the_rest_by_kind(cli: Cli, db_url: str) -> None:
+    with open_store(db_url) as store, store.database.begin() as conn:
+        conn.exec_driver_sql("UPDATE connectors SET status = 'ERROR' WHERE status = 'ACTIVE'")
+    table = cli("health")
+    assert table.exit_code == 1
+    assert len(shown(table.stdout)) == 50
+    assert "9 more (ERROR 9) — health --json lists every one" in table.stdout
+    assert len(json.loads(cli("health", "--json").stdout)) == 59

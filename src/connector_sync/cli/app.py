@@ -796,13 +796,31 @@ def prune(
 
 @app.command()
 def due(
-    ctx: typer.Context, limit: LimitOpt = None, tenant: TenantOpt = None, as_json: JsonOpt = False
+    ctx: typer.Context,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            "--limit",
+            "-n",
+            min=1,
+            max=MAX_COUNT,
+            show_default=False,
+            help=f"At most N [default: {LIST_PAGE} in a table, every one with --json].",
+        ),
+    ] = None,
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """List the connectors due now, most overdue first.  Example: connector-sync due -n 10"""
+    """List the connectors due now, most overdue first (a table shows 50 and says how many
+    more).  Example: connector-sync due -n 10"""
     from connector_sync import operations, render
 
-    rows = _call(ctx, operations.due_connectors, limit, tenant)
-    render.output(as_json, rows, lambda rows: render.connectors_table(rows, "Due connectors"))
+    if as_json:
+        rows = _call(ctx, operations.due_connectors, limit, tenant)
+        render.print_json(rows)
+        return
+    page = _call(ctx, operations.due_page, limit or LIST_PAGE, tenant)
+    render.connector_page(page, "Due connectors", "--limit N or --json")
 
 
 @app.command()
