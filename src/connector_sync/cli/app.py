@@ -411,8 +411,19 @@ def add(
         render.added(new, connector_id)
 
 
-#: Connectors `list` shows in a table unless --limit or --all says otherwise.
+#: Connectors `list` and `due` show in a table unless --limit (or --all) says otherwise.
 LIST_PAGE = 50
+PageLimitOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--limit",
+        "-n",
+        min=1,
+        max=MAX_COUNT,
+        show_default=False,
+        help=f"At most N [default: {LIST_PAGE} in a table, every one with --json].",
+    ),
+]
 
 
 @app.command("list")
@@ -424,17 +435,7 @@ def list_(
     ] = None,
     type_name: Annotated[str | None, typer.Option("--type", help="Only this type.")] = None,
     due: Annotated[bool, typer.Option("--due", help="Only the connectors due now.")] = False,
-    limit: Annotated[
-        int | None,
-        typer.Option(
-            "--limit",
-            "-n",
-            min=1,
-            max=MAX_COUNT,
-            show_default=False,
-            help=f"At most N [default: {LIST_PAGE} in a table, every one with --json].",
-        ),
-    ] = None,
+    limit: PageLimitOpt = None,
     all_: Annotated[
         bool,
         typer.Option(
@@ -797,17 +798,7 @@ def prune(
 @app.command()
 def due(
     ctx: typer.Context,
-    limit: Annotated[
-        int | None,
-        typer.Option(
-            "--limit",
-            "-n",
-            min=1,
-            max=MAX_COUNT,
-            show_default=False,
-            help=f"At most N [default: {LIST_PAGE} in a table, every one with --json].",
-        ),
-    ] = None,
+    limit: PageLimitOpt = None,
     tenant: TenantOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
