@@ -6,7 +6,7 @@ Run it from the repository, with the package installed (editable is fine):
     python scripts/bench.py --quick           # scaled down: a smoke test of a minute or so
     python scripts/bench.py --json            # the same figures as one JSON document
     python scripts/bench.py --only due,ingest # sections: due, schedule, ingest, memory, startup,
-                                              # datasets
+                                              # datasets, metrics, operators, idle, serve
     BENCH_PG_URL=postgresql://user@host:5432/postgres python scripts/bench.py
 
 It creates a scratch PostgreSQL database on the server named by --pg-url (and SQLite
@@ -41,6 +41,16 @@ baseline measured in the same run, doing the same work:
    time) over 100,000 connectors with two syncs each in the last day, on PostgreSQL, with
    a fixed number of queries; also the same two operations in-process, without the
    start-up, and (not the target) `metrics` with a series for every connector.
+8. operators: `history` (with each filter), `status`, `health`, `due`, `show C`, `list`
+   (a page, with filters) and `list --all --json`, each a whole command against
+   `connector-sync --version` in the same run, over 100,000 connectors and 3,000,000
+   syncs built by SQL on PostgreSQL: at most 2x (`list --all --json`: 5x).
+9. idle: `run` with nothing due and no lease expired, against `--version`: at most 1.5x,
+   on PostgreSQL (100,000 connectors) and on a SQLite file.
+10. serve: `GET /api/connectors/sync?limit=100` over 1,000,000 connectors under load from
+   wrk (`apt-get install wrk`; the section is skipped without it) against a bare FastAPI
+   route running the same indexed query with psycopg: at least half its requests/s; the
+   p99 latency of both in the title.
 """
 
 from __future__ import annotations
@@ -78,7 +88,10 @@ from connector_sync.store import Store, open_store
 from connector_sync.store.base import ClaimRequest, Completion, NewConnector, as_dict
 from connector_sync.store.postgres import queries
 
-SECTIONS = ("due", "schedule", "ingest", "memory", "startup", "datasets", "metrics")
+SECTIONS = (
+    "due", "schedule", "ingest", "memory", "startup", "datasets", "metrics", "operators", "idle",
+    "serve",
+)  # fmt: skip
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DUE_LIMIT = 100
 BATCH = 5000  # records per transaction on both sides of the ingestion benchmark
@@ -112,6 +125,13 @@ class Settings:
     startup_reps: int = 7
     metrics_connectors: int = 100_000
     metrics_reps: int = 7
+    operators_connectors: int = 100_000
+    operators_syncs_per: int = 30
+    operators_reps: int = 7
+    serve_connectors: int = 1_000_000
+    serve_seconds: float = 10.0
+    serve_reps: int = 2
+    serve_connections: int = 16
     concurrencies: tuple[int, ...] = (1, 4)
 
     @classmethod
@@ -134,6 +154,11 @@ class Settings:
                 startup_reps=3,
                 metrics_connectors=10_000,
                 metrics_reps=3,
+                operators_connectors=10_000,
+                operators_reps=3,
+                serve_connectors=100_000,
+                serve_seconds=3.0,
+                serve_reps=1,
             )
         overrides = {
             "pg_connectors": args.connectors,
@@ -1232,6 +1257,283 @@ def bench_metrics(settings: Settings, scratch: Scratch) -> list[Figure]:
     return [commands_figure("metrics.postgresql", title, samples, label, extra)]
 
 
+# -- 8. operators, 9. idle, 10. serve -------------------------------------------------------------
+
+# Thirty syncs per connector, one a day over the last thirty days (3,000,000 for 100,000
+# connectors): one in twenty FAILED, one in a thousand CANCELLED; one READY dataset per
+# connector (its latest completed sync). One connector in a hundred is in tenant `acme`.
+OPERATOR_SYNCS = """
+INSERT INTO connector_syncs (connector_id, tenant, status, trigger, worker, attempts,
+    started_at, completed_at, duration, records_fetched, records_processed, error, error_type)
+SELECT c.id, c.tenant, v.status, 'schedule', 'bench-host:1', 1, v.started,
+    v.started + (2 + mod(c.id, 50)) * interval '1 second', 2.0 + mod(c.id, 50), 100, 100,
+    CASE v.status WHEN 'FAILED' THEN 'HTTP 503 from the source'
+                  WHEN 'CANCELLED' THEN 'cancelled: SIGTERM' END,
+    CASE v.status WHEN 'FAILED' THEN 'TransientError' WHEN 'CANCELLED' THEN 'Cancelled' END
+FROM connectors AS c, generate_series(0, %(per)s - 1) AS k,
+LATERAL (SELECT now() - k * interval '1 day' - mod(c.id * 7, 86400) * interval '1 second'
+                - interval '1 minute' AS started,
+                CASE WHEN mod(c.id * 31 + k, 1000) = 1 THEN 'CANCELLED'
+                     WHEN mod(c.id * 31 + k, 20) = 0 THEN 'FAILED'
+                     ELSE 'COMPLETED' END AS status) AS v
+ORDER BY v.started
+"""
+OPERATOR_DATASETS = """
+INSERT INTO datasets (connector_id, sync_id, tenant, name, status, record_count, created_at,
+    completed_at)
+SELECT s.connector_id, s.id, s.tenant, c.name || '#' || s.id, 'READY', 100, s.started_at,
+    s.completed_at
+FROM (SELECT DISTINCT ON (connector_id) * FROM connector_syncs WHERE status = 'COMPLETED'
+      ORDER BY connector_id, started_at DESC) AS s
+JOIN connectors AS c ON c.id = s.connector_id
+"""
+
+#: The commands measured against `--version`: (arguments, most times --version's).
+OPERATOR_COMMANDS: tuple[tuple[str, float], ...] = (
+    ("history", 2.0),
+    ("history --status FAILED", 2.0),
+    ("history --status CANCELLED --tenant acme", 2.0),
+    ("history --tenant nobody", 2.0),
+    ("history --connector bench-5 --status FAILED", 2.0),
+    ("status", 2.0),
+    ("health", 2.0),
+    ("due", 2.0),
+    ("show bench-5", 2.0),
+    ("list", 2.0),
+    ("list --status ERROR --type demo", 2.0),
+    ("list --due --tenant acme", 2.0),
+    ("list --all --json", 5.0),
+)
+
+
+def version_command() -> list[str]:
+    return [*cli_prefix(), "--version"]
+
+
+def report_timer(cmd: list[str]) -> Callable[[], float]:
+    """command_timer for a command that reports: exit 1 (`health` finding a problem) is an
+    answer, not a failure."""
+
+    def once() -> None:
+        done = subprocess.run(cmd, check=False, stdout=subprocess.DEVNULL)
+        if done.returncode not in (0, 1):
+            raise RuntimeError(f"{' '.join(cmd)} exited with {done.returncode}")
+
+    return lambda: seconds_of(once)
+
+
+def versus_version(
+    key: str, title: str, samples: tuple[list[float], list[float]], most: float,
+    extra: dict[str, Any] | None = None,
+) -> Figure:  # fmt: skip
+    """A command's wall time (seconds, interleaved with --version's): at most `most` times."""
+    figure = commands_figure(key, title, samples, "connector-sync --version", extra)
+    figure.target = Target("<=", most)
+    return figure
+
+
+def populate_operators(scratch: Scratch, connectors: int, per: int) -> None:
+    scratch.reset_tables()
+    log(f"operators: {connectors:,} connectors, {connectors * per:,} syncs (by SQL)")
+    scratch.sql(PG_POPULATE, {"n": connectors})
+    scratch.sql("UPDATE connectors SET tenant = 'acme' WHERE mod(id, 100) = 7")
+    scratch.sql(OPERATOR_SYNCS, {"per": per})
+    scratch.sql(OPERATOR_DATASETS)
+    scratch.sql("UPDATE connector_syncs AS s SET dataset_id = d.id FROM datasets AS d "
+                "WHERE d.sync_id = s.id")  # fmt: skip
+    scratch.sql("VACUUM ANALYZE")
+
+
+def bench_operators(settings: Settings, scratch: Scratch) -> list[Figure]:
+    n, per = settings.operators_connectors, settings.operators_syncs_per
+    populate_operators(scratch, n, per)
+    command = [*cli_prefix(), "--database-url", scratch.url]
+    version = command_timer(version_command())
+    figures = []
+    for arguments, most in OPERATOR_COMMANDS:
+        ours = report_timer([*command, *arguments.split()])
+        ours()  # warm the page cache, .pyc files and the database's buffers
+        samples = interleaved(ours, version, settings.operators_reps)
+        figure = versus_version(
+            f"operators.{arguments.replace(' ', '_')}",
+            f"`{arguments}`, postgresql, {n:,} connectors, {n * per:,} syncs",
+            samples,
+            most,
+            {"seconds_all": rounded(samples[0]), "version_seconds_all": rounded(samples[1])},
+        )
+        log(f"operators: {arguments}: {figure.ours:,.0f} ms, {figure.ratio:.2f}x --version")
+        figures.append(figure)
+    return figures
+
+
+def bench_idle(settings: Settings, scratch: Scratch) -> list[Figure]:
+    """`run` when nothing is due (and no lease expired), as cron starts it on every worker
+    every few minutes, against --version: on PostgreSQL and on the SQLite default."""
+    n = settings.operators_connectors
+    nothing_due = "UPDATE connectors SET next_sync_at = {} WHERE next_sync_at <= {}"
+    scratch.reset_tables()
+    scratch.sql(PG_POPULATE, {"n": n})
+    scratch.sql(nothing_due.format("now() + interval '1 day'", "now() + interval '1 hour'"))
+    scratch.sql("VACUUM ANALYZE connectors")
+    sqlite_url = scratch.sqlite_url("idle.db")
+    with migrated(sqlite_url) as database, database.begin() as conn:
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        conn.execute(sa.text(SQLITE_POPULATE), {"n": settings.sqlite_connectors // 10, "now": now})
+        later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S")
+        conn.execute(sa.text(nothing_due.format(f"'{later}.000000'", f"'{later}'")))
+    figures = []
+    version = command_timer(version_command())
+    for dialect, url in (("postgresql", scratch.url), ("sqlite", sqlite_url)):
+        run = [*cli_prefix(), "--database-url", url, "run"]
+        claimed = subprocess.run([*run, "--json"], check=True, capture_output=True, text=True)
+        if json.loads(claimed.stdout) != []:
+            raise RuntimeError(f"idle/{dialect}: the run found something to do")
+        samples = interleaved(command_timer(run), version, settings.startup_reps)
+        connectors = n if dialect == "postgresql" else settings.sqlite_connectors // 10
+        figure = versus_version(
+            f"idle.{dialect}",
+            f"`run` with nothing due, {dialect}, {connectors:,} connectors",
+            samples,
+            1.5,
+        )
+        log(f"idle/{dialect}: {figure.ours:,.0f} ms, {figure.ratio:.2f}x --version")
+        figures.append(figure)
+    return figures
+
+
+SERVE_PATH = "/api/connectors/sync?limit=100"
+SERVE_SECRET = "bench-secret"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def child_bare_api(spec: dict[str, Any]) -> dict[str, Any]:
+    """The baseline of `serve`: the same framework (FastAPI, uvicorn, a threadpool route)
+    running the same indexed query with psycopg, one connection per thread, the rows as
+    JSON by orjson. No authentication, validation, store or logging."""
+    import orjson
+    import uvicorn
+    from fastapi import FastAPI, Response
+
+    app = FastAPI()
+    local = threading.local()
+    statement = queries()["due_connectors"]
+
+    @app.get("/api/connectors/sync")
+    def due(limit: int = 100) -> Response:
+        conn = getattr(local, "conn", None)
+        if conn is None:
+            conn = local.conn = psycopg.connect(
+                spec["url"], autocommit=True, options="-c timezone=UTC"
+            )
+        cursor = conn.execute(statement, {"now": None, "tenant": None, "limit": limit})
+        names = [column.name for column in cursor.description or ()]
+        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return Response(orjson.dumps(rows, option=orjson.OPT_UTC_Z), media_type="application/json")
+
+    uvicorn.run(app, host="127.0.0.1", port=int(spec["port"]), log_level="warning")
+    return {}
+
+
+CHILDREN["bare-api"] = child_bare_api
+
+
+def wrk(url: str, seconds: float, connections: int) -> dict[str, float]:
+    """Requests/s and the 99th percentile latency (ms) of wrk against `url`."""
+    done = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds:g}s", "--latency",
+         "-H", f"Authorization: Bearer {SERVE_SECRET}", url],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    text = done.stdout
+    rate = float(text.split("Requests/sec:")[1].split()[0])
+    p99 = text.split(" 99%")[1].split()[0]
+    unit = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    value = next(float(p99[: -len(u)]) * f for u, f in unit.items() if p99.endswith(u))
+    errors = "Non-2xx" in text or "Socket errors" in text
+    if errors:
+        raise RuntimeError(f"wrk saw errors against {url}:\n{text}")
+    return {"rps": rate, "p99_ms": value}
+
+
+def wait_until_serving(url: str, process: subprocess.Popen[bytes]) -> None:
+    import httpx
+
+    for _ in range(200):
+        if process.poll() is not None:
+            raise RuntimeError(f"server for {url} exited with {process.returncode}")
+        try:
+            if httpx.get(url, headers={"Authorization": f"Bearer {SERVE_SECRET}"}).is_success:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"server for {url} did not answer")
+
+
+def bench_serve(settings: Settings, scratch: Scratch) -> list[Figure]:
+    if shutil.which("wrk") is None:
+        log("serve: skipped, wrk is not installed (apt-get install wrk)")
+        return []
+    n = settings.serve_connectors
+    scratch.reset_tables()
+    log(f"serve: populating {n:,} connectors")
+    scratch.sql(PG_POPULATE, {"n": n})
+    scratch.sql("VACUUM ANALYZE connectors")
+    ours_port, bare_port = free_port(), free_port()
+    env = {**os.environ, "CRON_SECRET": SERVE_SECRET}
+    servers = [
+        subprocess.Popen(
+            [*cli_prefix(), "--database-url", scratch.url, "serve", "--port", str(ours_port)],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ),
+        subprocess.Popen(
+            [sys.executable, __file__, "--child",
+             json.dumps({"kind": "bare-api", "url": scratch.url, "port": bare_port})],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ),
+    ]  # fmt: skip
+    ours_url = f"http://127.0.0.1:{ours_port}{SERVE_PATH}"
+    bare_url = f"http://127.0.0.1:{bare_port}{SERVE_PATH}"
+    try:
+        for url, server in zip((ours_url, bare_url), servers, strict=True):
+            wait_until_serving(url, server)
+            wrk(url, 2, settings.serve_connections)  # warm up
+        log(f"serve: wrk {settings.serve_seconds:g}s x {settings.serve_reps} each, interleaved")
+        ours, bare = interleaved(
+            lambda: wrk(ours_url, settings.serve_seconds, settings.serve_connections),
+            lambda: wrk(bare_url, settings.serve_seconds, settings.serve_connections),
+            settings.serve_reps,
+        )
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(30)
+    figure = Figure(
+        key="serve.due",
+        title=f"serve: GET {SERVE_PATH}, postgresql, {n:,} connectors, wrk "
+        f"-c{settings.serve_connections} (p99 {median([r['p99_ms'] for r in ours]):.1f} ms "
+        f"vs {median([r['p99_ms'] for r in bare]):.1f} ms)",
+        unit="req/s",
+        ours=median([r["rps"] for r in ours]),
+        baseline=median([r["rps"] for r in bare]),
+        baseline_label="bare FastAPI route, same query, psycopg",
+        ratio_is="ours/baseline",
+        target=Target(">=", 0.5),
+        reps=len(ours),
+        extra={"ours": ours, "bare": bare, "connections": settings.serve_connections},
+    )
+    log(f"serve: {figure.ours:,.0f} req/s vs {figure.baseline:,.0f} ({figure.ratio:.2f})")
+    return [figure]
+
+
 # -- machine facts and output -------------------------------------------------------------------
 
 
@@ -1386,6 +1688,12 @@ def run_sections(settings: Settings, sections: set[str], scratch: Scratch) -> li
         figures += bench_datasets(settings, scratch)
     if "metrics" in sections:
         figures += bench_metrics(settings, scratch)
+    if "operators" in sections:
+        figures += bench_operators(settings, scratch)
+    if "idle" in sections:
+        figures += bench_idle(settings, scratch)
+    if "serve" in sections:
+        figures += bench_serve(settings, scratch)
     return figures
 
 

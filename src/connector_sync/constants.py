@@ -36,6 +36,12 @@ SYNC_KEYS = (
     "records_processed", "dataset_id", "error", "error_type",
 )  # fmt: skip
 
+#: The due predicate's static part, as the partial index ix_connectors_due is declared
+#: (models.py): every due query repeats it verbatim, with literals, so both planners can
+#: prove the index applies.
+DUE_INDEX_PREDICATE_PG = "auto_sync AND status = 'ACTIVE'"
+DUE_INDEX_PREDICATE_SQLITE = "auto_sync = 1 AND status = 'ACTIVE'"
+
 #: The SQLite file used when no database URL is given.
 DEFAULT_SQLITE_FILE = "connector-sync.db"
 #: Environment variables that name the database, first match wins.

@@ -1,15 +1,23 @@
-"""Engines, transactions and schema versions: how connector-sync reaches its database."""
+"""Connections, transactions and schema versions: how connector-sync reaches its database.
+
+PostgreSQL is reached through psycopg directly (a small pool, one connection per
+transaction in flight): the store's named queries need nothing more, and SQLAlchemy's
+import and engine start-up cost more than an operator command's queries. SQLAlchemy is
+imported only where it is used: the SQLite store (Core), alembic's migrations, and
+`engine` for whoever asks for one.
+"""
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterator
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Self
-
-import sqlalchemy as sa
-from sqlalchemy import event
+from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from connector_sync import secrets
 from connector_sync.exceptions import (
@@ -19,19 +27,81 @@ from connector_sync.exceptions import (
     SchemaOutOfDate,
 )
 
+if TYPE_CHECKING:
+    import psycopg
+    import sqlalchemy as sa
+    from typing_extensions import TypeIs
+
 #: The alembic revision this code expects. tests/test_migrations.py keeps it equal
 #: to the newest file in migrations/versions, so start-up needs no alembic import.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 
+#: What every PostgreSQL connection is opened with (the pool's and SQLAlchemy's alike).
+PG_CONNECT_ARGS: dict[str, Any] = {
+    "connect_timeout": 10,
+    "application_name": "connector-sync",
+    # Times come back as UTC whatever the server's default time zone.
+    "options": "-c timezone=UTC",
+}
+#: Connections a process keeps open at most (the pool waits for one beyond that), and
+#: how long it waits: as SQLAlchemy's default pool did (5 + 10 overflow, 30 s).
+PG_POOL_SIZE = 15
+PG_POOL_TIMEOUT_SECONDS = 30.0
 
 _DRIVERS = ("postgresql+psycopg", "sqlite", "sqlite+pysqlite")
 _URL_FORMS = "postgresql://user@host/db (psycopg 3) or sqlite:///path.db"
+_PG_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "postgresql+psycopg2")
+
+
+@dataclass(frozen=True)
+class PlainUrl:
+    """A database URL in one of the common forms, read without SQLAlchemy: a PostgreSQL
+    server (psycopg's connection arguments) or a SQLite file (its path as given)."""
+
+    dialect: str
+    #: psycopg.connect's keyword arguments (PostgreSQL).
+    connect_args: dict[str, Any]
+    #: The file (SQLite).
+    sqlite_path: str | None = None
+
+
+def plain_url(url: str) -> PlainUrl | None:
+    """`url` read as SQLAlchemy would read it, for the forms this is sure of; None for any
+    other (SQLAlchemy then parses it, and says what is wrong with it)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return None
+    scheme = scheme.lower()
+    if scheme in ("sqlite", "sqlite+pysqlite"):
+        path = rest.removeprefix("/")
+        if not rest.startswith("/") or not path or any(ch in path for ch in "?#%"):
+            return None
+        return None if path == ":memory:" else PlainUrl("sqlite", {}, path)
+    if scheme not in _PG_SCHEMES or "," in rest or "#" in rest:
+        return None
+    try:
+        parts = urlsplit("postgresql://" + rest)
+        port = parts.port
+    except ValueError:
+        return None
+    args: dict[str, Any] = {
+        "host": parts.hostname and unquote(parts.hostname),
+        "port": port,
+        "user": parts.username and unquote(parts.username),
+        "password": parts.password and unquote(parts.password),
+        "dbname": unquote(parts.path.removeprefix("/")) or None,
+    }
+    args = {key: value for key, value in args.items() if value is not None}
+    args.update(parse_qsl(parts.query, keep_blank_values=True))
+    return PlainUrl("postgresql", {**args, **PG_CONNECT_ARGS})
 
 
 def make_url(url: str | sa.URL) -> sa.URL:
     """Parse a URL, sending every PostgreSQL URL to the psycopg 3 driver."""
+    import sqlalchemy as sa
+
     try:
         parsed = sa.make_url(url)
         parsed.port  # noqa: B018 -- parsing the port raises ValueError for `host:abc`
@@ -59,6 +129,8 @@ def make_url(url: str | sa.URL) -> sa.URL:
 
 def safe_url(url: str | sa.URL) -> str:
     """The URL with its password masked, for messages and logs."""
+    import sqlalchemy as sa
+
     try:
         return sa.make_url(url).render_as_string(hide_password=True)
     except sa.exc.ArgumentError:
@@ -74,13 +146,15 @@ def migrations_dir() -> Path:
 
 
 def _configure_sqlite(engine: sa.Engine) -> None:
+    from sqlalchemy import event
+
     # pysqlite's own transaction handling issues a deferred BEGIN lazily, which makes
     # a reader that later writes fail with "database is locked" without waiting. We
     # take over: autocommit at the driver level and BEGIN IMMEDIATE for every
     # transaction, so writers queue on the busy timeout instead (SQLAlchemy's
     # documented pysqlite recipe).
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_SECONDS * 1000)}")
@@ -95,6 +169,8 @@ def _configure_sqlite(engine: sa.Engine) -> None:
 
 
 def create_engine(url: str | sa.URL) -> sa.Engine:
+    import sqlalchemy as sa
+
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = sa.create_engine(
@@ -110,12 +186,7 @@ def create_engine(url: str | sa.URL) -> sa.Engine:
         # No pre-ping round trip per checkout: the runner retries a statement that
         # meets a dropped connection (a transient DatabaseError), and every other
         # command is a fresh process with a fresh pool.
-        connect_args={
-            "connect_timeout": 10,
-            "application_name": "connector-sync",
-            # Times come back as UTC whatever the server's default time zone.
-            "options": "-c timezone=UTC",
-        },
+        connect_args=PG_CONNECT_ARGS,
     )
 
 
@@ -132,27 +203,111 @@ class Closing:
         self.close()
 
 
-class Database(Closing):
-    """One database: the engine, transactions that turn driver errors into ours, the schema.
+class ConnectionPool:
+    """psycopg connections shared by a process's threads: one per transaction in flight,
+    the idle ones kept for the next (newest first), at most `size` open at once.
 
-    Accepts a URL or an Engine; disposes only an engine it created.
+    Not psycopg_pool: it connects in background workers and keeps retrying a server
+    that does not answer while the caller waits, so a command could not fail at once
+    with the server's own reason.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], psycopg.Connection[Any]],
+        size: int = PG_POOL_SIZE,
+        timeout: float = PG_POOL_TIMEOUT_SECONDS,
+    ) -> None:
+        self._connect = connect
+        self._size = size
+        self._timeout = timeout
+        self._idle: list[psycopg.Connection[Any]] = []
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(size)
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection for one transaction, given back (or closed, if broken) after it."""
+        if not self._slots.acquire(timeout=self._timeout):
+            raise DatabaseUnavailable(
+                f"all {self._size} database connections of this process stayed busy for "
+                f"{self._timeout:g}s",
+                transient=True,
+            )
+        try:
+            conn = self._take()
+            try:
+                yield conn
+            finally:
+                self._give_back(conn)
+        finally:
+            self._slots.release()
+
+    def _take(self) -> psycopg.Connection[Any]:
+        with self._lock:
+            while self._idle:
+                conn = self._idle.pop()
+                if not conn.closed:
+                    return conn
+        return self._connect()
+
+    def _give_back(self, conn: psycopg.Connection[Any]) -> None:
+        from psycopg.pq import TransactionStatus
+
+        if conn.closed or conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
+            conn.close()
+            return
+        with self._lock:
+            self._idle.append(conn)
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+class Database(Closing):
+    """One database: its connections, transactions that turn driver errors into ours, the
+    schema.
+
+    Accepts a URL or an Engine; disposes only an engine it created. On PostgreSQL the
+    store's transactions (`transaction`) go through psycopg, without SQLAlchemy; `engine`
+    and `begin` (SQLAlchemy) are made on first use.
     """
 
     def __init__(self, url_or_engine: str | sa.URL | sa.Engine) -> None:
-        if isinstance(url_or_engine, sa.Engine):
-            self.engine = url_or_engine
-            self._owns_engine = False
+        plain = plain_url(url_or_engine) if isinstance(url_or_engine, str) else None
+        self._owns_engine = not _is_engine(url_or_engine)
+        if plain is not None and plain.dialect == "postgresql":
+            self.dialect = "postgresql"
+            #: The whole URL, password included: for comparing with a source's, never shown.
+            self.url = str(url_or_engine)
+            self._pg_connect_args = plain.connect_args
         else:
-            self.engine = create_engine(url_or_engine)
-            self._owns_engine = True
-        self.dialect = self.engine.dialect.name
+            engine = url_or_engine if _is_engine(url_or_engine) else create_engine(url_or_engine)
+            self.__dict__["engine"] = engine
+            self.dialect = engine.dialect.name
+            self.url = engine.url.render_as_string(hide_password=False)
+            self._pg_connect_args = _pg_args_of(engine) if self.dialect == "postgresql" else {}
         self.is_postgresql = self.dialect == "postgresql"
-        self.display_url = safe_url(self.engine.url)
-        #: The whole URL, password included: for comparing with a source's, never shown.
-        self.url = self.engine.url.render_as_string(hide_password=False)
+        self._pool: ConnectionPool | None = None
+        self._pool_lock = threading.Lock()
+
+    @cached_property
+    def engine(self) -> sa.Engine:
+        """The SQLAlchemy engine (made on first use on PostgreSQL)."""
+        return create_engine(self.url)
+
+    @cached_property
+    def display_url(self) -> str:
+        """The URL as it may be shown: the password masked."""
+        return safe_url(make_url(self.url))
 
     def close(self) -> None:
-        if self._owns_engine:
+        if self._pool is not None:
+            self._pool.close()
+        if self._owns_engine and "engine" in self.__dict__:
             self.engine.dispose()
 
     def connect_error(self, exc: BaseException, *, uncertain: bool = False) -> DatabaseUnavailable:
@@ -171,8 +326,45 @@ class Database(Closing):
         return DatabaseError(_first_line(exc), transient=sqlstate.startswith(_TRANSIENT_SQLSTATES))
 
     @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        """PostgreSQL: a psycopg connection in a transaction, committed when the block ends,
+        rolled back on an exception; driver errors become DatabaseError."""
+        with self.connection() as conn, conn.transaction():
+            yield conn
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[Any]]:
+        """PostgreSQL: a psycopg connection in autocommit, for one statement (its own
+        transaction, without a BEGIN and a COMMIT round trip); driver errors become
+        DatabaseError."""
+        import psycopg
+
+        with self._connections().connection() as conn:
+            try:
+                yield conn
+            except psycopg.Error as exc:
+                raise self.driver_error(exc, connection_lost=conn.broken) from exc
+
+    def _connections(self) -> ConnectionPool:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ConnectionPool(self._connect)
+            return self._pool
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        import psycopg
+
+        try:
+            return psycopg.connect(autocommit=True, **self._pg_connect_args)
+        except psycopg.Error as exc:
+            raise self.connect_error(exc) from exc
+
+    @contextmanager
     def begin(self) -> Iterator[sa.Connection]:
-        """A transaction: committed when the block ends, rolled back on an exception."""
+        """A SQLAlchemy transaction: committed when the block ends, rolled back on an
+        exception."""
+        import sqlalchemy as sa
+
         try:
             connection = self.engine.connect()
         except sa.exc.DBAPIError as exc:
@@ -190,8 +382,10 @@ class Database(Closing):
 
     def sqlite_path(self) -> str | None:
         """The SQLite database file, as given (None: not SQLite, or in memory)."""
+        if self.dialect != "sqlite":
+            return None
         path = self.engine.url.database
-        return path if self.dialect == "sqlite" and path and path != ":memory:" else None
+        return path if path and path != ":memory:" else None
 
     def missing_sqlite_file(self) -> bool:
         path = self.sqlite_path()
@@ -199,13 +393,29 @@ class Database(Closing):
 
     def current_revision(self) -> str | None:
         """The alembic revision stamped in the database, None for an empty database."""
+        if self.is_postgresql:
+            return self._pg_revision()
         if self.missing_sqlite_file():
             return None  # asking must not create the file
+        import sqlalchemy as sa
+
         with self.begin() as connection:
             if not sa.inspect(connection).has_table("alembic_version"):
                 return None
             row = connection.execute(sa.text("SELECT version_num FROM alembic_version")).first()
             return str(row[0]) if row else None
+
+    def _pg_revision(self) -> str | None:
+        import psycopg
+
+        with self._connections().connection() as conn:  # autocommit: one round trip
+            try:
+                row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            except psycopg.errors.UndefinedTable:
+                return None
+            except psycopg.Error as exc:
+                raise self.driver_error(exc, connection_lost=conn.broken) from exc
+        return str(row[0]) if row else None
 
     def upgrade(self, revision: str = "head") -> None:
         """Apply the migrations (alembic, imported only here: it is slow to import)."""
@@ -273,6 +483,8 @@ _TRANSIENT_SQLSTATES = ("40001", "40P01", "08", "57P01", "57P02", "57P03")
 
 def _is_transient(exc: sa.exc.OperationalError) -> bool:
     """Whether running the same transaction again may succeed."""
+    import sqlite3
+
     orig = exc.orig
     if isinstance(orig, sqlite3.OperationalError):
         text = str(orig).lower()
@@ -284,3 +496,15 @@ def _is_transient(exc: sa.exc.OperationalError) -> bool:
 def _first_line(exc: BaseException) -> str:
     text = str(getattr(exc, "orig", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _is_engine(value: object) -> TypeIs[sa.Engine]:
+    """Whether `value` is a SQLAlchemy Engine (without importing SQLAlchemy to ask)."""
+    sa = sys.modules.get("sqlalchemy")
+    return sa is not None and isinstance(value, sa.Engine)
+
+
+def _pg_args_of(engine: sa.Engine) -> dict[str, Any]:
+    """psycopg.connect's arguments for the database an engine reaches."""
+    _, params = engine.dialect.create_connect_args(engine.url)
+    return {**params, **PG_CONNECT_ARGS}

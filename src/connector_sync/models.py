@@ -21,6 +21,8 @@ from connector_sync.constants import (  # noqa: E402 - re-exported for the schem
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
     DEFAULT_SYNC_INTERVAL,
     DEFAULT_TENANT,
+    DUE_INDEX_PREDICATE_PG,
+    DUE_INDEX_PREDICATE_SQLITE,
     ERROR,
     FAILED,
     IN_PROGRESS,
@@ -33,7 +35,8 @@ from connector_sync.constants import (  # noqa: E402 - re-exported for the schem
 
 __all__ = [
     "ACTIVE", "BUILDING", "CANCELLED", "COMPLETED", "CONNECTOR_STATUSES", "DATASET_STATUSES",
-    "DEFAULT_MAX_CONSECUTIVE_FAILURES", "DEFAULT_SYNC_INTERVAL", "DEFAULT_TENANT", "ERROR",
+    "DEFAULT_MAX_CONSECUTIVE_FAILURES", "DEFAULT_SYNC_INTERVAL", "DEFAULT_TENANT",
+    "DUE_INDEX_PREDICATE_PG", "DUE_INDEX_PREDICATE_SQLITE", "ERROR",
     "FAILED", "INACTIVE", "IN_PROGRESS", "READY", "SYNCING", "SYNC_STATUSES", "TRIGGERS",
     "UTCDateTime", "alert_thresholds", "connector_syncs", "connectors", "dataset_records",
     "datasets", "health_alerts", "metadata",
@@ -155,17 +158,27 @@ connectors = sa.Table(
     sqlite_autoincrement=True,
 )
 
-#: The due predicate's static part. The partial index below is declared with this
-#: same text, and the due/claim queries use it verbatim (with literals, not bind
-#: parameters) so both planners can prove the index applies.
-DUE_INDEX_PREDICATE_PG = "auto_sync AND status = 'ACTIVE'"
-DUE_INDEX_PREDICATE_SQLITE = "auto_sync = 1 AND status = 'ACTIVE'"
 
 sa.Index(
     "ix_connectors_due",
     connectors.c.next_sync_at,
     postgresql_where=sa.text(DUE_INDEX_PREDICATE_PG),
     sqlite_where=sa.text(DUE_INDEX_PREDICATE_SQLITE),
+)
+# status counts connectors by status (not led by status: a due query must keep proving
+# ix_connectors_due the one to use); health finds the ERROR and the failing ones.
+sa.Index("ix_connectors_tenant_status", connectors.c.tenant, connectors.c.status)
+sa.Index(
+    "ix_connectors_in_error",
+    connectors.c.id,
+    postgresql_where=sa.text("status = 'ERROR'"),
+    sqlite_where=sa.text("status = 'ERROR'"),
+)
+sa.Index(
+    "ix_connectors_failing",
+    connectors.c.consecutive_failures,
+    postgresql_where=sa.text("consecutive_failures > 0"),
+    sqlite_where=sa.text("consecutive_failures > 0"),
 )
 sa.Index(
     "ix_connectors_lease_expires_at",
@@ -211,7 +224,23 @@ sa.Index(
     connector_syncs.c.connector_id,
     connector_syncs.c.started_at,
 )
-sa.Index("ix_connector_syncs_started_at", connector_syncs.c.started_at)
+# The window's aggregates (status, health, metrics) read this index alone on PostgreSQL.
+sa.Index(
+    "ix_connector_syncs_started_at",
+    connector_syncs.c.started_at,
+    postgresql_include=["status", "records_processed", "connector_id", "tenant"],
+)
+# history --status / --tenant: newest first within the status or tenant.
+sa.Index(
+    "ix_connector_syncs_status_started_at",
+    connector_syncs.c.status,
+    connector_syncs.c.started_at,
+)
+sa.Index(
+    "ix_connector_syncs_tenant_started_at",
+    connector_syncs.c.tenant,
+    connector_syncs.c.started_at,
+)
 
 datasets = sa.Table(
     "datasets",

@@ -21,11 +21,9 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from connector_sync import export, scheduling, secrets
-from connector_sync import health as health_checks
-from connector_sync.connectors.base import CheckResult
-from connector_sync.connectors.registry import available_types, load_plugin, secret_fields
+from connector_sync import secrets
 from connector_sync.constants import (
+    CONNECTOR_STATUSES,
     DATASET_STATUSES,
     DEFAULT_TENANT,
     ERROR,
@@ -35,16 +33,8 @@ from connector_sync.constants import (
     SYNC_STATUSES,
     SYNCING,
 )
-from connector_sync.datasets import encode_batch
 from connector_sync.db import SCHEMA_REVISION, Database
 from connector_sync.exceptions import BadInput, ConnectorSyncError, NotFound, PluginError
-from connector_sync.runner import LoopOptions as LoopOptions
-from connector_sync.runner import LoopReport as LoopReport
-from connector_sync.runner import Runner as Runner
-from connector_sync.runner import RunOptions as RunOptions
-from connector_sync.runner import RunReport as RunReport
-from connector_sync.runner import SyncWatcher as SyncWatcher
-from connector_sync.runner import run_loop as _run_loop
 from connector_sync.store import base, open_store
 from connector_sync.store.base import (
     AlertMessage,
@@ -61,6 +51,7 @@ from connector_sync.store.base import AlertThresholds as AlertThresholds
 # The types the CLI and the server build requests with and read results of.
 from connector_sync.store.base import Claim as Claim
 from connector_sync.store.base import Connector as Connector
+from connector_sync.store.base import ConnectorFilter as ConnectorFilter
 from connector_sync.store.base import ConnectorSummary as ConnectorSummary
 from connector_sync.store.base import Dataset as Dataset
 from connector_sync.store.base import DatasetSummary as DatasetSummary
@@ -70,8 +61,33 @@ from connector_sync.store.base import Outcome as Outcome
 from connector_sync.store.base import Store as Store
 from connector_sync.store.base import Sync as Sync
 
-if TYPE_CHECKING:  # apprise is imported only when a notify URL is given
-    from connector_sync.notify import Notifier
+# The runner, the plugins, scheduling and exports are imported by the operations that use
+# them: the read commands (list, history, status, health, due, show) need none of them.
+if TYPE_CHECKING:
+    from connector_sync.connectors.base import CheckResult
+    from connector_sync.notify import Notifier  # apprise: only when a notify URL is given
+    from connector_sync.runner import LoopOptions as LoopOptions
+    from connector_sync.runner import LoopReport as LoopReport
+    from connector_sync.runner import Runner as Runner
+    from connector_sync.runner import RunOptions as RunOptions
+    from connector_sync.runner import RunReport as RunReport
+    from connector_sync.runner import SyncWatcher as SyncWatcher
+
+
+#: The runner's types the CLI and the server use, given through operations (their only
+#: door) without importing the runner into every operation's process.
+_FROM_RUNNER = frozenset(
+    {"LoopOptions", "LoopReport", "Runner", "RunOptions", "RunReport", "SyncWatcher"}
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_RUNNER:
+        from connector_sync import runner
+
+        return getattr(runner, name)
+    raise AttributeError(name)
+
 
 log = logging.getLogger("connector_sync.operations")
 
@@ -118,6 +134,19 @@ def connector_names(url: str, prefix: str, tenant: str | None = None) -> list[st
             return []
         store = open_store(database, ensure_schema=False)
         return store.connector_names(prefix, tenant, limit=100)
+
+
+def nothing_to_run(url: str, tenant: str | None = None) -> bool:
+    """Whether a run on the database at `url` (within `tenant`) would recover and claim
+    nothing: asked with the bare driver, before the runner is imported. False whenever
+    that is not certain (then the run itself reports what is wrong).
+
+    Raises:
+        DatabaseUnavailable: the PostgreSQL server does not answer.
+    """
+    from connector_sync.store.probe import nothing_to_do
+
+    return nothing_to_do(url, tenant)
 
 
 @contextmanager
@@ -211,6 +240,8 @@ def check_config(
     references well formed, every field known, of its type and within its bounds, as the
     type's plugin declares; and, given connector-sync's own database URL, not reading it
     unless the config says it means to."""
+    from connector_sync.connectors.registry import load_plugin
+
     check_config_document(config)
     secrets.check_env_refs(config)
     plugin = load_plugin(type_name)
@@ -221,6 +252,8 @@ def check_config(
 
 def check_schedule(schedule: str | None, timezone: str | None) -> None:
     """A cron schedule and its time zone, with the parser's reason when unusable."""
+    from connector_sync import scheduling
+
     for what, text, longest in (("schedule", schedule, 200), ("timezone", timezone, 64)):
         if text is not None and len(text) > longest:  # their columns' size
             raise BadInput(
@@ -260,6 +293,8 @@ def validated(new: NewConnector, own_database_url: str | None = None) -> NewConn
 def add_connector(store: Store, new: NewConnector) -> int:
     """Store a connector once `validated`; it is due at once, or at its schedule's next
     slot."""
+    from connector_sync import scheduling
+
     new = validated(new, store.database.url)
     if new.schedule is not None:
         new = replace(
@@ -273,13 +308,77 @@ def list_connectors(
 ) -> list[ConnectorSummary]:
     """Connectors, by tenant and name; INACTIVE ones (deleted keeping their data) only
     with `include_inactive`."""
-    return store.list_connectors(tenant, include_inactive)
+    return store.list_connectors(ConnectorFilter(tenant=tenant, include_inactive=include_inactive))
+
+
+@dataclass(frozen=True)
+class ConnectorPage:
+    """A page of a listing: its rows, and how many there are in all."""
+
+    rows: list[ConnectorSummary]
+    total: int
+
+    @property
+    def more(self) -> int:
+        """How many the page leaves out."""
+        return self.total - len(self.rows)
+
+    def to_document(self) -> list[ConnectorSummary]:
+        """As `list --json` has always printed it: the connectors."""
+        return self.rows
+
+
+def connector_filter(
+    tenant: str | None = None,
+    status: str | None = None,
+    type: str | None = None,
+    due: bool = False,
+    include_inactive: bool = False,
+    limit: int | None = None,
+) -> ConnectorFilter:
+    """A ConnectorFilter from what a caller was given: `status` in any case (BadInput
+    naming the statuses there are)."""
+    if status is not None:
+        status = _known_status(status, ("connector", CONNECTOR_STATUSES))
+    return ConnectorFilter(tenant, status, type, due, include_inactive, limit)
+
+
+def connector_page(store: Store, where: ConnectorFilter) -> ConnectorPage:
+    """The connectors `where` chooses, up to its limit, and how many it chooses in all."""
+    return _paged(store, store.list_connectors(where), where)
+
+
+def _paged(store: Store, rows: list[ConnectorSummary], where: ConnectorFilter) -> ConnectorPage:
+    """`rows`, a page of what `where` chooses, and how many it chooses in all (counted only
+    when the page is full)."""
+    if where.limit is None or len(rows) < where.limit:
+        return ConnectorPage(rows, len(rows))
+    return ConnectorPage(rows, store.count_connectors(where))
+
+
+def each_connector(
+    store: Store, where: ConnectorFilter, each: Callable[[list[ConnectorSummary]], None]
+) -> int:
+    """Hand `each` the connectors `where` chooses, a chunk at a time, with flat memory
+    (`list --all --json` over 100,000 connectors streams). Returns how many there were."""
+    count = 0
+    with closing(store.stream_connectors(where)) as chunks:
+        for chunk in chunks:
+            each(chunk)
+            count += len(chunk)
+    return count
 
 
 def due_connectors(
     store: Store, limit: int | None = None, tenant: str | None = None
 ) -> list[ConnectorSummary]:
     return store.due_connectors(limit, tenant)
+
+
+def due_page(store: Store, limit: int, tenant: str | None = None) -> ConnectorPage:
+    """The `limit` most overdue connectors, and how many are due in all."""
+    where = ConnectorFilter(tenant=tenant, due=True, limit=limit)
+    return _paged(store, store.due_connectors(limit, tenant), where)
 
 
 def find_connector(store: Store, ref: str, tenant: str | None = None) -> Connector:
@@ -357,6 +456,8 @@ def health(
     """Judge the connectors against the thresholds. With `notify` (apprise URLs), send each
     new (or escalated) problem once and each clearing once; the state is kept in the
     database, so health runs from cron never send the same message twice."""
+    from connector_sync import health as health_checks
+
     thresholds = thresholds or HealthThresholds()
     notifier = _notifier(notify)
     facts = store.health_facts(thresholds, tenant)
@@ -491,6 +592,8 @@ def recover(store: Store, tenant: str | None = None) -> list[RecoveredLease]:
 
 
 def masked_config(type_name: str, config: dict[str, Any]) -> dict[str, Any]:
+    from connector_sync.connectors.registry import secret_fields
+
     return secrets.mask_config(secret_fields(type_name), config)
 
 
@@ -577,6 +680,9 @@ def check_connector(
 
     `env:NAME` references are resolved as a sync would; secrets never reach the result.
     """
+    from connector_sync.connectors.base import CheckResult
+    from connector_sync.connectors.registry import secret_fields
+
     found: list[tuple[CheckResult, list[Any] | None]] = []
     checking = threading.Thread(
         target=lambda: found.append(_check(row, preview, own_database_url)),
@@ -604,6 +710,10 @@ def check_connector(
 def _check(
     row: Connector, preview: int, own_database_url: str | None
 ) -> tuple[CheckResult, list[Any] | None]:
+    from connector_sync.connectors.base import CheckResult
+    from connector_sync.connectors.registry import load_plugin
+    from connector_sync.datasets import encode_batch
+
     records: list[Any] | None = None
     try:
         plugin_cls = load_plugin(row.type)
@@ -627,6 +737,8 @@ def _check(
 
 
 def describe_types() -> list[dict[str, Any]]:
+    from connector_sync.connectors.registry import available_types, load_plugin
+
     described = []
     for name in available_types():
         try:
@@ -652,6 +764,8 @@ def run(
 ) -> RunResult:
     """One run: recover expired leases, claim, sync, record. `watchers` are told of each
     sync as it goes; with `notify` (apprise URLs), each failed sync is notified at once."""
+    from connector_sync.runner import Runner
+
     runner = Runner(store, options, _with_notifier(watchers, notify))
     return _finish(store, runner.run(handle_signals=True))
 
@@ -674,6 +788,7 @@ def run_loop(
 ) -> LoopReport:
     """`run --loop`: runs until a signal (or loop.max_runs); each run is logged; with
     `notify`, each failed sync is notified at once."""
+    from connector_sync.runner import run_loop as looping
 
     def logged(number: int, report: RunReport | None) -> None:
         if report is not None:
@@ -683,7 +798,7 @@ def run_loop(
                 report.failed, report.cancelled,
             )  # fmt: skip
 
-    return _run_loop(store, options, loop, logged, _with_notifier((), notify))
+    return looping(store, options, loop, logged, _with_notifier((), notify))
 
 
 def run_connectors(
@@ -740,7 +855,9 @@ class DemoResult:
 def demo(store: Store, tenant: str = DEFAULT_TENANT) -> DemoResult:
     """The quickstart: the demo connectors (created the first time, in `tenant`), each
     synced once."""
-    existing = {r.name: r.id for r in store.list_connectors(tenant)}
+    from connector_sync.runner import RunOptions
+
+    existing = {r.name: r.id for r in store.list_connectors(ConnectorFilter(tenant=tenant))}
     for name, config in DEMO_CONNECTORS:
         if name not in existing:
             new = NewConnector(
@@ -870,6 +987,9 @@ def edit_connector(
     """Change a connector: its config checked exactly as `add` checks it, its next sync
     moved to match a new interval or schedule. A connector in ERROR stays in ERROR;
     one being synced takes the change at its next sync."""
+    from connector_sync import scheduling
+    from connector_sync.connectors.registry import secret_fields
+
     if not changes:
         raise BadInput(
             "nothing to change: give a config, a key to set or unset, an interval, a schedule, "
@@ -1002,16 +1122,22 @@ def _list_filter(
 ) -> ListFilter:
     """What a listing shows: the connector found by id or name, a status in any case
     (BadInput naming the statuses there are)."""
-    what, known = statuses
     if status is not None:
-        status = status.upper()
-        if status not in known:
-            raise BadInput(
-                f"status '{status}' is not a {what} status; use one of {', '.join(known)}",
-                param="status",
-            )
+        status = _known_status(status, statuses)
     connector_id = store.find_connector(connector, tenant).id if connector else None
     return ListFilter(connector_id, status, tenant, limit)
+
+
+def _known_status(status: str, statuses: tuple[str, Sequence[str]]) -> str:
+    """`status` upper-cased, if it is one of `statuses` (what, known)."""
+    what, known = statuses
+    status = status.upper()
+    if status not in known:
+        raise BadInput(
+            f"status '{status}' is not a {what} status; use one of {', '.join(known)}",
+            param="status",
+        )
+    return status
 
 
 def list_datasets(
@@ -1070,6 +1196,8 @@ def export_dataset(
         BadInput: the dataset is not READY.
         ConnectorSyncError: the dataset was removed while it was being written.
     """
+    from connector_sync import export
+
     if format not in export.FORMATS:
         raise BadInput(
             f"format '{format}' is not one of {', '.join(export.FORMATS)}", param="format"
@@ -1167,6 +1295,8 @@ def prepare_run(store: Store, options: RunOptions, refs: Sequence[str] = ()) -> 
     connectors. Start it with `execute_run`; stop it with
     `runner.control.request_stop(grace, reason)`.
     """
+    from connector_sync.runner import Runner
+
     if refs:
         options = replace(options, connector_ids=_connector_ids(store, refs, options.tenant))
     return Runner(store, options)

@@ -13,6 +13,7 @@ import typer
 
 from connector_sync.cli.errors import CommandLine, Flags
 from connector_sync.constants import (
+    CONNECTOR_STATUSES,
     DATASET_STATUSES,
     DEFAULT_KEEP,
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
@@ -419,20 +420,63 @@ def add(
         render.added(new, connector_id)
 
 
+#: Connectors `list` and `due` show in a table unless --limit (or --all) says otherwise.
+LIST_PAGE = 50
+PageLimitOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--limit",
+        "-n",
+        min=1,
+        max=MAX_COUNT,
+        show_default=False,
+        help=f"At most N [default: {LIST_PAGE} in a table, every one with --json].",
+    ),
+]
+
+
 @app.command("list")
 def list_(
     ctx: typer.Context,
-    tenant: TenantOpt = None,
+    status: Annotated[
+        str | None,
+        typer.Option("--status", "-s", help=f"Only this status: {', '.join(CONNECTOR_STATUSES)}."),
+    ] = None,
+    type_name: Annotated[str | None, typer.Option("--type", help="Only this type.")] = None,
+    due: Annotated[bool, typer.Option("--due", help="Only the connectors due now.")] = False,
+    limit: PageLimitOpt = None,
     all_: Annotated[
-        bool, typer.Option("--all", "-a", help="Also INACTIVE connectors (deleted, data kept).")
+        bool,
+        typer.Option(
+            "--all", "-a", help="Every connector, however many, INACTIVE ones too (no page)."
+        ),
     ] = False,
+    inactive: Annotated[
+        bool, typer.Option("--inactive", help="INACTIVE connectors too (deleted, data kept).")
+    ] = False,
+    tenant: TenantOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """List connectors.  Example: connector-sync list --json"""
+    """List connectors by tenant and name: a table shows the first 50 and says how many more.
+
+    Example: connector-sync list --status ERROR --type http
+    """
     from connector_sync import operations, render
 
-    rows = _call(ctx, operations.list_connectors, tenant, all_)
-    render.output(as_json, rows, lambda rows: render.connectors_table(rows, "Connectors"))
+    if all_ and limit is not None:
+        raise typer.BadParameter(
+            "--all shows every connector: leave out --limit", param_hint="'--limit'"
+        )
+    if limit is None and not (all_ or as_json):
+        limit = LIST_PAGE
+    where = operations.connector_filter(
+        tenant, status, type_name, due, include_inactive=inactive or all_, limit=limit
+    )
+    if as_json:
+        with render.JsonArray() as out:
+            _call(ctx, operations.each_connector, where, out.add)
+        return
+    render.connector_page(_call(ctx, operations.connector_page, where))
 
 
 @app.command()
@@ -764,13 +808,21 @@ def prune(
 
 @app.command()
 def due(
-    ctx: typer.Context, limit: LimitOpt = None, tenant: TenantOpt = None, as_json: JsonOpt = False
+    ctx: typer.Context,
+    limit: PageLimitOpt = None,
+    tenant: TenantOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
-    """List the connectors due now, most overdue first.  Example: connector-sync due -n 10"""
+    """List the connectors due now, most overdue first (a table shows 50 and says how many
+    more).  Example: connector-sync due -n 10"""
     from connector_sync import operations, render
 
-    rows = _call(ctx, operations.due_connectors, limit, tenant)
-    render.output(as_json, rows, lambda rows: render.connectors_table(rows, "Due connectors"))
+    if as_json:
+        rows = _call(ctx, operations.due_connectors, limit, tenant)
+        render.print_json(rows)
+        return
+    page = _call(ctx, operations.due_page, limit or LIST_PAGE, tenant)
+    render.connector_page(page, "Due connectors", "--limit N or --json")
 
 
 @app.command()
@@ -828,7 +880,6 @@ def run(
     Example (crontab): */5 * * * * cd /srv/sync && connector-sync run
     """
     from connector_sync import operations, render
-    from connector_sync.operations import RunOptions
 
     if heartbeat_seconds >= lease_seconds:
         raise typer.BadParameter(
@@ -839,6 +890,12 @@ def run(
             "--limit applies to due connectors; with --connector, name fewer connectors",
             param_hint="'--limit'",
         )
+    if not (connector or loop or dry_run) and operations.nothing_to_run(_url(ctx), tenant):
+        # Most scheduled runs: answered before the runner and the plugins are imported.
+        _nothing_due(as_json)
+        return
+    from connector_sync.operations import RunOptions
+
     options = RunOptions(
         limit=limit, tenant=tenant, concurrency=concurrency, timeout=timeout,
         attempts=attempts, grace=grace, lease_seconds=lease_seconds,
@@ -873,13 +930,22 @@ def run(
             )
         else:
             result = _call(ctx, operations.run, options, watchers, notify or ())
-    if as_json:
+    if not result.syncs:
+        _nothing_due(as_json)
+    elif as_json:
         render.print_json(result.syncs)
-    elif result.syncs:
+    else:
         render.syncs_table(result.syncs, "Syncs in this run")
+    raise typer.Exit(_run_exit_code(result.report))
+
+
+def _nothing_due(as_json: bool) -> None:
+    from connector_sync import render
+
+    if as_json:
+        render.print_json([])
     else:
         render.say("Nothing due.")
-    raise typer.Exit(_run_exit_code(result.report))
 
 
 def _loop_exit_code(report: LoopReport) -> int:

@@ -78,7 +78,10 @@ def bind(address: Address) -> socket.socket:
     actually bound can be logged. Nothing is served before uvicorn starts: a connection
     waits in the backlog.
     """
-    listener = socket.socket(address.family, socket.SOCK_STREAM)
+    # IPPROTO_TCP said outright: asyncio sets TCP_NODELAY only on sockets whose proto says
+    # TCP, and without it every answer's last segment waited for the client's delayed ACK
+    # (40 ms: 22 requests/s on one connection).
+    listener = socket.socket(address.family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(address.sockaddr)

@@ -1,11 +1,18 @@
-"""Where connectors, syncs and datasets are kept: one Store per database."""
+"""Where connectors, syncs and datasets are kept: one Store per database.
+
+Importing this package imports no database library: `open_store` imports the store the
+database needs (the PostgreSQL one never imports SQLAlchemy).
+"""
 
 from __future__ import annotations
 
-import sqlalchemy as sa
+from typing import TYPE_CHECKING, Any
 
-from connector_sync.db import Database
-from connector_sync.store.base import Clock, Store
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from connector_sync.db import Database
+    from connector_sync.store.base import Clock, Store
 
 
 def open_store(
@@ -21,6 +28,8 @@ def open_store(
 
     Closing the store disposes only an engine it created.
     """
+    from connector_sync.db import Database
+
     owns = not isinstance(url_or_database, Database)
     database = (
         url_or_database if isinstance(url_or_database, Database) else Database(url_or_database)
@@ -39,6 +48,15 @@ def open_store(
         if owns:
             database.close()
         raise
+
+
+def __getattr__(name: str) -> Any:
+    # `from connector_sync.store import Store` without importing base.py up front.
+    if name in ("Clock", "Store"):
+        from connector_sync.store import base
+
+        return getattr(base, name)
+    raise AttributeError(name)
 
 
 __all__ = ["Clock", "Store", "open_store"]

@@ -23,8 +23,6 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple, ParamSpec, TypeVar
 
-import tenacity
-
 from connector_sync.constants import (
     DEFAULT_KEEP,
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
@@ -511,6 +509,21 @@ class MetricsSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class ConnectorFilter:
+    """Which connectors a listing shows, by tenant and name."""
+
+    tenant: str | None = None
+    #: One status (as stored); INACTIVE shows the INACTIVE ones whatever include_inactive.
+    status: str | None = None
+    type: str | None = None
+    #: Only those due now (as `due` and a run see them).
+    due: bool = False
+    #: INACTIVE connectors (deleted, their data kept) too.
+    include_inactive: bool = True
+    limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ListFilter:
     """Which rows a listing shows, newest first: syncs (`history`), datasets."""
 
@@ -636,18 +649,22 @@ def _is_surely_undone(exc: BaseException) -> bool:
     return _is_transient(exc) and not getattr(exc, "uncertain", False)
 
 
-_RETRYING, _RETRYING_IF_UNDONE = (
-    tenacity.Retrying(
+@functools.cache
+def _policy(twice_is_safe: bool) -> Any:
+    """tenacity's policy for the tries after the first (imported on the first transient
+    error: most commands never meet one). A call that is not safe twice is tried again
+    only when its transaction surely did not commit."""
+    import tenacity
+
+    return tenacity.Retrying(
         stop=tenacity.stop_after_attempt(4),
         wait=tenacity.wait_exponential_jitter(multiplier=0.2, max=2.0, jitter=0.2),
-        retry=tenacity.retry_if_exception(worth_it),
+        retry=tenacity.retry_if_exception(_is_transient if twice_is_safe else _is_surely_undone),
         before_sleep=lambda state: log.warning(
             "database error, trying again: %s", state.outcome.exception() if state.outcome else ""
         ),
         reraise=True,
     )
-    for worth_it in (_is_transient, _is_surely_undone)
-)
 
 
 def retried(method: Callable[P, T]) -> Callable[P, T]:
@@ -676,7 +693,8 @@ def _retrying(method: Callable[P, T], *, twice_is_safe: bool) -> Callable[P, T]:
             if not exc.transient or (exc.uncertain and not twice_is_safe):
                 raise
             log.warning("database error, trying again: %s", exc)
-        return (_RETRYING if twice_is_safe else _RETRYING_IF_UNDONE)(method, *args, **kwargs)
+        result: T = _policy(twice_is_safe)(method, *args, **kwargs)
+        return result
 
     return wrapper
 
@@ -760,10 +778,20 @@ class Store(Closing, abc.ABC):
         """
 
     @abc.abstractmethod
-    def list_connectors(
-        self, tenant: str | None = None, include_inactive: bool = True
-    ) -> list[ConnectorSummary]:
-        """Every connector, by tenant and name; INACTIVE ones only with include_inactive."""
+    def list_connectors(self, where: ConnectorFilter | None = None) -> list[ConnectorSummary]:
+        """The connectors `where` chooses (None: every one), by tenant and name: a walk of
+        the (tenant, name) index that stops at the limit."""
+
+    @abc.abstractmethod
+    def count_connectors(self, where: ConnectorFilter) -> int:
+        """How many connectors `where` chooses, its limit aside."""
+
+    @abc.abstractmethod
+    def stream_connectors(
+        self, where: ConnectorFilter, chunk: int = 2000
+    ) -> Generator[list[ConnectorSummary], None, None]:
+        """list_connectors' rows `chunk` at a time, from one snapshot and with flat memory
+        (a server-side cursor on PostgreSQL). Close the iterator to stop early."""
 
     @abc.abstractmethod
     def edit_connector(self, connector_id: int, edit: ConnectorEdit) -> None:

@@ -1,7 +1,7 @@
 -- Every statement the PostgreSQL store runs, by name (store/postgres.py loads this file
 -- once). Parameters are psycopg's %(name)s. Every "now" is coalesce(%(now)s, now()):
 -- the database's clock, unless a test injected one. Due predicates repeat the partial
--- index's own text (models.DUE_INDEX_PREDICATE_PG) with literals, not parameters, so
+-- index's own text (constants.DUE_INDEX_PREDICATE_PG) with literals, not parameters, so
 -- the planner proves ix_connectors_due applies even in a generic plan; tests/store
 -- checks each due query's plan with EXPLAIN.
 
@@ -35,13 +35,30 @@ WHERE name = %(name)s AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
 ORDER BY tenant;
 
 -- name: list_connectors --
+-- `list`: by tenant and name, a walk of uq_connectors_tenant_name that stops at the limit.
+-- Also run on a server-side cursor for `list --all --json` (every row, streamed).
 SELECT id, tenant, name, type, status, auto_sync, sync_interval, schedule, timezone, sync_timeout,
        keep, last_sync_at, last_sync_status, last_sync_error, next_sync_at, consecutive_failures,
        max_consecutive_failures, lease_owner, lease_expires_at, created_at, updated_at
 FROM connectors
 WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
-  AND (%(include_inactive)s OR status <> 'INACTIVE')
-ORDER BY tenant, name;
+  AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(include_inactive)s OR status <> 'INACTIVE' OR %(status)s::text = 'INACTIVE')
+  AND (%(type)s::text IS NULL OR type = %(type)s)
+  AND (NOT %(due)s
+       OR (auto_sync AND status = 'ACTIVE' AND next_sync_at <= coalesce(%(now)s, now())))
+ORDER BY tenant, name
+LIMIT %(limit)s;
+
+-- name: count_connectors --
+-- How many rows list_connectors has in all (what a page of it leaves out).
+SELECT count(*) FROM connectors
+WHERE (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+  AND (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(include_inactive)s OR status <> 'INACTIVE' OR %(status)s::text = 'INACTIVE')
+  AND (%(type)s::text IS NULL OR type = %(type)s)
+  AND (NOT %(due)s
+       OR (auto_sync AND status = 'ACTIVE' AND next_sync_at <= coalesce(%(now)s, now())));
 
 -- name: connector_names --
 -- Shell completion. left() rather than LIKE: the prefix may hold LIKE's wildcards.
@@ -61,6 +78,18 @@ WHERE auto_sync AND status = 'ACTIVE' AND next_sync_at <= coalesce(%(now)s, now(
   AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
 ORDER BY next_sync_at, id
 LIMIT %(limit)s;
+
+-- name: run_has_work --
+-- Before a run imports anything heavy: the schema revision, and whether it would recover
+-- an expired lease or claim a due connector (each an index probe that stops at the first
+-- row). store/probe.py asks it; a run with nothing to do ends there.
+SELECT (SELECT version_num FROM alembic_version LIMIT 1),
+       EXISTS (SELECT 1 FROM connectors
+               WHERE auto_sync AND status = 'ACTIVE' AND next_sync_at <= now()
+                 AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s))
+       OR EXISTS (SELECT 1 FROM connectors
+                  WHERE status = 'SYNCING' AND lease_expires_at < now()
+                    AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s));
 
 -- name: enable_connector --
 -- A connector a worker holds stays SYNCING; its finish makes it ACTIVE.
@@ -524,6 +553,13 @@ FROM (SELECT connector_id, count(*) AS finished,
       WHERE status IN ('COMPLETED', 'FAILED')
         AND started_at >= coalesce(%(now)s, now()) - make_interval(secs => %(seconds)s)
         AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
+        -- Only a connector with a failure in the window can be above a rate (>= 0): the
+        -- rest are not grouped at all (100,000 groups spilled to disk).
+        AND connector_id IN (
+            SELECT connector_id FROM connector_syncs
+            WHERE status = 'FAILED'
+              AND started_at >= coalesce(%(now)s, now()) - make_interval(secs => %(seconds)s)
+              AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s))
       GROUP BY connector_id) AS w
 JOIN connectors AS c ON c.id = w.connector_id
 LEFT JOIN alert_thresholds AS t ON t.connector_id = c.id

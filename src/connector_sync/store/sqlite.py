@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import statistics
 from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -53,6 +54,7 @@ from connector_sync.store.base import (
     Completion,
     Connector,
     ConnectorEdit,
+    ConnectorFilter,
     ConnectorGauges,
     ConnectorSummary,
     DataCounts,
@@ -211,15 +213,53 @@ class SqliteStore(Store):
             raise ambiguous_name(ref, [row.tenant for row in rows])
         return Connector(*rows[0])
 
+    def _chosen(self, where: ConnectorFilter) -> list[sa.ColumnElement[bool]]:
+        """What `where` asks of a connector row."""
+        chosen = _tenant(c.tenant, where.tenant)
+        if where.status is not None:
+            chosen.append(c.status == where.status)
+        elif not where.include_inactive:
+            chosen.append(c.status != INACTIVE)
+        if where.type is not None:
+            chosen.append(c.type == where.type)
+        if where.due:
+            chosen.append(_due(_time(self.now())))
+        return chosen
+
+    def _listing(self, where: ConnectorFilter) -> sa.Select[Any]:
+        query = sa.select(*SUMMARY_COLUMNS).where(*self._chosen(where))
+        return query.order_by(c.tenant, c.name).limit(where.limit)
+
+    def list_connectors(self, where: ConnectorFilter | None = None) -> list[ConnectorSummary]:
+        return self._page(self._listing(where or ConnectorFilter()))
+
     @retried
-    def list_connectors(
-        self, tenant: str | None = None, include_inactive: bool = True
-    ) -> list[ConnectorSummary]:
-        query = (
-            sa.select(*SUMMARY_COLUMNS).where(*_tenant(c.tenant, tenant)).order_by(c.tenant, c.name)
-        )
-        if not include_inactive:
-            query = query.where(c.status != INACTIVE)
+    def count_connectors(self, where: ConnectorFilter) -> int:
+        query = sa.select(sa.func.count()).select_from(connectors).where(*self._chosen(where))
+        with self.database.begin() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def stream_connectors(
+        self, where: ConnectorFilter, chunk: int = 2000
+    ) -> Generator[list[ConnectorSummary], None, None]:
+        # Page by page after the last (tenant, name), each page its own short transaction:
+        # a slow reader never holds SQLite's one write lock (BEGIN IMMEDIATE) for long.
+        left = where.limit
+        after: tuple[str, str] | None = None
+        while left is None or left > 0:
+            page = replace(where, limit=chunk if left is None else min(chunk, left))
+            query = self._listing(page)
+            if after is not None:
+                query = query.where(sa.tuple_(c.tenant, c.name) > sa.tuple_(*after))
+            rows = self._page(query)
+            if not rows:
+                return
+            yield rows
+            after = (rows[-1].tenant, rows[-1].name)
+            left = None if left is None else left - len(rows)
+
+    @retried
+    def _page(self, query: sa.Select[Any]) -> list[ConnectorSummary]:
         with self.database.begin() as conn:
             return [ConnectorSummary(*row) for row in conn.execute(query)]
 
