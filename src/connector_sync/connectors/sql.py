@@ -227,11 +227,18 @@ def _sqlite_reads_only(
 
 def json_safe(value: Any) -> Any:
     """A database value as JSON can hold it: dates as ISO 8601, Decimal and UUID as
-    strings, bytes as hex, intervals as seconds, anything else unknown as its text."""
+    strings, bytes as hex, intervals as seconds, NaN and infinities as their text,
+    anything else unknown as its text."""
+    kind = type(value)
+    if kind in _AS_IS:  # most values: one lookup, no conversion
+        return value
+    convert = _CONVERT.get(kind)
+    if convert is not None:
+        return convert(value)
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
+        return _finite_or_text(value)
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, dt.timedelta):
@@ -245,6 +252,25 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [json_safe(v) for v in value]
     return str(value)
+
+
+def _finite_or_text(value: float) -> float | str:
+    return value if math.isfinite(value) else str(value)
+
+
+_AS_IS = frozenset({type(None), bool, int, str})
+# The exact types of the usual values, each with its conversion (subclasses take the
+# isinstance path of json_safe).
+_CONVERT: dict[type, Callable[[Any], Any]] = {
+    float: _finite_or_text,
+    dt.datetime: dt.datetime.isoformat,
+    dt.date: dt.date.isoformat,
+    dt.time: dt.time.isoformat,
+    dt.timedelta: dt.timedelta.total_seconds,
+    decimal.Decimal: str,
+    uuid.UUID: str,
+    bytes: bytes.hex,
+}
 
 
 class SqlConnector(ConnectorPlugin):
