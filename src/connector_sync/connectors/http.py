@@ -26,6 +26,7 @@ import httpcore
 import httpx
 import tenacity
 
+from connector_sync.connectors import jsontext
 from connector_sync.connectors.base import (
     CheckResult,
     ConfigField,
@@ -137,6 +138,8 @@ _PAGINATION_KEYS: dict[str, tuple[set[str], set[str]]] = {
 _DEFAULT_OFFSET_PAGE_SIZE = 100
 # Pagination types that page through query parameters; the others follow a URL.
 _QUERY_PAGED = frozenset({"none", "page", "offset", "cursor"})
+# What a parsed record list holds when every record is an object (the usual case).
+_DICT_ONLY = frozenset({dict})
 
 
 @dataclass(frozen=True)
@@ -247,7 +250,7 @@ class HttpSession:
 
         response, content = self._retrying(attempt)
         try:
-            data = json.loads(content)
+            data = jsontext.loads(content)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             kind = response.headers.get("content-type", "no content type")
             raise PermanentError(
@@ -700,10 +703,12 @@ class HttpConnector(ConnectorPlugin):
         cursor = self.cursor
         with self._session() as session:
             for page in self._pages(session):
-                shown = session.shown(page.response.url) if cursor is not None else ""
+                if cursor is None:
+                    yield from page.records
+                    continue
+                shown = session.shown(page.response.url)
                 for index, record in enumerate(page.records):
-                    if cursor is not None:
-                        cursor.advance(cursor.value_of(record, f"{shown}: record {index + 1}"))
+                    cursor.advance(cursor.value_of(record, f"{shown}: record {index + 1}"))
                     yield record
 
     def _pages(self, session: HttpSession) -> Generator[_Page, None, None]:
@@ -826,11 +831,12 @@ class HttpConnector(ConnectorPlugin):
             raise PermanentError(
                 f"{shown}: {where} is {_json_type(records)}, expected a list of records{hint}"
             )
-        for index, record in enumerate(records):
-            if not isinstance(record, dict):
-                raise PermanentError(
-                    f"{shown}: record {index + 1} is {_json_type(record)}, expected an object"
-                )
+        if not _DICT_ONLY.issuperset(map(type, records)):  # then find the first that is not
+            for index, record in enumerate(records):
+                if not isinstance(record, dict):
+                    raise PermanentError(
+                        f"{shown}: record {index + 1} is {_json_type(record)}, expected an object"
+                    )
         return records
 
 
