@@ -284,21 +284,29 @@ class _Reader:
         return False
 
     def _produce(self) -> None:
+        batch: list[Any] = []
+        abandoned, size = self.abandoned.is_set, self.batch_size
         try:
-            batch: list[Any] = []
-            for record in self.plugin.read():
-                if self.abandoned.is_set():
-                    return
-                self.fetched += 1
-                batch.append(record)
-                if len(batch) >= self.batch_size:
-                    if not self._put(encode_batch(batch, self.fetched - len(batch))):
+            records = iter(self.plugin.read())
+            while True:
+                # The tightest loop per record: `fetched` is counted per batch (and for
+                # the records of a batch cut short by an error, below).
+                append = batch.append
+                for record in records:
+                    if abandoned():
                         return
-                    batch = []
-            if batch and not self._put(encode_batch(batch, self.fetched - len(batch))):
-                return
+                    append(record)
+                    if len(batch) >= size:
+                        break
+                if not batch:
+                    break
+                self.fetched += len(batch)
+                full, batch = batch, []
+                if not self._put(encode_batch(full, self.fetched - len(full))):
+                    return
             self._put(_DONE)
         except BaseException as exc:  # handed to the sync thread, which classifies it
+            self.fetched += len(batch)
             self._put(_Failure(exc))
 
     def batches_until(self, deadline: float, between: Callable[[], None]) -> Iterator[EncodedBatch]:
