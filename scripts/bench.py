@@ -1524,11 +1524,21 @@ class CommandRun:
 
 
 def run_command(cmd: list[str], what: str) -> CommandRun:
-    """Run `cmd` and wait for it. Raises RuntimeError, with its stderr, if it fails."""
+    """Run `cmd` and wait for it. Raises RuntimeError, with its stderr, if it fails.
+
+    The peak RSS is the command's own high-water mark (VmHWM), read until it exits: a
+    child's ru_maxrss also counts the pages it shared with this process before its exec.
+    """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         process = subprocess.Popen(cmd, stdout=out, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)
+        peak_kb = 0
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            peak_kb = max(peak_kb, high_water_kb(process.pid))
+            time.sleep(0.01)
         seconds = time.perf_counter() - start
         process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -1536,7 +1546,16 @@ def run_command(cmd: list[str], what: str) -> CommandRun:
         if process.returncode != 0:
             raise RuntimeError(f"{what} exited {process.returncode}:\n{err.read()[-3000:]!r}")
         cpu = usage.ru_utime + usage.ru_stime
-        return CommandRun(seconds, cpu, usage.ru_maxrss / 1024, out.read().decode())
+        return CommandRun(seconds, cpu, peak_kb / 1024, out.read().decode())
+
+
+def high_water_kb(pid: int) -> int:
+    """A running process's peak RSS so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next((int(line.split()[1]) for line in status if line.startswith("VmHWM:")), 0)
+    except OSError:
+        return 0
 
 
 def ours_sync(scratch: Scratch, name: str, records: int) -> CommandRun:
