@@ -302,7 +302,8 @@ class _Reader:
                     break
                 self.fetched += len(batch)
                 full, batch = batch, []
-                if not self._put(encode_batch(full, self.fetched - len(full))):
+                encoded = encode_batch(full, self.fetched - len(full), self.plugin.uniform_fields)
+                if not self._put(encoded):
                     return
             self._put(_DONE)
         except BaseException as exc:  # handed to the sync thread, which classifies it

@@ -178,3 +178,11 @@ def test_loads_takes_json_s_reading_where_orjson_s_differs(text: bytes, expected
 def test_loads_raises_what_json_raises() -> None:
     with pytest.raises(json.JSONDecodeError, match="Expecting property name"):
         jsontext.loads(b"{")
+
+
+def test_a_plugin_s_uniform_fields_give_the_same_lines_and_schema() -> None:
+    rows = [{"id": str(n), "name": f"ünï {n}", "note": 'say "hi"\n'} for n in range(50)]
+    uniform = {"id": str, "name": str, "note": str}
+    generic, fast = encode_batch(rows), encode_batch(rows, uniform=uniform)
+    assert fast.lines == generic.lines
+    assert fast.fields == generic.fields == {(name, str) for name in uniform}
