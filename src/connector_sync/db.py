@@ -21,7 +21,7 @@ from connector_sync.exceptions import (
 
 #: The alembic revision this code expects. tests/test_migrations.py keeps it equal
 #: to the newest file in migrations/versions, so start-up needs no alembic import.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 
