@@ -83,13 +83,16 @@ def encode_batch(
         RecordError: a record holds NaN or Infinity, or is otherwise not JSON.
         TypeError: the plugin yielded something other than a dict.
     """
-    if uniform is not None and _FLOATLESS.issuperset(uniform.values()):
-        try:  # no float anywhere, so no NaN: orjson alone, in a comprehension
+    if uniform is not None:
+        try:  # orjson alone, in a comprehension
             dumps, options = orjson.dumps, _ORJSON_OPTIONS
             texts = [dumps(r, default=_json_default, option=options).decode() for r in records]
-            return EncodedBatch(texts, set(uniform.items()))
         except TypeError:  # what orjson refuses: record by record, as below
             pass
+        else:
+            # No float among the types, or no null written (where a NaN would be): no NaN.
+            if _FLOATLESS.issuperset(uniform.values()) or "null" not in "".join(texts):
+                return EncodedBatch(texts, set(uniform.items()))
     lines: list[str] = []
     add_line = lines.append
     # One key per record shape (its keys, then its values' types) is the cheapest way to

@@ -186,3 +186,17 @@ def test_a_plugin_s_uniform_fields_give_the_same_lines_and_schema() -> None:
     generic, fast = encode_batch(rows), encode_batch(rows, uniform=uniform)
     assert fast.lines == generic.lines
     assert fast.fields == generic.fields == {(name, str) for name in uniform}
+
+
+def test_the_demo_records_have_the_fields_the_demo_declares() -> None:
+    from connector_sync.connectors.demo import RECORD_FIELDS, DemoConnector
+
+    records = list(DemoConnector({"records": 500, "seed": 7}).read())
+    assert encode_batch(records).fields == set(RECORD_FIELDS.items())
+    assert encode_batch(records, uniform=RECORD_FIELDS).lines == encode_batch(records).lines
+
+
+def test_uniform_fields_with_floats_still_find_nan() -> None:
+    rows = [{"x": 1.5}, {"x": math.nan}]
+    with pytest.raises(RecordError, match="record 2 cannot be stored as JSON: it holds NaN"):
+        encode_batch(rows, uniform={"x": float})

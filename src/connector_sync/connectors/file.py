@@ -17,9 +17,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from operator import itemgetter
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
-import httpx
 import orjson
 
 from connector_sync.connectors.base import (
@@ -30,20 +29,17 @@ from connector_sync.connectors.base import (
     Deadline,
     check_timeout_field,
 )
-from connector_sync.connectors.http import (
-    HttpSession,
-    RetryableError,
-    RetryPolicy,
-    check_headers,
-    check_http_url,
-    max_retry_wait_field,
-    timeout_field,
-)
+from connector_sync.connectors.httpfields import max_retry_wait_field, timeout_field
 from connector_sync.connectors.incremental import Cursor, Incremental, incremental_field
 from connector_sync.connectors.jsontext import has_long_digits
 from connector_sync.exceptions import ConfigError, PermanentError, TransientError
 from connector_sync.policy import Policy
 from connector_sync.secrets import is_env_ref, redact, secret_values
+
+if TYPE_CHECKING:  # the http module (and httpx) is imported only for a file from a url
+    import httpx
+
+    from connector_sync.connectors.http import HttpSession
 
 FORMATS = ("csv", "jsonl", "json")
 _EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
@@ -106,6 +102,8 @@ class FileConnector(ConnectorPlugin):
         if path is not None:
             cls._check_path(path)
         if url is not None:
+            from connector_sync.connectors.http import check_http_url
+
             check_http_url(name, "url", url)
         fmt = result.get("format")
         if fmt is not None and not is_env_ref(fmt) and fmt not in FORMATS:
@@ -127,7 +125,10 @@ class FileConnector(ConnectorPlugin):
         encoding = result["encoding"]
         if not is_env_ref(encoding):
             cls._check_encoding(encoding)
-        check_headers(name, result.get("headers"))
+        if result.get("headers") is not None:
+            from connector_sync.connectors.http import check_headers
+
+            check_headers(name, result["headers"])
         Incremental.from_config(name, result.get("incremental"))
         return result
 
@@ -262,6 +263,8 @@ class FileConnector(ConnectorPlugin):
                 yield handle
             return
         assert self.url is not None
+        from connector_sync.connectors.http import HttpSession, RetryPolicy
+
         config = self.config
         session = HttpSession(
             timeout=config["timeout"],
@@ -401,6 +404,8 @@ class FileConnector(ConnectorPlugin):
 def _location_path(location: str) -> str:
     """The path part of a file path or of an http(s) URL (no query string)."""
     if location.startswith(("http://", "https://")):
+        import httpx
+
         try:
             return httpx.URL(location).path
         except httpx.InvalidURL:
@@ -537,6 +542,9 @@ class _ResponseReader(io.RawIOBase):
     """A streamed HTTP response body as a raw binary file, read chunk by chunk."""
 
     def __init__(self, response: httpx.Response, session: HttpSession, url: str) -> None:
+        from connector_sync.connectors.http import RetryableError
+
+        self._retryable = RetryableError
         self._chunks = session.iter_body(response)
         self._session = session
         self._url = url
@@ -550,7 +558,7 @@ class _ResponseReader(io.RawIOBase):
         if not self._pending:
             try:
                 self._pending = next(self._chunks, b"")
-            except RetryableError as error:  # the connection failed mid-body
+            except self._retryable as error:  # the connection failed mid-body
                 raise TransientError(
                     f"{error.message} after {self._received} bytes of the body"
                 ) from error

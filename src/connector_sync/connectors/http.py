@@ -36,6 +36,13 @@ from connector_sync.connectors.base import (
     printable,
     validate_fields,
 )
+from connector_sync.connectors.httpfields import (
+    DEFAULT_MAX_RETRY_WAIT,
+    MAX_SLEEP_IN_REQUEST,
+    MAX_WAIT_SECONDS,
+    max_retry_wait_field,
+    timeout_field,
+)
 from connector_sync.connectors.incremental import Cursor, Incremental, incremental_field
 from connector_sync.exceptions import ConfigError, PermanentError, PluginError, TransientError
 from connector_sync.policy import Policy
@@ -63,29 +70,7 @@ _MAX_ENCODED_CHARS = 12
 _EXCERPT_SECONDS = 5.0
 # 408 Request Timeout and 429 Too Many Requests are worth a retry; so is every 5xx.
 _TRANSIENT_STATUS = frozenset({408, 429})
-#: The longest timeout or retry wait, in seconds (a day); far more overflows the clocks.
-MAX_WAIT_SECONDS = 86_400
-#: The longest pause a server's Retry-After may impose on a connector, unless configured.
-DEFAULT_MAX_RETRY_WAIT = 3600.0
-#: The longest a request sleeps before trying again within a sync; a server asking for
-#: longer ends the sync's try, and the connector is due again after that wait.
-MAX_SLEEP_IN_REQUEST = 60.0
-#: The shortest timeout, in seconds, and the slowest rate limit, in requests per second.
-MIN_TIMEOUT = 0.001
 MIN_RATE = 0.001
-
-
-def max_retry_wait_field() -> ConfigField:
-    """The `max_retry_wait` field of the types that make HTTP requests."""
-    return ConfigField(
-        "max_retry_wait",
-        float,
-        default=DEFAULT_MAX_RETRY_WAIT,
-        minimum=0,
-        maximum=MAX_WAIT_SECONDS,
-        help="longest wait a server's Retry-After may impose, seconds (longer is cut to this); "
-        f"a request itself waits at most {MAX_SLEEP_IN_REQUEST:g}s before trying again",
-    )
 
 
 def max_response_bytes_field() -> ConfigField:
@@ -96,13 +81,6 @@ def max_response_bytes_field() -> ConfigField:
         default=DEFAULT_MAX_RESPONSE_BYTES,
         minimum=1,
         help="most bytes one response (page) may have, as sent and decompressed; 16 MiB by default",
-    )
-
-
-def timeout_field(help: str) -> ConfigField:
-    """The `timeout` field of the types that make HTTP requests (http, file from a url)."""
-    return ConfigField(
-        "timeout", float, default=30.0, minimum=MIN_TIMEOUT, maximum=MAX_WAIT_SECONDS, help=help
     )
 
 
