@@ -69,12 +69,15 @@ class EncodedBatch:
 
 
 def encode_batch(
-    records: Sequence[dict[str, Any]], start: int = 0, uniform: dict[str, type] | None = None
+    records: Sequence[dict[str, Any]],
+    start: int = 0,
+    fields: set[tuple[str, type]] | None = None,
 ) -> EncodedBatch:
     """The records as JSON lines; `start` is how many records came before (for messages).
 
-    `uniform` is the plugin's word that every record has exactly these fields and value
-    types (`ConnectorPlugin.uniform_fields`): then no record is looked at for the schema.
+    `fields` is the plugin's word for its records so far (`ConnectorPlugin.record_fields`):
+    their (field, value type) pairs, no float NaN or infinite. Then the batch is encoded
+    in one comprehension and no record is looked at for the schema.
 
     Pure, so the runner's reader thread encodes one batch while the sync thread writes
     the one before.
@@ -83,16 +86,13 @@ def encode_batch(
         RecordError: a record holds NaN or Infinity, or is otherwise not JSON.
         TypeError: the plugin yielded something other than a dict.
     """
-    if uniform is not None:
-        try:  # orjson alone, in a comprehension
+    if fields is not None:
+        try:
             dumps, options = orjson.dumps, _ORJSON_OPTIONS
             texts = [dumps(r, default=_json_default, option=options).decode() for r in records]
+            return EncodedBatch(texts, set(fields))
         except TypeError:  # what orjson refuses: record by record, as below
             pass
-        else:
-            # No float among the types, or no null written (where a NaN would be): no NaN.
-            if _FLOATLESS.issuperset(uniform.values()) or "null" not in "".join(texts):
-                return EncodedBatch(texts, set(uniform.items()))
     lines: list[str] = []
     add_line = lines.append
     # One key per record shape (its keys, then its values' types) is the cheapest way to
@@ -114,11 +114,11 @@ def encode_batch(
             add_line(_exactly(record, start + len(lines) + 1))
         else:
             add_line(data.decode())
-    fields: set[tuple[Any, type]] = set()
+    seen: set[tuple[Any, type]] = set()
     for shape in shapes:
         half = len(shape) // 2
-        fields.update(zip(shape[:half], shape[half:], strict=True))
-    return EncodedBatch(lines, fields)
+        seen.update(zip(shape[:half], shape[half:], strict=True))
+    return EncodedBatch(lines, seen)
 
 
 def _may_hold_nan(record: dict[str, Any], kinds: tuple[type, ...]) -> bool:

@@ -302,7 +302,7 @@ class _Reader:
                     break
                 self.fetched += len(batch)
                 full, batch = batch, []
-                encoded = encode_batch(full, self.fetched - len(full), self.plugin.uniform_fields)
+                encoded = encode_batch(full, self.fetched - len(full), self.plugin.record_fields)
                 if not self._put(encoded):
                     return
             self._put(_DONE)

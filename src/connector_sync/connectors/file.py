@@ -325,7 +325,7 @@ class FileConnector(ConnectorPlugin):
         if first_record is not None:
             yield 1, dict(zip(columns, first_record, strict=True))
         width = len(columns)
-        self.uniform_fields = dict.fromkeys(columns, str)  # every record: these, all text
+        self.record_fields = {(column, str) for column in columns}  # all text
         start = reader.line_num + 1
         try:
             for row in reader:
