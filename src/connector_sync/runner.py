@@ -9,6 +9,7 @@ thread renews the leases of every sync in flight.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import math
 import os
@@ -249,6 +250,36 @@ class _Failure:
         self.exc = exc
 
 
+#: The garbage collector's first threshold while a reader reads: a collection per this
+#: many new containers (records, their lists) rather than per 700. Records hold no
+#: reference cycles, yet every collection walks those still alive in the batches; at
+#: 700 that was a fifth of the CPU of a sync of demo records.
+READING_GC_THRESHOLD = 50_000
+_gc_lock = threading.Lock()
+_gc_readers = 0
+_gc_threshold_before = gc.get_threshold()
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """While at least one reader reads, the first GC threshold is READING_GC_THRESHOLD
+    (unless it is higher already); the last reader to finish puts the old one back."""
+    global _gc_readers, _gc_threshold_before
+    with _gc_lock:
+        if _gc_readers == 0:
+            _gc_threshold_before = gc.get_threshold()
+            first, *older = _gc_threshold_before
+            gc.set_threshold(max(first, READING_GC_THRESHOLD), *older)
+        _gc_readers += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_readers -= 1
+            if _gc_readers == 0:
+                gc.set_threshold(*_gc_threshold_before)
+
+
 class _Reader:
     """Runs a plugin's `read` in its own thread, handing batches over a bounded queue.
 
@@ -284,6 +315,10 @@ class _Reader:
         return False
 
     def _produce(self) -> None:
+        with _fewer_collections():
+            self._read_batches()
+
+    def _read_batches(self) -> None:
         batch: list[Any] = []
         abandoned, size = self.abandoned.is_set, self.batch_size
         try:
