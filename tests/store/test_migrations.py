@@ -13,11 +13,18 @@ from alembic.script import ScriptDirectory
 from connector_sync.db import SCHEMA_REVISION, Database, migrations_dir
 from connector_sync.models import metadata
 
+# On PostgreSQL, migration 0006 replaces this foreign key by a lock per batch and a
+# delete trigger (see that migration); SQLite keeps it, as the models declare it.
+RECORDS_FOREIGN_KEY = "fk_dataset_records_dataset_id_datasets"
+
 
 def schema_diff(database: Database) -> list[object]:
     with database.engine.connect() as conn:
         context = MigrationContext.configure(conn, opts={"compare_type": True})
-        return list(compare_metadata(context, metadata))
+        diff = list(compare_metadata(context, metadata))
+    if not database.is_postgresql:
+        return diff
+    return [d for d in diff if not (d[0] == "add_fk" and d[1].name == RECORDS_FOREIGN_KEY)]  # type: ignore[index]
 
 
 def index_sql(database: Database) -> dict[str, str]:

@@ -250,6 +250,12 @@ class ConnectorPlugin(abc.ABC):
     description: ClassVar[str] = ""
     #: The configuration keys this type accepts.
     config_fields: ClassVar[tuple[ConfigField, ...]] = ()
+    #: Kept by a plugin that knows its records as it makes them: the (field name, exact
+    #: value type) pairs of every record `read` has yielded so far (updated before it
+    #: yields them), with no float NaN or infinite among the values. The runner then
+    #: takes the dataset's schema from it and encodes without looking at each record.
+    #: None (the default): the runner looks at each record.
+    record_fields: set[tuple[str, type]] | None = None
 
     def __init__(self, config: Mapping[str, Any], state: Mapping[str, Any] | None = None) -> None:
         self.config: dict[str, Any] = self.validate_config(config)

@@ -12,6 +12,11 @@ from connector_sync.exceptions import PermanentError
 _COUNTRIES = ("DE", "FR", "US", "GB", "JP", "BR", "IN", "NL", "SE", "ES")
 _PLANS = ("free", "starter", "pro", "enterprise")
 _TAGS = ("newsletter", "beta", "vip", "churn-risk", "partner", "trial")
+#: Every record's fields and value types (see demo_record; its floats are finite).
+RECORD_FIELDS: dict[str, type] = {
+    "id": int, "uuid": str, "name": str, "email": str, "country": str, "plan": str,
+    "balance": float, "active": bool, "signed_up_at": str, "tags": list, "notes": str,
+}  # fmt: skip
 #: The longest `delay_ms`: a day per record.
 MAX_DELAY_MS = 86_400_000
 
@@ -47,6 +52,7 @@ class DemoConnector(ConnectorPlugin):
         )
 
     def read(self) -> Iterator[dict[str, Any]]:
+        self.record_fields = set(RECORD_FIELDS.items())
         count: int = self.config["records"]
         delay = self.config["delay_ms"] / 1000.0
         fail_at = count // 2 if self.config["fail"] else -1

@@ -10,15 +10,17 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import itertools
 import json
 import os
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from operator import itemgetter
 from pathlib import Path, PurePosixPath
-from typing import IO, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
-import httpx
+import orjson
 
 from connector_sync.connectors.base import (
     DEFAULT_CHECK_TIMEOUT,
@@ -29,19 +31,17 @@ from connector_sync.connectors.base import (
     check_timeout_field,
     own_sqlite_file,
 )
-from connector_sync.connectors.http import (
-    HttpSession,
-    RetryableError,
-    RetryPolicy,
-    check_headers,
-    check_http_url,
-    max_retry_wait_field,
-    timeout_field,
-)
+from connector_sync.connectors.httpfields import max_retry_wait_field, timeout_field
 from connector_sync.connectors.incremental import Cursor, Incremental, incremental_field
+from connector_sync.connectors.jsontext import has_long_digits
 from connector_sync.exceptions import ConfigError, PermanentError, TransientError
 from connector_sync.policy import Policy
 from connector_sync.secrets import is_env_ref, redact, secret_values
+
+if TYPE_CHECKING:  # the http module (and httpx) is imported only for a file from a url
+    import httpx
+
+    from connector_sync.connectors.http import HttpSession
 
 FORMATS = ("csv", "jsonl", "json")
 _EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
@@ -49,11 +49,15 @@ _EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".jsonl": "jsonl", ".ndjson": "json
 #: characters, unless `max_record_chars` says otherwise.
 MAX_RECORD_CHARS = 16 * 1024 * 1024
 _CHUNK_CHARS = 64 * 1024
+#: Characters of a CSV or JSON Lines file read at once (and split into lines in C).
+_READ_CHARS = 64 * 1024
 _DOWNLOAD_CHUNK_BYTES = 64 * 1024
 _NOT_WHITESPACE = re.compile(r"[^ \t\r\n]")
 # How close to the end of the buffer a JSON error may be a record cut in two by the
 # buffer's edge (`1.` of `1.5`, `tru` of `true`, `"\u12` of `"\u1234"`), not a mistake.
 _EDGE_CHARS = 8
+_DECODER = json.JSONDecoder()
+_BLANK = object()
 # Characters of CSV's own syntax, which cannot separate fields.
 _NOT_DELIMITERS = {"\n": "a line break", "\r": "a line break", '"': "the quote character"}
 
@@ -119,6 +123,8 @@ class FileConnector(ConnectorPlugin):
         if path is not None:
             cls._check_path(path)
         if url is not None:
+            from connector_sync.connectors.http import check_http_url
+
             check_http_url(name, "url", url)
         fmt = result.get("format")
         if fmt is not None and not is_env_ref(fmt) and fmt not in FORMATS:
@@ -140,7 +146,10 @@ class FileConnector(ConnectorPlugin):
         encoding = result["encoding"]
         if not is_env_ref(encoding):
             cls._check_encoding(encoding)
-        check_headers(name, result.get("headers"))
+        if result.get("headers") is not None:
+            from connector_sync.connectors.http import check_headers
+
+            check_headers(name, result["headers"])
         Incremental.from_config(name, result.get("incremental"))
         return result
 
@@ -242,13 +251,14 @@ class FileConnector(ConnectorPlugin):
     def read(self) -> Iterator[dict[str, Any]]:
         cursor = self.cursor
         with self._open() as handle:
+            if cursor is None:
+                yield from map(itemgetter(1), self._records(handle))
+                return
             for line, record in self._records(handle):
-                if cursor is not None:
-                    value = cursor.value_of(record, f"{self.label}: line {line}")
-                    if not cursor.is_new(value):
-                        continue
+                value = cursor.value_of(record, f"{self.label}: line {line}")
+                if cursor.is_new(value):
                     cursor.advance(value)
-                yield record
+                    yield record
 
     # -- opening -------------------------------------------------------------------
 
@@ -274,6 +284,8 @@ class FileConnector(ConnectorPlugin):
                 yield handle
             return
         assert self.url is not None
+        from connector_sync.connectors.http import HttpSession, RetryPolicy
+
         config = self.config
         session = HttpSession(
             timeout=config["timeout"],
@@ -308,18 +320,18 @@ class FileConnector(ConnectorPlugin):
                 f"{self.label}: not valid {self.encoding}: {_reason(exc)}; set 'encoding'"
             ) from None
 
-    def _csv_reader(self, handle: IO[str]) -> tuple[Any, _RecordLines]:
+    def _csv_reader(self, handle: IO[str]) -> tuple[Any, _Lines]:
         """A csv reader, and the lines it reads (which bound each record's length)."""
-        lines = _RecordLines(handle, self.max_record_chars, self.label)
-        return csv.reader(lines, delimiter=self.delimiter, strict=True), lines
+        lines = _Lines(handle, self.max_record_chars, self.label, spanning=True)
+        return csv.reader(lines.each(), delimiter=self.delimiter, strict=True), lines
 
-    def _csv_header(self, reader: Any, lines: _RecordLines) -> tuple[list[str], list[str] | None]:
+    def _csv_header(self, reader: Any, lines: _Lines) -> tuple[list[str], list[str] | None]:
         """The column names, and the first row when it is a record (no header line)."""
         try:
             first: list[str] | None = next(reader, None)
         except csv.Error as exc:
             raise PermanentError(f"{self.label}: line 1: {exc}") from exc
-        lines.record_done()
+        lines.record_done(1, reader.line_num)
         if not first:
             raise PermanentError(f"{self.label}: empty file, expected a header line")
         if not self.has_header:
@@ -333,19 +345,24 @@ class FileConnector(ConnectorPlugin):
         columns, first_record = self._csv_header(reader, lines)
         if first_record is not None:
             yield 1, dict(zip(columns, first_record, strict=True))
-        width = "the header has" if self.has_header else "the first row has"
+        width = len(columns)
+        self.record_fields = {(column, str) for column in columns}  # all text
         start = reader.line_num + 1
         try:
             for row in reader:
-                lines.record_done()
-                if row:
-                    if len(row) != len(columns):
-                        raise PermanentError(
-                            f"{self.label}: line {reader.line_num}: {len(row)} fields, "
-                            f"{width} {len(columns)}"
-                        )
+                end = reader.line_num
+                if end != start:  # a quoted field went on over lines: bound the record
+                    lines.record_done(start, end)
+                else:
+                    lines.done = end
+                if len(row) == width:
                     yield start, dict(zip(columns, row, strict=True))
-                start = reader.line_num + 1
+                elif row:
+                    raise PermanentError(
+                        f"{self.label}: line {end}: {len(row)} fields, "
+                        f"{'the header has' if self.has_header else 'the first row has'} {width}"
+                    )
+                start = end + 1
         except csv.Error as exc:
             raise PermanentError(f"{self.label}: line {reader.line_num}: {exc}") from exc
         except UnicodeError as exc:
@@ -355,42 +372,61 @@ class FileConnector(ConnectorPlugin):
             ) from None
 
     def _jsonl_records(self, handle: IO[str]) -> Iterator[tuple[int, dict[str, Any]]]:
-        decoder = json.JSONDecoder()
+        lines = _Lines(handle, self.max_record_chars, self.label)
+        exact = self._jsonl_value
         number = 0
-        while True:
-            try:
-                line = handle.readline(self.max_record_chars + 1)
-            except UnicodeError as exc:
-                raise PermanentError(
-                    f"{self.label}: near line {number + 1}: not valid {self.encoding}: "
-                    f"{_reason(exc)}"
-                ) from None
-            if not line:
-                return
-            number += 1
-            if len(line) > self.max_record_chars:
-                raise _too_long(self.label, f"line {number}", self.max_record_chars)
-            start = len(line) - len(line.lstrip())
-            if start == len(line):
-                continue  # a blank line
-            try:
-                value, end = decoder.raw_decode(line, start)
-            except json.JSONDecodeError as exc:
-                raise PermanentError(
-                    f"{self.label}: line {number}: not valid JSON ({exc.msg} at column {exc.colno})"
-                ) from None
-            rest = line[end:].lstrip()
-            if rest:
-                raise PermanentError(
-                    f"{self.label}: line {number}: not valid JSON (extra data at column "
-                    f"{len(line) - len(rest) + 1}); JSON Lines holds one value per line"
-                )
-            yield number, _expect_object(value, self.label, number)
+        try:
+            for chunk in lines.chunks():
+                # orjson where it reads as json does (see jsontext); json for the rest.
+                fast = not has_long_digits("".join(chunk).encode("utf-8", "surrogatepass"))
+                for number, line in enumerate(chunk, number + 1):  # noqa: B020
+                    if fast:
+                        try:
+                            value = orjson.loads(line)
+                        except orjson.JSONDecodeError:  # blank, NaN, a lone surrogate, an error
+                            value = exact(line, number)
+                    else:
+                        value = exact(line, number)
+                    if value is _BLANK:
+                        continue
+                    if type(value) is not dict:
+                        value = _expect_object(value, self.label, number)
+                    yield number, value
+        except UnicodeError as exc:
+            raise PermanentError(
+                f"{self.label}: near line {lines.number + 1}: not valid {self.encoding}: "
+                f"{_reason(exc)}"
+            ) from None
+
+    def _jsonl_value(self, line: str, number: int) -> Any:
+        """A JSON Lines line as the json module reads it (_BLANK for a blank line).
+
+        Raises:
+            PermanentError: not one JSON value, naming the line and the column.
+        """
+        start = len(line) - len(line.lstrip())
+        if start == len(line):
+            return _BLANK
+        try:
+            value, end = _DECODER.raw_decode(line, start)
+        except json.JSONDecodeError as exc:
+            raise PermanentError(
+                f"{self.label}: line {number}: not valid JSON ({exc.msg} at column {exc.colno})"
+            ) from None
+        rest = line[end:].lstrip()
+        if rest:
+            raise PermanentError(
+                f"{self.label}: line {number}: not valid JSON (extra data at column "
+                f"{len(line) - len(rest) + 1}); JSON Lines holds one value per line"
+            )
+        return value
 
 
 def _location_path(location: str) -> str:
     """The path part of a file path or of an http(s) URL (no query string)."""
     if location.startswith(("http://", "https://")):
+        import httpx
+
         try:
             return httpx.URL(location).path
         except httpx.InvalidURL:
@@ -415,33 +451,104 @@ def _too_long(label: str, where: str, limit: int) -> PermanentError:
     )
 
 
-class _RecordLines:
-    """The lines of a text file, for csv.reader, refusing a record (which may span lines)
-    longer than `limit` characters before reading more of it."""
+class _Lines:
+    """The lines of a text file, each with its line break, split from a large chunk at a
+    time (in C, as the file object splits them: at \\n, \\r\\n and \\r).
 
-    def __init__(self, handle: IO[str], limit: int, label: str) -> None:
+    No line is longer than `limit` characters, nor is a CSV record spanning lines (the
+    csv reader says where its rows end: `done`, `record_done`). Memory holds a chunk and
+    at most `limit` characters more.
+    """
+
+    def __init__(self, handle: IO[str], limit: int, label: str, *, spanning: bool = False) -> None:
         self._handle = handle
         self._limit = limit
         self._label = label
-        self._pending = 0  # characters read since the last record ended
-        self._number = 0
+        #: Whether a record may go on over lines (CSV): then the reader reports where
+        #: each ends, and a record still open is bounded before reading on.
+        self._spanning = spanning
+        #: Lines handed out so far: the number of the last line of the current chunk.
+        self.number = 0
+        #: The last line of the last record the reader made of the lines.
+        self.done = 0
+        self._chunk: list[str] = []
+        self._first = 1  # the number of the current chunk's first line
+        self._open_chars = 0  # characters of the open record in the chunks before
 
-    def __iter__(self) -> _RecordLines:
-        return self
+    def each(self) -> Iterator[str]:
+        """Line after line (for csv.reader)."""
+        return itertools.chain.from_iterable(self.chunks())
 
-    def __next__(self) -> str:
-        line = self._handle.readline(self._limit - self._pending + 1)
-        if not line:
-            raise StopIteration
-        self._number += 1
-        self._pending += len(line)
-        if self._pending > self._limit:
-            raise _too_long(self._label, f"line {self._number}", self._limit)
-        return line
+    def chunks(self) -> Iterator[list[str]]:
+        """The lines, a list at a time."""
+        pending: list[str] = []  # the line that goes on into the next chunk, in pieces
+        pending_chars = 0
+        while True:
+            if self._spanning:
+                self._bound_open_record()
+            text = self._handle.read(_READ_CHARS)
+            if not text:
+                if pending_chars:
+                    yield self._hand_out(["".join(pending)])
+                return
+            # After the last line break, but not after a last \\r: it may be half a \\r\\n.
+            end = len(text) - (text[-1] == "\r")
+            cut = max(text.rfind("\n", 0, end), text.rfind("\r", 0, end)) + 1
+            if not cut:  # the line goes on: keep its pieces, not more than the limit
+                pending.append(text)
+                pending_chars += len(text)
+                if pending_chars > self._limit:
+                    raise self._too_long(self.number + 1)
+                continue
+            pending.append(text[:cut])
+            whole = "".join(pending)
+            pending, pending_chars = [text[cut:]], len(text) - cut
+            lines = io.StringIO(whole, newline="").readlines()
+            if len(whole) > self._limit:  # then one of the lines may be too
+                longest = max(lines, key=len)
+                if len(longest) > self._limit:
+                    raise self._too_long(self.number + lines.index(longest) + 1)
+            yield self._hand_out(lines)
 
-    def record_done(self) -> None:
-        """The reader made a row of the lines so far: the next record starts afresh."""
-        self._pending = 0
+    def record_done(self, start: int, end: int) -> None:
+        """The reader made a record of lines start..end; raises PermanentError if its
+        text is longer than the limit, naming the line where it passed it."""
+        stop = end - self._first + 1
+        if start >= self._first:
+            self._check(0, self._chunk[start - self._first : stop], start)
+        else:  # it began in a chunk before: _open_chars counted that part
+            self._check(self._open_chars, self._chunk[:stop], self._first)
+        self.done = end
+
+    def _hand_out(self, lines: list[str]) -> list[str]:
+        self._chunk, self._first = lines, self.number + 1
+        self.number += len(lines)
+        return lines
+
+    def _bound_open_record(self) -> None:
+        """Before reading on: a record still open (a quoted field going on over lines)
+        must not be longer than the limit so far."""
+        start = self.done + 1
+        if start > self.number:  # every line handed out is in a record
+            self._open_chars = 0
+        elif start >= self._first:
+            self._open_chars = self._check(0, self._chunk[start - self._first :], start)
+        else:
+            self._open_chars = self._check(self._open_chars, self._chunk, self._first)
+
+    def _check(self, chars: int, lines: list[str], first: int) -> int:
+        """`chars` plus the lengths of `lines` (the first numbered `first`); raises at the
+        line that takes it past the limit."""
+        total = chars + sum(map(len, lines))
+        if total > self._limit:
+            for number, line in enumerate(lines, first):
+                chars += len(line)
+                if chars > self._limit:
+                    raise self._too_long(number)
+        return total
+
+    def _too_long(self, number: int) -> PermanentError:
+        return _too_long(self._label, f"line {number}", self._limit)
 
 
 def _expect_object(value: Any, label: str, line: int) -> dict[str, Any]:
@@ -456,6 +563,9 @@ class _ResponseReader(io.RawIOBase):
     """A streamed HTTP response body as a raw binary file, read chunk by chunk."""
 
     def __init__(self, response: httpx.Response, session: HttpSession, url: str) -> None:
+        from connector_sync.connectors.http import RetryableError
+
+        self._retryable = RetryableError
         self._chunks = session.iter_body(response)
         self._session = session
         self._url = url
@@ -469,7 +579,7 @@ class _ResponseReader(io.RawIOBase):
         if not self._pending:
             try:
                 self._pending = next(self._chunks, b"")
-            except RetryableError as error:  # the connection failed mid-body
+            except self._retryable as error:  # the connection failed mid-body
                 raise TransientError(
                     f"{error.message} after {self._received} bytes of the body"
                 ) from error

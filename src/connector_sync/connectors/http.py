@@ -26,6 +26,7 @@ import httpcore
 import httpx
 import tenacity
 
+from connector_sync.connectors import jsontext
 from connector_sync.connectors.base import (
     CheckResult,
     ConfigField,
@@ -34,6 +35,13 @@ from connector_sync.connectors.base import (
     check_timeout_field,
     printable,
     validate_fields,
+)
+from connector_sync.connectors.httpfields import (
+    DEFAULT_MAX_RETRY_WAIT,
+    MAX_SLEEP_IN_REQUEST,
+    MAX_WAIT_SECONDS,
+    max_retry_wait_field,
+    timeout_field,
 )
 from connector_sync.connectors.incremental import Cursor, Incremental, incremental_field
 from connector_sync.exceptions import ConfigError, PermanentError, PluginError, TransientError
@@ -62,29 +70,7 @@ _MAX_ENCODED_CHARS = 12
 _EXCERPT_SECONDS = 5.0
 # 408 Request Timeout and 429 Too Many Requests are worth a retry; so is every 5xx.
 _TRANSIENT_STATUS = frozenset({408, 429})
-#: The longest timeout or retry wait, in seconds (a day); far more overflows the clocks.
-MAX_WAIT_SECONDS = 86_400
-#: The longest pause a server's Retry-After may impose on a connector, unless configured.
-DEFAULT_MAX_RETRY_WAIT = 3600.0
-#: The longest a request sleeps before trying again within a sync; a server asking for
-#: longer ends the sync's try, and the connector is due again after that wait.
-MAX_SLEEP_IN_REQUEST = 60.0
-#: The shortest timeout, in seconds, and the slowest rate limit, in requests per second.
-MIN_TIMEOUT = 0.001
 MIN_RATE = 0.001
-
-
-def max_retry_wait_field() -> ConfigField:
-    """The `max_retry_wait` field of the types that make HTTP requests."""
-    return ConfigField(
-        "max_retry_wait",
-        float,
-        default=DEFAULT_MAX_RETRY_WAIT,
-        minimum=0,
-        maximum=MAX_WAIT_SECONDS,
-        help="longest wait a server's Retry-After may impose, seconds (longer is cut to this); "
-        f"a request itself waits at most {MAX_SLEEP_IN_REQUEST:g}s before trying again",
-    )
 
 
 def max_response_bytes_field() -> ConfigField:
@@ -95,13 +81,6 @@ def max_response_bytes_field() -> ConfigField:
         default=DEFAULT_MAX_RESPONSE_BYTES,
         minimum=1,
         help="most bytes one response (page) may have, as sent and decompressed; 16 MiB by default",
-    )
-
-
-def timeout_field(help: str) -> ConfigField:
-    """The `timeout` field of the types that make HTTP requests (http, file from a url)."""
-    return ConfigField(
-        "timeout", float, default=30.0, minimum=MIN_TIMEOUT, maximum=MAX_WAIT_SECONDS, help=help
     )
 
 
@@ -137,6 +116,8 @@ _PAGINATION_KEYS: dict[str, tuple[set[str], set[str]]] = {
 _DEFAULT_OFFSET_PAGE_SIZE = 100
 # Pagination types that page through query parameters; the others follow a URL.
 _QUERY_PAGED = frozenset({"none", "page", "offset", "cursor"})
+# What a parsed record list holds when every record is an object (the usual case).
+_DICT_ONLY = frozenset({dict})
 
 
 @dataclass(frozen=True)
@@ -247,7 +228,7 @@ class HttpSession:
 
         response, content = self._retrying(attempt)
         try:
-            data = json.loads(content)
+            data = jsontext.loads(content)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             kind = response.headers.get("content-type", "no content type")
             raise PermanentError(
@@ -700,10 +681,12 @@ class HttpConnector(ConnectorPlugin):
         cursor = self.cursor
         with self._session() as session:
             for page in self._pages(session):
-                shown = session.shown(page.response.url) if cursor is not None else ""
+                if cursor is None:
+                    yield from page.records
+                    continue
+                shown = session.shown(page.response.url)
                 for index, record in enumerate(page.records):
-                    if cursor is not None:
-                        cursor.advance(cursor.value_of(record, f"{shown}: record {index + 1}"))
+                    cursor.advance(cursor.value_of(record, f"{shown}: record {index + 1}"))
                     yield record
 
     def _pages(self, session: HttpSession) -> Generator[_Page, None, None]:
@@ -826,11 +809,12 @@ class HttpConnector(ConnectorPlugin):
             raise PermanentError(
                 f"{shown}: {where} is {_json_type(records)}, expected a list of records{hint}"
             )
-        for index, record in enumerate(records):
-            if not isinstance(record, dict):
-                raise PermanentError(
-                    f"{shown}: record {index + 1} is {_json_type(record)}, expected an object"
-                )
+        if not _DICT_ONLY.issuperset(map(type, records)):  # then find the first that is not
+            for index, record in enumerate(records):
+                if not isinstance(record, dict):
+                    raise PermanentError(
+                        f"{shown}: record {index + 1} is {_json_type(record)}, expected an object"
+                    )
         return records
 
 

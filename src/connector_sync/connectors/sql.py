@@ -26,8 +26,9 @@ import re
 import socket
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult, parse_qsl, quote, unquote, urlencode, urlsplit
@@ -257,11 +258,18 @@ def _sqlite_reads_only(
 
 def json_safe(value: Any) -> Any:
     """A database value as JSON can hold it: dates as ISO 8601, Decimal and UUID as
-    strings, bytes as hex, intervals as seconds, anything else unknown as its text."""
+    strings, bytes as hex, intervals as seconds, NaN and infinities as their text,
+    anything else unknown as its text."""
+    kind = type(value)
+    if kind in _AS_IS:  # most values: one lookup, no conversion
+        return value
+    convert = _CONVERT.get(kind)
+    if convert is not None:
+        return convert(value)
     if value is None or isinstance(value, bool | int | str):
         return value
     if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
+        return _finite_or_text(value)
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, dt.timedelta):
@@ -275,6 +283,56 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple | set | frozenset):
         return [json_safe(v) for v in value]
     return str(value)
+
+
+def _finite_or_text(value: float) -> float | str:
+    return value if math.isfinite(value) else str(value)
+
+
+_AS_IS = frozenset({type(None), bool, int, str})
+# The exact types of the usual values, each with its conversion (subclasses take the
+# isinstance path of json_safe).
+_CONVERT: dict[type, Callable[[Any], Any]] = {
+    float: _finite_or_text,
+    dt.datetime: dt.datetime.isoformat,
+    dt.date: dt.date.isoformat,
+    dt.time: dt.time.isoformat,
+    dt.timedelta: dt.timedelta.total_seconds,
+    decimal.Decimal: str,
+    uuid.UUID: str,
+    bytes: bytes.hex,
+}
+
+
+def records_of(
+    columns: list[str], rows: Sequence[Sequence[Any]], fields: set[tuple[str, type]]
+) -> list[dict[str, Any]]:
+    """Rows as records of `json_safe` values, converted a column at a time: a column of
+    one type (or of one type and NULLs) in one pass of its conversion, not a call of
+    json_safe per value. Adds the records' (column, value type) pairs to `fields`."""
+    if not rows:
+        return []
+    values = [_json_safe_column(column) for column in zip(*rows, strict=True)]
+    for name, column in zip(columns, values, strict=True):
+        fields.update(zip(repeat(name), set(map(type, column))))
+    return list(map(dict, map(zip, repeat(columns), zip(*values, strict=True))))
+
+
+def _json_safe_column(column: tuple[Any, ...]) -> Sequence[Any]:
+    kinds = set(map(type, column))
+    if kinds <= _AS_IS:
+        return column
+    if kinds == {float} or kinds == {float, type(None)}:
+        if all(map(math.isfinite, filter(None.__ne__, column))):
+            return column
+        return [json_safe(v) for v in column]
+    known = kinds - {type(None)}
+    convert = _CONVERT.get(known.pop()) if len(known) == 1 else None
+    if convert is None:
+        return list(map(json_safe, column))
+    if type(None) in kinds:
+        return [None if v is None else convert(v) for v in column]
+    return list(map(convert, column))
 
 
 class SqlConnector(ConnectorPlugin):
@@ -397,11 +455,16 @@ class SqlConnector(ConnectorPlugin):
                 )
                 columns = list(result.keys())
                 self._check_columns(columns)
-                for number, row in enumerate(result, 1):  # fetched a batch at a time
-                    record = dict(zip(columns, map(json_safe, row), strict=True))
-                    if cursor is not None:
+                number, size = 0, self.config["batch_size"]
+                fields = self.record_fields = set()  # json_safe: no float NaN or infinite
+                while rows := result.fetchmany(size):  # a batch at a time, as fetched
+                    records = records_of(columns, rows, fields)
+                    if cursor is None:
+                        yield from records
+                        continue
+                    for number, record in enumerate(records, number + 1):  # noqa: B020
                         cursor.advance(cursor.value_of(record, f"{self.label}: row {number}"))
-                    yield record
+                        yield record
             except sa.exc.SQLAlchemyError as exc:
                 raise self._error(exc) from exc
 
@@ -439,6 +502,8 @@ class SqlConnector(ConnectorPlugin):
                         raw.set_progress_handler(deadline.passed, _SQLITE_PROGRESS_STEPS)
             except sa.exc.SQLAlchemyError as exc:
                 raise self._error(exc) from exc
+            if self.url.get_backend_name() == "postgresql":
+                _uuid_as_text(connection.connection.driver_connection)
             with connection:
                 # BEGIN READ ONLY on PostgreSQL; a server-side cursor (DECLARE) holds one
                 # SELECT or VALUES, never a second statement after a semicolon.
@@ -494,6 +559,14 @@ class SqlConnector(ConnectorPlugin):
             )
             return PermanentError(message) if permanent else TransientError(message)
         return PermanentError(message)
+
+
+def _uuid_as_text(connection: Any) -> None:
+    """Have psycopg hand over a uuid as PostgreSQL writes it, which is str(UUID) (no UUID
+    object made, then turned into the same text)."""
+    from psycopg.types.string import TextLoader
+
+    connection.adapters.register_loader("uuid", TextLoader)
 
 
 def _check_source(url: sa.URL) -> None:

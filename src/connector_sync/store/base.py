@@ -601,6 +601,13 @@ def first_line_matching(pattern: re.Pattern[str], lines: Sequence[str], start: i
     return str(next(found, f"among {start + 1}-{start + len(lines)}"))
 
 
+def dataset_gone(dataset_id: int) -> DatabaseError:
+    """A batch of records for a dataset that was deleted (with its connector) meanwhile."""
+    return DatabaseError(
+        f"dataset {dataset_id} is gone (deleted during the sync); its records are not written"
+    )
+
+
 def lease_lost(name: str) -> LeaseLost:
     return LeaseLost(f"lease on connector '{name}' was lost; another worker owns it now")
 
@@ -868,6 +875,7 @@ class Store(Closing, abc.ABC):
 
         Raises:
             RecordError: a record the database cannot store.
+            DatabaseError: the dataset is gone (deleted meanwhile); nothing was written.
         """
 
     @abc.abstractmethod

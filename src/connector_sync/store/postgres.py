@@ -223,11 +223,12 @@ class PostgresStore(Store):
             [f"{prefix}{seq}\t{text}\n" for seq, text in enumerate(lines, start + 1)]
         ).replace("\\", "\\\\")
         try:
-            with (
-                self._cursor() as cursor,
-                cursor.copy("COPY dataset_records (dataset_id, seq, data) FROM STDIN") as copy,
-            ):
-                copy.write(payload)
+            with self._cursor() as cursor:
+                cursor.execute(queries()["lock_dataset"], {"dataset_id": dataset_id})
+                if not cursor.rowcount:
+                    raise base.dataset_gone(dataset_id)
+                with cursor.copy("COPY dataset_records (dataset_id, seq, data) FROM STDIN") as copy:
+                    copy.write(payload)
         except RecordError:
             raise
         except Exception as exc:

@@ -84,6 +84,7 @@ from connector_sync.store.base import (
     ambiguous_name,
     as_dict,
     connector_busy,
+    dataset_gone,
     dataset_not_found,
     finish_once,
     lease_lost,
@@ -499,11 +500,14 @@ class SqliteStore(Store):
 
     @retried_unless_uncertain
     def append_records(self, dataset_id: int, start: int, lines: Sequence[str]) -> None:
-        with self.database.begin() as conn:
-            conn.exec_driver_sql(
-                "INSERT INTO dataset_records (dataset_id, seq, data) VALUES (?, ?, ?)",
-                [(dataset_id, seq, text) for seq, text in enumerate(lines, start + 1)],
-            )
+        try:
+            with self.database.begin() as conn:
+                conn.exec_driver_sql(
+                    "INSERT INTO dataset_records (dataset_id, seq, data) VALUES (?, ?, ?)",
+                    [(dataset_id, seq, text) for seq, text in enumerate(lines, start + 1)],
+                )
+        except sa.exc.IntegrityError as exc:  # the foreign key: the dataset was deleted
+            raise dataset_gone(dataset_id) from exc
 
     @retried
     def discard_records(self, claim: Claim) -> None:

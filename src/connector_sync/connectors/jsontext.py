@@ -1,0 +1,39 @@
+"""Reading JSON text fast: orjson wherever it reads a text as the json module does.
+
+orjson parses several times faster than json, but not always to the same values: it
+refuses NaN, Infinity and lone surrogates (json reads them, and the sync then names the
+record that holds one), and it reads an integer past 64 bits as a float, losing digits.
+So a text goes to orjson only when it holds no run of 19 digits, and whatever orjson
+refuses goes to json, whose answer (or error) stands.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+# Every digit becomes "1", every other byte "0": then 19 digits in a row are one find().
+_DIGIT_MAP = bytes(0x31 if 0x30 <= b <= 0x39 else 0x30 for b in range(256))
+# 19 digits may already pass 2**63; shorter integers orjson reads exactly.
+_LONG_DIGITS = b"1" * 19
+
+
+def has_long_digits(data: bytes | bytearray) -> bool:
+    """Whether `data` holds 19 or more digits in a row (somewhere: in a string, too)."""
+    return data.translate(_DIGIT_MAP).find(_LONG_DIGITS) >= 0
+
+
+def loads(data: bytes | bytearray) -> Any:
+    """`json.loads(data)`, through orjson when it gives the same value.
+
+    Raises:
+        json.JSONDecodeError, UnicodeDecodeError: as json.loads does.
+    """
+    if not has_long_digits(data):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data)

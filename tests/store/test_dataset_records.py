@@ -1,0 +1,64 @@
+"""Dataset records never outlive their dataset, on both databases: on SQLite through the
+foreign key, on PostgreSQL (migration 0005) through a lock per batch and a delete
+trigger, which cost one statement per batch instead of a lookup per record."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from connector_sync.store import Store, open_store
+from connector_sync.store.base import Claim, ClaimRequest, NewConnector
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    with open_store(db_url) as store:
+        yield store
+
+
+def claimed(store: Store, name: str) -> Claim:
+    """A claim of a new demo connector: its sync and BUILDING dataset are open."""
+    cid = store.add_connector(
+        NewConnector(name=name, type="demo", config={"records": 0}, sync_interval=3600)
+    )
+    [claim] = store.claim(
+        ClaimRequest(worker="test:1", limit=1, lease_seconds=60, connector_ids=[cid])
+    )
+    return claim
+
+
+def records(store: Store, dataset_id: int | None = None) -> int:
+    """Records of one dataset, or (None) of no dataset at all: orphans."""
+    if dataset_id is None:
+        where = sa.text("dataset_id NOT IN (SELECT id FROM datasets)")
+    else:
+        where = sa.text("dataset_id = :id").bindparams(id=dataset_id)
+    with store.database.begin() as conn:
+        query = sa.select(sa.func.count()).select_from(sa.table("dataset_records")).where(where)
+        return int(conn.execute(query).scalar_one())
+
+
+def test_records_go_with_their_dataset_and_their_connector(store: Store) -> None:
+    first, second = claimed(store, "first"), claimed(store, "second")
+    for claim in (first, second):
+        store.append_records(claim.dataset_id, 0, ['{"n":1}', '{"n":2}'])
+        store.append_records(claim.dataset_id, 2, ['{"n":3}'])
+    assert records(store, first.dataset_id) == records(store, second.dataset_id) == 3
+    store.delete_datasets([first.dataset_id])  # a dataset deleted: its records go
+    assert records(store, first.dataset_id) == 0
+    assert records(store, second.dataset_id) == 3
+    store.delete_connector(second.connector_id)  # its datasets cascade, their records too
+    assert records(store, second.dataset_id) == 0
+    assert records(store) == 0
+
+
+def test_no_batch_is_written_into_a_dataset_that_is_gone(store: Store) -> None:
+    claim = claimed(store, "gone")
+    store.append_records(claim.dataset_id, 0, ['{"n":1}'])
+    store.delete_connector(claim.connector_id)
+    with pytest.raises(Exception, match="is gone"):
+        store.append_records(claim.dataset_id, 1, ['{"n":2}'])
+    assert records(store) == 0

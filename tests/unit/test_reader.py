@@ -1,0 +1,60 @@
+"""The runner's reader thread: batches as they come, fetched counted for a failure too,
+and fewer garbage collections while it reads."""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from connector_sync.connectors.base import CheckResult, ConnectorPlugin
+from connector_sync.runner import READING_GC_THRESHOLD, _Reader
+
+
+class Counting(ConnectorPlugin):
+    """Yields `records` records, noting the GC threshold it reads under; fails at `fail`."""
+
+    type_name = "counting"
+
+    def __init__(self, records: int, fail: int | None = None) -> None:
+        super().__init__({})
+        self.records, self.fail = records, fail
+        self.thresholds: set[int] = set()
+
+    def check(self) -> CheckResult:
+        return CheckResult(True, "ok")
+
+    def read(self) -> Iterator[dict[str, Any]]:
+        for n in range(self.records):
+            if n == self.fail:
+                raise RuntimeError(f"failed at {n}")
+            self.thresholds.add(gc.get_threshold()[0])
+            yield {"n": n}
+
+
+def drain(reader: _Reader) -> list[int]:
+    return [len(batch.lines) for batch in reader.batches_until(time.monotonic() + 30, lambda: None)]
+
+
+def test_batches_and_the_collector_s_threshold_while_reading() -> None:
+    before = gc.get_threshold()
+    plugin = Counting(12)
+    with _Reader(plugin, 5, "counting") as reader:
+        assert drain(reader) == [5, 5, 2]
+    reader.thread.join(5)
+    assert reader.fetched == 12
+    assert plugin.thresholds == {max(before[0], READING_GC_THRESHOLD)}
+    assert gc.get_threshold() == before  # put back once the reader is done
+
+
+def test_a_failure_counts_the_records_read_before_it() -> None:
+    before = gc.get_threshold()
+    reader = _Reader(Counting(12, fail=7), 5, "counting")
+    with reader, pytest.raises(RuntimeError, match="failed at 7"):
+        drain(reader)
+    reader.thread.join(5)
+    assert reader.fetched == 7
+    assert gc.get_threshold() == before
