@@ -1,5 +1,5 @@
 """Dataset records never outlive their dataset, on both databases: on SQLite through the
-foreign key, on PostgreSQL (migration 0005) through a lock per batch and a delete
+foreign key, on PostgreSQL (migration 0006) through a lock per batch and a delete
 trigger, which cost one statement per batch instead of a lookup per record."""
 
 from __future__ import annotations

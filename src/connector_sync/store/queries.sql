@@ -259,7 +259,7 @@ SELECT id FROM released;
 
 -- name: lock_dataset --
 -- The dataset a batch of records is written into, locked until the batch commits (the
--- lock the foreign key took per record, before migration 0005): no row, the dataset is
+-- lock the foreign key took per record, before migration 0006): no row, the dataset is
 -- gone and the batch is not written; a delete of it waits for the batch, and then its
 -- trigger deletes the batch's records too.
 SELECT id FROM datasets WHERE id = %(dataset_id)s FOR KEY SHARE;
