@@ -323,7 +323,7 @@ def _json_safe_column(column: tuple[Any, ...]) -> Sequence[Any]:
     if kinds <= _AS_IS:
         return column
     if kinds == {float} or kinds == {float, type(None)}:
-        if all(map(math.isfinite, filter(None.__ne__, column))):
+        if all(math.isfinite(value) for value in column if value is not None):
             return column
         return [json_safe(v) for v in column]
     known = kinds - {type(None)}
