@@ -1252,8 +1252,8 @@ def prune(
     keep: int | None = None,
     older_than: float | None = None,
     history: bool = False,
-    dry_run: bool = False,
     tenant: str | None = None,
+    dry_run: bool = False,
 ) -> PruneResult:
     """Remove datasets beyond each connector's newest `keep` READY ones (None: the
     connector's own keep; 0: no limit) or older than `older_than` seconds; with

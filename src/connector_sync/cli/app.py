@@ -11,17 +11,15 @@ from typing import TYPE_CHECKING, Annotated, Any, Concatenate, ParamSpec, TypeVa
 
 import typer
 
+from connector_sync import constants
 from connector_sync.cli.errors import CommandLine, Flags
 from connector_sync.constants import (
-    CONNECTOR_STATUSES,
-    DATASET_STATUSES,
     DEFAULT_KEEP,
     DEFAULT_MAX_CONSECUTIVE_FAILURES,
     DEFAULT_SYNC_INTERVAL,
     DEFAULT_TENANT,
     MAX_COUNT,
     MAX_SECONDS,
-    SYNC_STATUSES,
 )
 from connector_sync.deploy import DEFAULT_ENV_FILE, DEFAULT_EVERY, DEFAULT_GRACE, Target
 from connector_sync.durations import duration_option
@@ -440,7 +438,9 @@ def list_(
     ctx: typer.Context,
     status: Annotated[
         str | None,
-        typer.Option("--status", "-s", help=f"Only this status: {', '.join(CONNECTOR_STATUSES)}."),
+        typer.Option(
+            "--status", "-s", help=f"Only this status: {', '.join(constants.CONNECTOR_STATUSES)}."
+        ),
     ] = None,
     type_name: Annotated[str | None, typer.Option("--type", help="Only this type.")] = None,
     due: Annotated[bool, typer.Option("--due", help="Only the connectors due now.")] = False,
@@ -454,8 +454,8 @@ def list_(
     inactive: Annotated[
         bool, typer.Option("--inactive", help="INACTIVE connectors too (deleted, data kept).")
     ] = False,
-    tenant: TenantOpt = None,
     as_json: JsonOpt = False,
+    tenant: TenantOpt = None,
 ) -> None:
     """List connectors by tenant and name: a table shows the first 50 and says how many more.
 
@@ -648,7 +648,9 @@ def datasets(
     connector: ConnectorFilterOpt = None,
     status: Annotated[
         str | None,
-        typer.Option("--status", "-s", help=f"Only this status: {', '.join(DATASET_STATUSES)}."),
+        typer.Option(
+            "--status", "-s", help=f"Only this status: {', '.join(constants.DATASET_STATUSES)}."
+        ),
     ] = None,
     limit: Annotated[int, _at_most()] = 50,
     tenant: TenantOpt = None,
@@ -969,7 +971,9 @@ def history(
     status: Annotated[
         str | None,
         typer.Option(
-            "--status", "-s", help=f"Only syncs in this status: {', '.join(SYNC_STATUSES)}."
+            "--status",
+            "-s",
+            help=f"Only syncs in this status: {', '.join(constants.SYNC_STATUSES)}.",
         ),
     ] = None,
     limit: Annotated[int, _at_most()] = 20,
