@@ -451,11 +451,11 @@ def list_(
             "--all", "-a", help="Every connector, however many, INACTIVE ones too (no page)."
         ),
     ] = False,
+    tenant: TenantOpt = None,
     inactive: Annotated[
         bool, typer.Option("--inactive", help="INACTIVE connectors too (deleted, data kept).")
     ] = False,
     as_json: JsonOpt = False,
-    tenant: TenantOpt = None,
 ) -> None:
     """List connectors by tenant and name: a table shows the first 50 and says how many more.
 
