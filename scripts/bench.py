@@ -1697,6 +1697,15 @@ def run_sections(settings: Settings, sections: set[str], scratch: Scratch) -> li
     return figures
 
 
+def byte_compile() -> None:
+    """Write connector_sync's .pyc files, as installing a wheel does: with an editable
+    install and PYTHONDONTWRITEBYTECODE set, every command would compile each module
+    changed since its last .pyc (tens of milliseconds of a start-up measured here)."""
+    import compileall
+
+    compileall.compile_dir(Path(connector_sync.__file__).parent, quiet=1)
+
+
 def on_sigterm(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -1709,6 +1718,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_sigterm)  # clean up on kill as on Ctrl-C
     settings = Settings.from_args(args)
     started = time.perf_counter()
+    byte_compile()
     facts = machine_facts(settings.admin_url)
     with Scratch(settings.admin_url) as scratch:
         figures = run_sections(settings, set(args.only.split(",")), scratch)
