@@ -151,8 +151,8 @@ def _is_listing(document: Any) -> bool:
     bits, which orjson refuses)."""
     from connector_sync.store.base import ConnectorSummary, DatasetSummary, Sync
 
-    plain = (ConnectorSummary, Sync, DatasetSummary)
-    return isinstance(document, list) and all(type(row) in plain for row in document)
+    plain = {ConnectorSummary, Sync, DatasetSummary}
+    return isinstance(document, list) and set(map(type, document)) <= plain
 
 
 class JsonArray:
