@@ -643,9 +643,9 @@ def _counts(by_status: Mapping[str, int]) -> Text:
 
 
 _SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow"}
-#: Problems `health` shows in its table, the critical ones first; the rest are counted
-#: by kind (a fleet with a thousand connectors in ERROR is one look, not a thousand rows).
-HEALTH_ROWS = 50
+#: Problems `health` shows in its table (a screenful), the critical ones first; the rest
+#: are counted by kind (a thousand connectors in ERROR is one look, not a thousand rows).
+HEALTH_ROWS = 20
 
 
 def health_report(report: HealthReport) -> None:
