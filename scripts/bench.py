@@ -2156,6 +2156,15 @@ def run_sections(settings: Settings, sections: set[str], scratch: Scratch) -> li
     return figures
 
 
+def byte_compile() -> None:
+    """Write connector_sync's .pyc files, as installing a wheel does: with an editable
+    install and PYTHONDONTWRITEBYTECODE set, every command would compile each module
+    changed since its last .pyc (tens of milliseconds of a start-up measured here)."""
+    import compileall
+
+    compileall.compile_dir(Path(connector_sync.__file__).parent, quiet=1)
+
+
 def on_sigterm(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -2170,6 +2179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "connectors" in args.only.split(","):
         flights_zip()  # before anything runs: exits with what to install when it is missing
     started = time.perf_counter()
+    byte_compile()
     facts = machine_facts(settings.admin_url)
     with Scratch(settings.admin_url) as scratch:
         figures = run_sections(settings, set(args.only.split(",")), scratch)

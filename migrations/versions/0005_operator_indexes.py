@@ -6,8 +6,9 @@ Create Date: 2026-11-30
 
 `history --status S` and `history --tenant T` walk an index of their own instead of every
 sync since the newest; `status`, `health` and `metrics` count the window's syncs from the
-started_at index alone (PostgreSQL: it carries what they count); `status` counts
-connectors by status, and `health` finds the failing and ERROR ones, from small indexes.
+started_at index alone (PostgreSQL: it carries what they count); a connector is found by
+name in any tenant from an index of names; `status` counts connectors by status, and
+`health` finds the failing and ERROR ones, from small indexes.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ def upgrade() -> None:
     )
     # Not led by status: a due query must keep proving ix_connectors_due the one to use.
     op.create_index("ix_connectors_tenant_status", "connectors", ["tenant", "status"])
+    # A connector by name in any tenant (show NAME, history -c NAME, run -c NAME...): the
+    # unique (tenant, name) index serves only a name within a tenant.
+    op.create_index("ix_connectors_name", "connectors", ["name"])
     for name, column, where in PARTIAL_INDEXES:
         condition = sa.text(where)
         op.create_index(
@@ -57,6 +61,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     for name, _, _ in PARTIAL_INDEXES:
         op.drop_index(name, table_name="connectors")
+    op.drop_index("ix_connectors_name", table_name="connectors")
     op.drop_index("ix_connectors_tenant_status", table_name="connectors")
     op.drop_index("ix_connector_syncs_started_at", table_name="connector_syncs")
     op.create_index("ix_connector_syncs_started_at", "connector_syncs", ["started_at"])

@@ -168,6 +168,8 @@ sa.Index(
 # status counts connectors by status (not led by status: a due query must keep proving
 # ix_connectors_due the one to use); health finds the ERROR and the failing ones.
 sa.Index("ix_connectors_tenant_status", connectors.c.tenant, connectors.c.status)
+# A connector by name in any tenant (uq (tenant, name) serves a name within a tenant).
+sa.Index("ix_connectors_name", connectors.c.name)
 sa.Index(
     "ix_connectors_in_error",
     connectors.c.id,

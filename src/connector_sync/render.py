@@ -130,8 +130,8 @@ def _is_listing(document: Any) -> bool:
     bits, which orjson refuses)."""
     from connector_sync.store.base import ConnectorSummary, DatasetSummary, Sync
 
-    plain = (ConnectorSummary, Sync, DatasetSummary)
-    return isinstance(document, list) and all(type(row) in plain for row in document)
+    plain = {ConnectorSummary, Sync, DatasetSummary}
+    return isinstance(document, list) and set(map(type, document)) <= plain
 
 
 class JsonArray:
@@ -622,9 +622,9 @@ def _counts(by_status: Mapping[str, int]) -> Text:
 
 
 _SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow"}
-#: Problems `health` shows in its table, the critical ones first; the rest are counted
-#: by kind (a fleet with a thousand connectors in ERROR is one look, not a thousand rows).
-HEALTH_ROWS = 50
+#: Problems `health` shows in its table (a screenful), the critical ones first; the rest
+#: are counted by kind (a thousand connectors in ERROR is one look, not a thousand rows).
+HEALTH_ROWS = 20
 
 
 def health_report(report: HealthReport) -> None:

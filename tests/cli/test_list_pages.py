@@ -116,11 +116,11 @@ def test_due_pages_its_table_and_lists_every_one_in_json(cli: Cli) -> None:
     assert sorted(c["name"] for c in json.loads(document.stdout)) == sorted(due)
 
 
-def test_health_shows_fifty_problems_and_counts_the_rest_by_kind(cli: Cli, db_url: str) -> None:
+def test_health_shows_twenty_problems_and_counts_the_rest_by_kind(cli: Cli, db_url: str) -> None:
     with open_store(db_url) as store, store.database.begin() as conn:
         conn.exec_driver_sql("UPDATE connectors SET status = 'ERROR' WHERE status = 'ACTIVE'")
     table = cli("health")
     assert table.exit_code == 1
-    assert len(shown(table.stdout)) == 50
-    assert "9 more (ERROR 9) — health --json lists every one" in table.stdout
+    assert len(shown(table.stdout)) == 20
+    assert "39 more (ERROR 39) — health --json lists every one" in table.stdout
     assert len(json.loads(cli("health", "--json").stdout)) == 59

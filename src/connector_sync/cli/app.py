@@ -473,8 +473,11 @@ def list_(
         tenant, status, type_name, due, include_inactive=inactive or all_, limit=limit
     )
     if as_json:
-        with render.JsonArray() as out:
-            _call(ctx, operations.each_connector, where, out.add)
+        try:
+            with render.JsonArray() as out:
+                _call(ctx, operations.each_connector, where, out.add)
+        except BrokenPipeError:  # the reader (`| head`) has what it wanted
+            _silence_stdout()
         return
     render.connector_page(_call(ctx, operations.connector_page, where))
 

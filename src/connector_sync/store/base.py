@@ -62,9 +62,12 @@ class ManualClock:
 
 
 # -- typed rows ------------------------------------------------------------------------
+#
+# Not slots: orjson encodes a dataclass from its __dict__ at nearly the speed of a dict, and
+# walks __slots__ three times slower (`list --all --json` encodes 100,000 connectors).
 
 
-@dataclass(slots=True)
+@dataclass
 class ConnectorSummary:
     """A connector as listings show it: everything but its config and state."""
 
@@ -94,7 +97,7 @@ class ConnectorSummary:
     updated_at: dt.datetime
 
 
-@dataclass(slots=True)
+@dataclass
 class Connector(ConnectorSummary):
     """A whole connector: the summary plus its config (with `env:` references) and state."""
 
@@ -102,7 +105,7 @@ class Connector(ConnectorSummary):
     state: dict[str, Any] | None
 
 
-@dataclass(slots=True)
+@dataclass
 class Sync:
     """One sync of a connector, as history shows it."""
 
@@ -127,7 +130,7 @@ class Sync:
     elapsed: float | None = None
 
 
-@dataclass(slots=True)
+@dataclass
 class DatasetSummary:
     """A dataset of a connector."""
 
@@ -140,7 +143,7 @@ class DatasetSummary:
     completed_at: dt.datetime | None
 
 
-@dataclass(slots=True)
+@dataclass
 class Dataset(DatasetSummary):
     """A dataset with its connector and schema (field name -> JSON types seen)."""
 

@@ -5,10 +5,11 @@ call, and no SQLAlchemy import at all."""
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import re
 from collections.abc import Generator, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import Any
+from contextlib import closing, contextmanager
+from typing import Any, cast
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -35,6 +36,9 @@ from connector_sync.store.base import (
 from connector_sync.store.named import queries
 
 # JSON's escape of a NUL character: \u0000 after an even number of backslashes.
+#: Rows per message of a streamed listing.
+_STREAM_CHUNK = 500
+
 _ESCAPED_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
@@ -125,11 +129,15 @@ class PostgresStore(Store):
     ) -> Generator[list[base.ConnectorSummary], None, None]:
         summary = base.ConnectorSummary
         params = {**as_dict(where), "now": self.clock() if self.clock else None}
-        # Binary rows: times and numbers arrive as values, not text to parse (a fifth less).
-        with self.database.transaction() as conn, conn.cursor("connectors", binary=True) as cursor:
-            cursor.execute(queries()["list_connectors"], params)
-            while rows := cursor.fetchmany(chunk):
-                yield [summary(*row) for row in rows]
+        # One statement (one snapshot) whose rows the server sends on while these are
+        # handled, `_STREAM_CHUNK` per message (libpq 17's chunked rows), in binary: times and
+        # numbers arrive as values, not text to parse. Closing the stream cancels the rest.
+        with self.database.connection() as conn, conn.cursor(binary=True) as cursor:
+            size = _STREAM_CHUNK if psycopg.pq.version() >= 170000 else 1
+            stream = cursor.stream(queries()["list_connectors"], params, size=size)
+            with closing(cast(Generator[Any, None, None], stream)) as rows:
+                while batch := list(itertools.islice(rows, chunk)):
+                    yield [summary(*row) for row in batch]
 
     @retried
     def edit_connector(self, connector_id: int, edit: base.ConnectorEdit) -> None:
