@@ -293,7 +293,7 @@ def _json_safe_column(column: tuple[Any, ...]) -> Sequence[Any]:
     if kinds <= _AS_IS:
         return column
     if kinds == {float} or kinds == {float, type(None)}:
-        if all(map(math.isfinite, filter(None.__ne__, column))):
+        if all(map(math.isfinite, filter(None, column))):  # None and 0.0 left out: finite
             return column
         return [json_safe(v) for v in column]
     known = kinds - {type(None)}
