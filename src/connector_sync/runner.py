@@ -18,6 +18,7 @@ import random
 import re
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -258,29 +259,36 @@ class _Failure:
 #: reference cycles, yet every collection walks those still alive in the batches; at
 #: 700 that was a fifth of the CPU of a sync of demo records.
 READING_GC_THRESHOLD = 50_000
-_gc_lock = threading.Lock()
-_gc_readers = 0
-_gc_threshold_before = gc.get_threshold()
+#: How long (seconds) a thread holds the GIL while another waits for it, while a reader
+#: reads, rather than 5 ms: the sync thread sends a batch in 128 KiB pieces, needing
+#: the GIL back after each, and each wait for the busy reader held the database idle.
+READING_SWITCH_INTERVAL = 0.0005
+_reading_lock = threading.Lock()
+_readers = 0
+_settings_before = (gc.get_threshold(), sys.getswitchinterval())
 
 
 @contextmanager
-def _fewer_collections() -> Iterator[None]:
-    """While at least one reader reads, the first GC threshold is READING_GC_THRESHOLD
-    (unless it is higher already); the last reader to finish puts the old one back."""
-    global _gc_readers, _gc_threshold_before
-    with _gc_lock:
-        if _gc_readers == 0:
-            _gc_threshold_before = gc.get_threshold()
-            first, *older = _gc_threshold_before
+def _reading_settings() -> Iterator[None]:
+    """While at least one reader reads: READING_GC_THRESHOLD (unless higher already) and
+    READING_SWITCH_INTERVAL (unless lower already); the last reader to finish puts the
+    process's own settings back."""
+    global _readers, _settings_before
+    with _reading_lock:
+        if _readers == 0:
+            _settings_before = (gc.get_threshold(), sys.getswitchinterval())
+            (first, *older), interval = _settings_before
             gc.set_threshold(max(first, READING_GC_THRESHOLD), *older)
-        _gc_readers += 1
+            sys.setswitchinterval(min(interval, READING_SWITCH_INTERVAL))
+        _readers += 1
     try:
         yield
     finally:
-        with _gc_lock:
-            _gc_readers -= 1
-            if _gc_readers == 0:
-                gc.set_threshold(*_gc_threshold_before)
+        with _reading_lock:
+            _readers -= 1
+            if _readers == 0:
+                gc.set_threshold(*_settings_before[0])
+                sys.setswitchinterval(_settings_before[1])
 
 
 class _Reader:
@@ -318,7 +326,7 @@ class _Reader:
         return False
 
     def _produce(self) -> None:
-        with _fewer_collections():
+        with _reading_settings():
             self._read_batches()
 
     def _read_batches(self) -> None:
