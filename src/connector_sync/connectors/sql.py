@@ -19,9 +19,11 @@ import datetime as dt
 import decimal
 import functools
 import getpass
+import ipaddress
 import math
 import os
 import re
+import socket
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -176,16 +178,44 @@ def same_database(source: str, own: str) -> bool:
         paths = [_sqlite_path(first), _sqlite_path(second)]
         if paths[0] is None or paths[1] is None:
             return False
-        return os.path.realpath(paths[0]) == os.path.realpath(paths[1])
+        try:  # one file by identity (device and inode): a hard link is the same file
+            return os.path.samefile(paths[0], paths[1])
+        except OSError:  # one does not exist (yet): compare where they lead
+            return os.path.realpath(paths[0]) == os.path.realpath(paths[1])
     return _server_database(first) == _server_database(second)
 
 
 def _server_database(url: sa.URL) -> tuple[str, int, str]:
-    """(host, port, database) as a client library would default them."""
-    host = (url.host or str(url.query.get("host") or "")).lower()
-    local = host in ("", "localhost", "127.0.0.1", "::1") or host.startswith("/")
-    port = url.port or {"postgresql": 5432}.get(url.get_backend_name(), 0)
-    return ("localhost" if local else host, port, url.database or url.username or getpass.getuser())
+    """(host, port, database) as libpq would connect: query parameters (`?dbname=`,
+    `?host=`, `?port=`) win over the URL's parts, and every name or address of this
+    machine (loopback, 0.0.0.0, its host name, a Unix socket) is one host."""
+    query = {key: str(value) for key, value in url.query.items()}
+    host = (query.get("host") or url.host or "").lower()
+    port_text = query.get("port") or (str(url.port) if url.port else "")
+    port = (
+        int(port_text)
+        if port_text.isdigit()
+        else {"postgresql": 5432}.get(url.get_backend_name(), 0)
+    )
+    database = query.get("dbname") or url.database or url.username or getpass.getuser()
+    return ("localhost" if _this_machine(host) else host, port, database)
+
+
+def _this_machine(host: str) -> bool:
+    """Whether `host` reaches this machine: empty (the default socket), a socket path,
+    a loopback or unspecified address, or a name that resolves to one of this machine's."""
+    if not host or host.startswith("/") or host == "localhost":
+        return True
+    try:
+        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+        mine = {str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None)}
+    except (OSError, UnicodeError):
+        return False
+    for address in addresses:
+        ip = ipaddress.ip_address(address.split("%")[0])
+        if ip.is_loopback or ip.is_unspecified or address in mine:
+            return True
+    return False
 
 
 def _sqlite_path(url: sa.URL) -> str | None:
@@ -293,7 +323,7 @@ def _json_safe_column(column: tuple[Any, ...]) -> Sequence[Any]:
     if kinds <= _AS_IS:
         return column
     if kinds == {float} or kinds == {float, type(None)}:
-        if all(map(math.isfinite, filter(None, column))):  # None and 0.0 left out: finite
+        if all(math.isfinite(value) for value in column if value is not None):
             return column
         return [json_safe(v) for v in column]
     known = kinds - {type(None)}
