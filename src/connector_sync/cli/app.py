@@ -895,6 +895,12 @@ def run(
             "--limit applies to due connectors; with --connector, name fewer connectors",
             param_hint="'--limit'",
         )
+    loop_only = [name for name in ("every", "jitter", "max_runs") if _given(ctx, name)]
+    if loop_only and not loop:
+        flag = "--" + loop_only[0].replace("_", "-")
+        raise typer.BadParameter(
+            "applies to --loop: add --loop, or leave it out", param_hint=f"'{flag}'"
+        )
     if not (connector or loop or dry_run) and operations.nothing_to_run(_url(ctx), tenant):
         # Most scheduled runs: answered before the runner and the plugins are imported.
         _nothing_due(as_json)
@@ -906,12 +912,6 @@ def run(
         attempts=attempts, grace=grace, lease_seconds=lease_seconds,
         heartbeat_seconds=heartbeat_seconds, batch_size=batch_size,
     )  # fmt: skip
-    loop_only = [name for name in ("every", "jitter", "max_runs") if _given(ctx, name)]
-    if loop_only and not loop:
-        flag = "--" + loop_only[0].replace("_", "-")
-        raise typer.BadParameter(
-            "applies to --loop: add --loop, or leave it out", param_hint=f"'{flag}'"
-        )
     if loop:
         if connector or dry_run:
             raise typer.BadParameter(
