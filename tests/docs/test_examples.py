@@ -1,8 +1,11 @@
 """Every command the docs show is run, page by page, and exits as the page says.
 
 Each page's console commands run in order in one bash (so `export` and `cd` carry
-on), in a fresh temporary folder, with the installed `connector-sync` first on the
-PATH and no database URL set: a fresh SQLite file unless the page sets one. A
+on), in a fresh temporary folder, with `connector-sync` first on the PATH and no
+database URL set: a fresh SQLite file unless the page sets one. The README, where a
+new user starts, runs the installed console script (REAL_PROCESS_PAGES); the other pages
+run it through the fork server of support/forkserver.py: the same command line, not
+imported again for each of their two hundred commands. A
 command ends with `  # exits N` when it should fail; every other must exit 0.
 
 Sample output (the lines under a command) is checked where that is cheap and
@@ -39,10 +42,12 @@ from doc_blocks import (
 from doc_blocks import commands as console_commands
 
 from support.fake_api import FakeApi
+from support.forkserver import forkserver
 
 BIN = Path(sys.executable).parent  # the virtualenv's bin, where connector-sync is installed
 FAKE_API = "http://127.0.0.1:8765"
 PAGE_TIMEOUT = 120
+REAL_PROCESS_PAGES = {"README.md"}
 
 
 @dataclass
@@ -219,16 +224,25 @@ def _cases() -> Iterator[object]:
             yield pytest.param(path, None, id=name)
 
 
-def clean_environment(workdir: Path) -> dict[str, str]:
+def clean_environment(workdir: Path, first: Path | None = None) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith("CONNECTOR_SYNC_")
         and key not in {"DATABASE_URL", "PYTHONPATH", "VIRTUAL_ENV"}
     }
-    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", COLUMNS="120", NO_COLOR="1")
+    path = os.pathsep.join([*([str(first)] if first else []), str(BIN), env.get("PATH", "")])
+    env.update(PATH=path, COLUMNS="120", NO_COLOR="1")
     env.update(HOME=str(workdir), TMPDIR=str(workdir.parent))
     return env
+
+
+@pytest.fixture(scope="session")
+def shim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The folder of the fork server's `connector-sync` (started once per test worker)."""
+    home = tmp_path_factory.mktemp("forkserver")
+    with forkserver(home / "bin", clean_environment(home)) as folder:
+        yield folder
 
 
 @pytest.mark.parametrize(("path", "database"), list(_cases()))
@@ -238,7 +252,8 @@ def test_page_commands(
     name = page_id(path)
     workdir = tmp_path / "work"
     workdir.mkdir()
-    page = Page(path=path, workdir=workdir, env=clean_environment(workdir))
+    first = None if name in REAL_PROCESS_PAGES else request.getfixturevalue("shim")
+    page = Page(path=path, workdir=workdir, env=clean_environment(workdir, first))
     if database is not None:
         DATABASE_PAGES[name](request, page, database)
     elif name in PAGES:
