@@ -42,7 +42,7 @@ from doc_blocks import (
 from doc_blocks import commands as console_commands
 
 from support.fake_api import FakeApi
-from support.forkserver import forkserver
+from support.forkserver import forked_command
 
 BIN = Path(sys.executable).parent  # the virtualenv's bin, where connector-sync is installed
 FAKE_API = "http://127.0.0.1:8765"
@@ -237,14 +237,6 @@ def clean_environment(workdir: Path, first: Path | None = None) -> dict[str, str
     return env
 
 
-@pytest.fixture(scope="session")
-def shim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The folder of the fork server's `connector-sync` (started once per test worker)."""
-    home = tmp_path_factory.mktemp("forkserver")
-    with forkserver(home / "bin", clean_environment(home)) as folder:
-        yield folder
-
-
 @pytest.mark.parametrize(("path", "database"), list(_cases()))
 def test_page_commands(
     path: Path, database: str | None, request: pytest.FixtureRequest, tmp_path: Path
@@ -252,7 +244,7 @@ def test_page_commands(
     name = page_id(path)
     workdir = tmp_path / "work"
     workdir.mkdir()
-    first = None if name in REAL_PROCESS_PAGES else request.getfixturevalue("shim")
+    first = None if name in REAL_PROCESS_PAGES else Path(forked_command()).parent
     page = Page(path=path, workdir=workdir, env=clean_environment(workdir, first))
     if database is not None:
         DATABASE_PAGES[name](request, page, database)

@@ -13,9 +13,7 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,13 +22,14 @@ from connector_sync.db import Database
 from connector_sync.store import open_store
 from connector_sync.store.base import NewConnector
 from support.database import query, time_passes
+from support.forkserver import forked_command
 
-COMMAND = str(Path(sys.executable).parent / "connector-sync")
+COMMAND = forked_command  # the command line as a process (support/forkserver.py)
 
 
 def start_run(url: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [COMMAND, "--database-url", url, "--log-level", "warning", "run", "--json", *args],
+        [COMMAND(), "--database-url", url, "--log-level", "warning", "run", "--json", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -93,6 +92,8 @@ def test_a_killed_worker_is_recovered_after_its_lease_expires(db_url: str) -> No
     worker = start_run(db_url, "--lease-seconds", "5", "--heartbeat-seconds", "1")
     wait_for(lambda: query(db_url, "SELECT count(*) FROM connector_syncs "
                                    "WHERE status = 'IN_PROGRESS'") == [(1,)])  # fmt: skip
+    [(owner,)] = query(db_url, "SELECT lease_owner FROM connectors")
+    assert owner.startswith(f"{os.uname().nodename}:")
     worker.send_signal(signal.SIGKILL)
     worker.communicate()
     # While the lease is live, nobody else may touch the connector.
@@ -109,8 +110,7 @@ def test_a_killed_worker_is_recovered_after_its_lease_expires(db_url: str) -> No
     assert "recovered connector c00000" in stderr
     abandoned = query(db_url, "SELECT status, error, error_type FROM connector_syncs ORDER BY id")
     assert abandoned[0][0] == "FAILED" and abandoned[0][2] == "LeaseExpired"
-    assert abandoned[0][1].startswith(f"abandoned: lease of {os.uname().nodename}:{worker.pid} "
-                                      "expired at ")  # fmt: skip
+    assert abandoned[0][1].startswith(f"abandoned: lease of {owner} expired at ")
     assert abandoned[1][0] == "COMPLETED"
     assert query(db_url, "SELECT status, record_count FROM datasets") == [("READY", 2)]
     assert query(db_url, "SELECT count(*) FROM dataset_records") == [(2,)]

@@ -164,7 +164,7 @@ def test_connectors_claimed_ahead_are_given_back_when_the_sync_in_front_turns_sl
                 NewConnector(
                     name=name,
                     type="sleepy" if slow else "demo",
-                    config={"records": 1, "seconds": 4} if slow else {"records": 1},
+                    config={"records": 1, "seconds": 2.5} if slow else {"records": 1},
                     sync_interval=3600,
                 )
             )

@@ -8,7 +8,6 @@ import json
 import os
 import pty
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,14 +17,15 @@ from connector_sync import operations
 from connector_sync.runner import Runner, RunOptions
 from connector_sync.store import open_store
 from connector_sync.store.base import ClaimRequest, Completion, NewConnector
+from support.forkserver import forked_command
 
-BIN = Path(sys.executable).parent / "connector-sync"
+BIN = forked_command  # the command line as a process (support/forkserver.py)
 
 
 def command(url: str, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": url}
     return subprocess.run(
-        [str(BIN), *args], env=env, capture_output=True, text=True, timeout=120, check=False, **kw
+        [BIN(), *args], env=env, capture_output=True, text=True, timeout=120, check=False, **kw
     )
 
 
@@ -108,7 +108,7 @@ def _answer(url: str, answer: str) -> tuple[int, str]:
     controller, terminal = pty.openpty()
     env = {**os.environ, "DATABASE_URL": url}
     process = subprocess.Popen(
-        [str(BIN), "delete", "orders"], stdin=terminal, stdout=subprocess.PIPE,
+        [BIN(), "delete", "orders"], stdin=terminal, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, env=env, text=True,
     )  # fmt: skip
     os.close(terminal)
@@ -134,7 +134,7 @@ def test_delete_force_while_a_run_syncs_it_ends_that_sync_not_the_run(db_url: st
     ok(db_url, "add", "slow", "--type", "sleepy", "--config", '{"records": 400, "seconds": 0.02}')
     env = {**os.environ, "DATABASE_URL": db_url}
     run = subprocess.Popen(
-        [str(BIN), "run", "--batch-size", "5", "--heartbeat-seconds", "0.5"], env=env,
+        [BIN(), "run", "--batch-size", "5", "--heartbeat-seconds", "0.5"], env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 30

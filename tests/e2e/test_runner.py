@@ -261,11 +261,11 @@ def test_stop_lets_a_sync_that_finishes_within_the_grace_complete(store: Store) 
 @pytest.mark.real_time
 def test_queued_manual_syncs_keep_their_leases_alive(store: Store) -> None:
     """Connectors claimed together for a manual run are heartbeated while they wait."""
-    first = add(store, "first", type="sleepy", records=1, seconds=3.0)
+    first = add(store, "first", type="sleepy", records=1, seconds=1.5)
     second = add(store, "second", records=1)
-    options = RunOptions(connector_ids=[first, second], lease_seconds=1.5, heartbeat_seconds=0.1)
-    stolen: list[RecoveredLease] = []
-    thief = threading.Timer(2.2, lambda: stolen.extend(store.recover_expired_leases()))
+    options = RunOptions(connector_ids=[first, second], lease_seconds=0.8, heartbeat_seconds=0.1)
+    stolen: list[RecoveredLease] = []  # looked for once the lease would have expired twice
+    thief = threading.Timer(1.2, lambda: stolen.extend(store.recover_expired_leases()))
     thief.start()
     report = Runner(store, options).run()
     thief.join()

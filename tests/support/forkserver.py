@@ -1,27 +1,31 @@
-"""A fork server for `connector-sync` commands run by shell scripts in tests.
+"""A fork server for the `connector-sync` commands tests run as processes.
 
-The docs run about two hundred commands through bash, and most of each command's time
-was Python importing the same modules again. Here one server process per test worker
-imports the command line once; a `connector-sync` shim placed first on a test's PATH
-hands the server its argv, environment, working directory and its stdin, stdout and
-stderr (the descriptors themselves, over a Unix socket); the server forks, and the child
-becomes that command: it takes the descriptors as 0, 1 and 2, the environment and the
-folder, and runs `connector_sync.cli.main()` as the console script would, ending as a
-process ends (atexit, flushed streams, its exit status). The shim forwards the signals
-a shell or a timeout sends and exits with the child's status, or dies of its signal.
+The docs alone run about two hundred commands through bash, and most of each command's
+time went to Python importing the same modules again. Here one server per test worker
+imports the command line once; a `connector-sync` shim (see `forked_command`) hands the
+server its argv, environment, working directory and its stdin, stdout and stderr (the
+descriptors themselves, over a Unix socket); the server forks, and the child becomes
+that command: it takes the descriptors as 0, 1 and 2, the environment and the folder,
+and runs `connector_sync.cli.main()` as the console script would, ending as a process
+ends (atexit, flushed streams, its exit status). Each command is its own process with
+its own database connections; the shim forwards the signals a shell or a test sends,
+the server kills the command with SIGKILL when the shim's end of the socket closes
+first (a kill -9 of the shim), and the shim exits with the command's status or dies of
+its signal.
 
-What a fork cannot give the child, and so what tests that need it do not use this for:
-its own process group and controlling terminal (a kill -9 of the shim is passed on: the
-server kills the command when the shim's end of the socket closes before it ends), and a fresh interpreter (a module the
-server imported is imported already; the e2e tests and the README's page run the real
-console script, which would catch an import the code forgot). Only modules are imported
-before the fork: nothing reads the environment, opens a database or discovers plugins
-until the child runs the command; `PYTHONPATH` from the command's environment is put on
-`sys.path` as Python would.
+What a fork cannot give, and so what the tests that need it run the installed console
+script for: a process group and controlling terminal of its own, and a fresh
+interpreter. A module the server imported is imported already, so an import the code
+forgot would go unnoticed here: the README's page, the acceptance scenario, the idle
+run, the deploy files and `serve` run the real console script. Only modules are
+imported before the fork: nothing reads the environment, opens a database or looks for
+plugins until the child runs its command, and PYTHONPATH from the command's environment
+goes on `sys.path` as Python would put it.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import ctypes
 import functools
@@ -29,13 +33,13 @@ import gc
 import json
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 #: What the server imports before it forks: what most commands import anyway.
@@ -54,7 +58,7 @@ PRELOAD = (
     "httpx",
 )
 
-SHIM = '''\
+SHIM = """\
 #!{python} -IS
 # connector-sync through the tests' fork server (tests/support/forkserver.py).
 import json, os, signal, socket, sys
@@ -79,7 +83,7 @@ if status < 0:
     signal.signal(-status, signal.SIG_DFL)
     os.kill(os.getpid(), -status)
 sys.exit(status)
-'''
+"""
 
 
 def _receive(conn: socket.socket) -> tuple[dict[str, object], list[int]]:
@@ -108,11 +112,11 @@ def _become(request: dict[str, object], fds: list[int]) -> None:
     extra = [entry for entry in env.get("PYTHONPATH", "").split(os.pathsep) if entry]
     sys.path[1:1] = extra
     # As Python opens them: stdout line-buffered on a terminal, stderr always.
-    sys.stdin = sys.__stdin__ = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
-    sys.stdout = sys.__stdout__ = open(  # noqa: SIM115
+    sys.stdin = open(0, encoding="utf-8", closefd=False)  # noqa: SIM115
+    sys.stdout = open(  # noqa: SIM115
         1, "w", buffering=1 if os.isatty(1) else -1, encoding="utf-8", closefd=False
     )
-    sys.stderr = sys.__stderr__ = open(  # noqa: SIM115
+    sys.stderr = open(  # noqa: SIM115
         2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False
     )
     argv = request["argv"]
@@ -196,36 +200,52 @@ def serve(path: str) -> None:
 
 
 def _send(conn: socket.socket, text: str) -> None:
-    try:
+    # A shim that was killed cannot hear it; its command is reaped all the same.
+    with contextlib.suppress(OSError):
         conn.sendall(text.encode())
-    except OSError:
-        pass  # the shim was killed; its child runs on and is reaped all the same
 
 
-@contextmanager
-def forkserver(folder: Path, env: dict[str, str]) -> Iterator[Path]:
-    """Starts a fork server; yields a folder holding its `connector-sync` shim, to put
-    first on a PATH. The server stops when the context ends."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "socket"
-    (folder / "connector-sync").write_text(SHIM.format(python=sys.executable, path=str(path)))
-    (folder / "connector-sync").chmod(0o755)
-    process = subprocess.Popen(
-        [sys.executable, __file__, str(path)],
-        env=env,
-        cwd=folder,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+_started: tuple[subprocess.Popen[str], Path] | None = None
+
+
+def forked_command() -> str:
+    """The path of a `connector-sync` that runs through this process's fork server,
+    started on first use and stopped when this process exits. The server starts with
+    neither a database URL nor PYTHONPATH; each command brings its own."""
+    global _started
+    if _started is None:
+        folder = Path(tempfile.mkdtemp(prefix="forkserver-"))
+        path = folder / "socket"
+        shim = folder / "connector-sync"
+        shim.write_text(SHIM.format(python=sys.executable, path=str(path)))
+        shim.chmod(0o755)
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith("CONNECTOR_SYNC_")
+            and key not in {"DATABASE_URL", "PYTHONPATH", "CRON_SECRET"}
+        }
+        process = subprocess.Popen(
+            [sys.executable, __file__, str(path)],
+            env=env,
+            cwd=folder,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert process.stdout is not None
         assert process.stdout.readline() == "ready\n", "the fork server did not start"
-        yield folder
-    finally:
+        _started = (process, folder)
+        atexit.register(_stop)
+    return str(_started[1] / "connector-sync")
+
+
+def _stop() -> None:
+    if _started is not None:
+        process, folder = _started
         process.kill()
         process.wait()
-        path.unlink(missing_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":
