@@ -4,12 +4,15 @@ the test, or the installed command as a subprocess), real HTTP, real runs."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +22,7 @@ from typer.testing import CliRunner
 from connector_sync import operations
 from connector_sync.db import SCHEMA_REVISION, Database
 from connector_sync.server import runs as server_runs
+from connector_sync.server.launch import HttpTrigger
 from support.serving import AUTH, SECRET, Command, ServeProcess, client, served, wait_for
 
 # -- helpers ---------------------------------------------------------------------------
@@ -321,15 +325,34 @@ JSON = {"content-type": "application/json"}
     ],
 )  # fmt: skip
 def test_bad_requests_get_one_line_and_change_nothing(
-    sqlite_url: str, method: str, path: str, send: dict[str, Any], status: int, detail: str
+    bad_request_server: tuple[str, HttpTrigger],
+    method: str,
+    path: str,
+    send: dict[str, Any],
+    status: int,
+    detail: str,
 ) -> None:
-    add(sqlite_url, "a", records=1)
-    with served(sqlite_url) as server, client(server.url) as http:
-        before = snapshot(sqlite_url)
+    url, server = bad_request_server
+    with client(server.url) as http:
+        before = snapshot(url)
         answer = http.request(method, path, **send)
         assert answer.status_code == status, answer.text
         assert one_line_detail(answer).startswith(detail) or detail in one_line_detail(answer)
-        assert snapshot(sqlite_url) == before
+        assert snapshot(url) == before
+
+
+@pytest.fixture(scope="module")
+def bad_request_server(
+    sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, HttpTrigger]]:
+    """One server for every bad request: each is refused and changes nothing (its own
+    test compares the database before and after), so the next one meets the same state."""
+    path = tmp_path_factory.mktemp("bad-requests") / "connector-sync.db"
+    shutil.copy(sqlite_template, path)
+    url = f"sqlite:///{path}"
+    add(url, "a", records=1)
+    with served(url) as server:
+        yield url, server
 
 
 def test_reads_answer_the_same_documents_as_the_cli(db_url: str) -> None:
@@ -412,7 +435,8 @@ def test_a_post_arriving_while_the_server_stops_gets_503(sqlite_url: str) -> Non
 
 def test_sigterm_drains_a_run_in_flight_within_the_grace(sqlite_url: str) -> None:
     add(sqlite_url, "slow", type="sleepy", records=3, seconds=0.4)
-    with ServeProcess(sqlite_url, "--grace", "20", log_format="json") as serve:
+    # The installed console script: SIGTERM reaches the server's own process.
+    with ServeProcess(sqlite_url, "--grace", "20", log_format="json", real=True) as serve:
         answers: list[httpx.Response] = []
         posting = threading.Thread(
             target=lambda: answers.append(
