@@ -10,10 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from schemathesis.generation import GenerationMode
 
 from connector_sync import operations
 from connector_sync.server.launch import HttpTrigger
@@ -52,6 +50,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpTrigger]:
 
 @pytest.fixture(scope="module")
 def api_schema(server: HttpTrigger) -> Any:
+    import schemathesis  # here, not at collection: a second of imports in every test process
+
     loaded = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
     # Every case sends the right bearer (a mutated one would be overwritten, and then read
     # as "invalid data accepted"); the ignored_auth check still tries none and wrong ones.
@@ -62,6 +62,8 @@ def api_schema(server: HttpTrigger) -> Any:
 @pytest.mark.parametrize("operation", OPERATIONS)
 def test_the_api_answers_every_request_as_documented(api_schema: Any, operation: str) -> None:
     """Valid requests (positive) and invalid ones (negative), each answered as documented."""
+    from schemathesis.generation import GenerationMode
+
     method, path = operation.split(" ")
     endpoint = api_schema[path][method]
     cases = st.one_of(
