@@ -338,7 +338,10 @@ def db_upgrade(ctx: typer.Context) -> None:
 
 @db_app.command("current")
 def db_current(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Show the schema revision.  Example: connector-sync db current"""
+    """Show the schema revision; exit 3 when the SQLite file does not exist (not created).
+
+    Example: connector-sync db current
+    """
     from connector_sync import operations, render
 
     render.output(as_json, operations.schema_revision(_url(ctx)), render.schema_revision)
