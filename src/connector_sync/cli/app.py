@@ -477,7 +477,7 @@ def list_(
     )
     if as_json:
         try:
-            with render.JsonArray() as out:
+            with render.json_array() as out:
                 _call(ctx, operations.each_connector, where, out.add)
         except BrokenPipeError:  # the reader (`| head`) has what it wanted
             _silence_stdout()

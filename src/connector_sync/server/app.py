@@ -22,9 +22,9 @@ from fastapi.security import HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connector_sync import __version__, operations
+from connector_sync.documents import json_text
 from connector_sync.exceptions import ConnectorSyncError, DatabaseError
 from connector_sync.operations import RunOptions
-from connector_sync.render import json_text
 from connector_sync.server.auth import bearer_matches
 from connector_sync.server.errors import ShuttingDown, one_line, status_of, unexpected
 from connector_sync.server.runs import RunRegistry, TriggeredRun
