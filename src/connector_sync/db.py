@@ -391,6 +391,17 @@ class Database(Closing):
         path = self.sqlite_path()
         return path is not None and not Path(path).exists()
 
+    def refuse_missing_sqlite_file(self) -> None:
+        """Raises DatabaseUnavailable, saying how to create it, when the database is a SQLite
+        file that does not exist."""
+        if self.missing_sqlite_file():
+            path = str(self.sqlite_path())
+            shown = path if Path(path).is_absolute() or path.startswith(".") else f"./{path}"
+            raise DatabaseUnavailable(
+                f"no connector-sync database at {shown}: run 'connector-sync db "
+                "upgrade' (or add a connector) to create it, or set DATABASE_URL"
+            )
+
     def current_revision(self) -> str | None:
         """The alembic revision stamped in the database, None for an empty database."""
         if self.is_postgresql:
@@ -446,13 +457,8 @@ class Database(Closing):
         a scheduled `run` pointed at the wrong folder must fail loudly, not start an empty
         database and report "nothing due" for ever.
         """
-        if not create and self.missing_sqlite_file():
-            path = str(self.sqlite_path())
-            shown = path if Path(path).is_absolute() or path.startswith(".") else f"./{path}"
-            raise DatabaseUnavailable(
-                f"no connector-sync database at {shown}: run 'connector-sync db "
-                "upgrade' (or add a connector) to create it, or set DATABASE_URL"
-            )
+        if not create:
+            self.refuse_missing_sqlite_file()
         revision = self.current_revision()
         if revision == SCHEMA_REVISION:
             return

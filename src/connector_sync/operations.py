@@ -113,8 +113,14 @@ class SchemaRevision:
 
 
 def schema_revision(url: str) -> SchemaRevision:
-    """The schema revision of the database (None: no schema), and the one this code needs."""
+    """The schema revision of the database (None: no schema), and the one this code needs.
+
+    Raises:
+        DatabaseUnavailable: a SQLite file that does not exist (asking does not create
+            it), or a server that does not answer.
+    """
     with Database(url) as database:
+        database.refuse_missing_sqlite_file()
         return _revision_of(database)
 
 

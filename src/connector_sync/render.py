@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from connector_sync.constants import CONNECTOR_KEYS
+from connector_sync.documents import JsonArray, json_text
 from connector_sync.documents import iso as iso
 from connector_sync.documents import jsonable as jsonable
 from connector_sync.durations import human_seconds
@@ -104,66 +105,10 @@ def print_json(document: Any) -> None:
         sys.stdout.write(json_text(document) + "\n")
 
 
-def json_text(document: Any, *, indent: bool = True) -> str:
-    """The JSON document of `document`: indented by two (or compact), non-ASCII as it is,
-    times in ISO-8601 UTC. A listing of typed rows is encoded by orjson straight from the
-    rows (the same text, twenty times faster than jsonable and json.dumps)."""
-    if _is_listing(document):
-        return json_bytes(document, indent=indent).decode()
-    if indent:
-        return json.dumps(jsonable(document), indent=2, ensure_ascii=False)
-    return json.dumps(jsonable(document), ensure_ascii=False, separators=(",", ":"))
-
-
-def json_bytes(document: Any, *, indent: bool = True) -> bytes:
-    """json_text's UTF-8 bytes (a listing's straight from orjson)."""
-    if not _is_listing(document):
-        return json_text(document, indent=indent).encode()
-    import orjson
-
-    return orjson.dumps(document, option=orjson.OPT_UTC_Z | (orjson.OPT_INDENT_2 if indent else 0))
-
-
-def _is_listing(document: Any) -> bool:
-    """A list of rows whose fields are all plain (ints, text, times, flags), which orjson
-    encodes as jsonable would: no `to_document`, no JSON from a source (a number past 64
-    bits, which orjson refuses)."""
-    from connector_sync.store.base import ConnectorSummary, DatasetSummary, Sync
-
-    plain = {ConnectorSummary, Sync, DatasetSummary}
-    return isinstance(document, list) and set(map(type, document)) <= plain
-
-
-class JsonArray:
-    """A JSON array printed as its items come, in print_json's format: `list --all --json`
-    writes 100,000 connectors with flat memory. Use as `with JsonArray() as out: out.add(rows)`;
-    nothing is printed when the block fails before the first item."""
-
-    def __init__(self) -> None:
-        self.started = False
-
-    def add(self, rows: Sequence[Any]) -> None:
-        if Output.quiet or not rows:
-            return
-        # Each chunk as an indented array, its brackets replaced by the whole one's; bytes
-        # straight to stdout's buffer when it has one (no decoding and encoding again).
-        inner = json_bytes(list(rows))[2:-2]
-        head = b",\n" if self.started else b"[\n"
-        self.started = True
-        buffer = getattr(sys.stdout, "buffer", None)
-        if buffer is None:
-            sys.stdout.write((head + inner).decode())
-            return
-        sys.stdout.flush()
-        buffer.write(head)
-        buffer.write(inner)
-
-    def __enter__(self) -> JsonArray:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        if kind is None and not Output.quiet:
-            sys.stdout.write("\n]\n" if self.started else "[]\n")
+def json_array() -> JsonArray:
+    """print_json's format for a listing that comes in chunks (`list --all --json`): on
+    stdout, or nowhere with --quiet."""
+    return JsonArray(None if Output.quiet else sys.stdout)
 
 
 def print_text(text: str) -> None:

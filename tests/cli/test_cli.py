@@ -219,8 +219,24 @@ def test_recover_command(cli: Cli) -> None:
     assert result.exit_code == 0 and json.loads(result.stdout) == []
 
 
-def test_db_current_does_not_create_a_missing_sqlite_file(tmp_path: Path) -> None:
+def test_db_current_on_a_missing_sqlite_file_exits_3_and_does_not_create_it(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "absent.db"
+    for args in (("db", "current"), ("db", "current", "--json")):
+        result = Cli(f"sqlite:///{path}")(*args)
+        assert result.exit_code == 3, result.output
+        assert result.stdout == ""
+        assert result.stderr.strip() == (
+            f"connector-sync: error: no connector-sync database at {path}: run 'connector-sync "
+            "db upgrade' (or add a connector) to create it, or set DATABASE_URL"
+        )
+        assert not path.exists()
+
+
+def test_db_current_on_an_empty_sqlite_file_says_there_is_no_schema(tmp_path: Path) -> None:
+    path = tmp_path / "empty.db"
+    path.touch()
     result = Cli(f"sqlite:///{path}")("db", "current", "--json")
     assert result.exit_code == 0
     assert json.loads(result.stdout) == {
@@ -228,7 +244,6 @@ def test_db_current_does_not_create_a_missing_sqlite_file(tmp_path: Path) -> Non
         "expected": SCHEMA_REVISION,
         "current": False,
     }
-    assert not path.exists()
 
 
 @pytest.mark.postgres

@@ -23,7 +23,9 @@ import pytest
 from connector_sync.connectors.file import FileConnector
 from connector_sync.connectors.http import HttpConnector
 from connector_sync.exceptions import PermanentError, PluginError, TransientError
-from connector_sync.store.base import NewConnector, Store
+from connector_sync.runner import Runner, RunOptions
+from connector_sync.store.base import HistoryFilter, NewConnector, Store
+from support.database import count_rows
 from support.fake_api import FakeApi
 
 MiB = 1024 * 1024
@@ -90,6 +92,65 @@ def test_a_page_announced_larger_than_the_limit_is_not_downloaded(api: FakeApi) 
         "bytes, more than 16 MiB (max_response_bytes)",
     )
     assert seconds < 2
+
+
+# -- file: bytes per download (a url), as sent and decompressed ------------------------------
+
+
+def test_an_endless_download_fails_at_max_response_bytes_and_hangs_up(api: FakeApi) -> None:
+    plugin = FileConnector({"url": f"{api.url}/endless-lines/x.jsonl", "max_response_bytes": MiB})
+    fails(
+        lambda: sum(1 for _ in plugin.read()),
+        PermanentError,
+        "the file is more than 1 MiB (max_response_bytes); "
+        "raise max_response_bytes if the file really is this large",
+    )
+    assert eventually(lambda: api.counters.get("hung up: /endless-lines/x.jsonl", 0) == 1)
+
+
+def test_a_downloaded_gzip_bomb_fails_at_max_response_bytes_once_decompressed(
+    api: FakeApi,
+) -> None:
+    plugin = FileConnector({"url": f"{api.url}/gzip-bomb/x.json", "max_response_bytes": MiB})
+    fails(lambda: list(plugin.read()), PermanentError, "decompresses to more than 1 MiB")
+
+
+def test_a_download_announced_larger_than_the_limit_is_not_read(api: FakeApi) -> None:
+    plugin = FileConnector({"url": f"{api.url}/big-page/x.json?mb=300", "max_response_bytes": MiB})
+    seconds = fails(
+        lambda: list(plugin.read()), PermanentError, "bytes, more than 1 MiB (max_response_bytes)"
+    )
+    assert seconds < 2
+
+
+def test_a_download_within_the_limit_is_read_whole_and_the_default_is_1_gib(
+    api: FakeApi,
+) -> None:
+    api.files["rows.csv"] = b"n\n" + b"".join(b"%d\n" % n for n in range(100_000))
+    size = len(api.files["rows.csv"])
+    plugin = FileConnector({"url": f"{api.url}/files/rows.csv", "max_response_bytes": size})
+    assert sum(1 for _ in plugin.read()) == 100_000
+    assert FileConnector({"url": f"{api.url}/files/rows.csv"}).config["max_response_bytes"] == (
+        1 << 30
+    )
+
+
+def test_a_sync_of_an_endless_download_fails_naming_the_limit_and_keeps_nothing(
+    store: Store, db_url: str, api: FakeApi
+) -> None:
+    config = {"url": f"{api.url}/endless-lines/x.jsonl", "max_response_bytes": MiB}
+    store.add_connector(
+        NewConnector(name="endless", type="file", config=config, sync_interval=3600)
+    )
+    Runner(store, RunOptions()).run()
+    sync = store.history(HistoryFilter(limit=1))[0]
+    assert sync.status == "FAILED"
+    assert sync.error is not None
+    assert "the file is more than 1 MiB (max_response_bytes); raise max_response_bytes" in (
+        sync.error
+    )
+    assert count_rows(db_url, "dataset_records") == 0
+    assert count_rows(db_url, "datasets") == 0
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate", "gzip-members", ""])

@@ -14,9 +14,21 @@ from pathlib import Path
 from typing import Any
 
 from connector_sync import operations
+from connector_sync.exceptions import DatabaseError
 from connector_sync.runner import Runner, RunOptions
 from connector_sync.store import open_store
-from connector_sync.store.base import ClaimRequest, Completion, NewConnector
+from connector_sync.store.base import (
+    PURGE_BATCH,
+    Claim,
+    ClaimRequest,
+    Completion,
+    Failure,
+    HistoryFilter,
+    NewConnector,
+    PruneRequest,
+    Store,
+)
+from support.database import count_rows
 from support.forkserver import forked_command
 
 BIN = forked_command  # the command line as a process (support/forkserver.py)
@@ -196,3 +208,107 @@ def test_deleting_a_large_connector_does_not_hold_up_other_connectors(db_url: st
     # One claim+complete takes milliseconds; the longest may wait for one batch of
     # PURGE_BATCH records to be deleted, never for the whole deletion.
     assert max(waits) < max(1.0, took / 4), (max(waits), took, len(waits))
+
+
+def _failing_sync_with(store: Store, connector: int, records: int) -> tuple[Claim, Failure]:
+    """A claim of `connector` whose dataset holds `records` records, and its failure."""
+    [claim] = store.claim(
+        ClaimRequest(worker="big:1", limit=1, lease_seconds=60, connector_ids=[connector])
+    )
+    line = '{"n": 1, "text": "a record of a sync that will fail"}'
+    for start in range(0, records, 5000):
+        store.append_records(claim.dataset_id, start, [line] * min(5000, records - start))
+    failure = Failure(duration=1.0, records_fetched=records, records_processed=records,
+                      attempts=1, error="the source broke", error_type="PermanentError",
+                      retry_in=60)  # fmt: skip
+    return claim, failure
+
+
+def test_a_large_failed_sync_is_discarded_while_other_connectors_sync(db_url: str) -> None:
+    """A sync fails with 100,000 records written: the failure is recorded first, then the
+    records go in short transactions, between which another worker claims and completes
+    another connector; at the end nothing of the dataset is left."""
+    records = 100_000
+    with open_store(db_url) as store:
+        big = store.add_connector(
+            NewConnector(name="big", type="demo", config={"records": 1}, sync_interval=3600)
+        )
+        other = store.add_connector(
+            NewConnector(name="other", type="demo", config={"records": 0}, sync_interval=3600)
+        )
+        claim, failure = _failing_sync_with(store, big, records)
+        assert count_rows(db_url, "dataset_records") == records
+
+        def other_worker() -> None:  # another process would have a store of its own
+            with open_store(db_url) as own:
+                request = ClaimRequest(worker="other:1", limit=1, lease_seconds=60,
+                                       connector_ids=[other])  # fmt: skip
+                [other_claim] = own.claim(request)
+                own.complete(other_claim, Completion(
+                    duration=0, records_fetched=0, records_processed=0, attempts=1, schema={},
+                    state=None, next_sync_in=60,
+                ))  # fmt: skip
+
+        seen: list[tuple[str, ...]] = []  # at the first deletion: the sync, the connector
+        meanwhile: list[tuple[int, float]] = []  # records left as the other sync completed
+        delete_record_range = store.delete_record_range
+
+        def purging(dataset_id: int, after: int, upto: int) -> int:
+            if not seen:
+                [sync] = store.syncs_by_id([claim.sync_id])
+                seen.append((sync.status, store.find_connector("big").status))
+            removed = delete_record_range(dataset_id, after, upto)
+            if not meanwhile:  # between two of the short transactions
+                began = time.perf_counter()
+                worker = threading.Thread(target=other_worker)
+                worker.start()
+                worker.join(20)
+                meanwhile.append((count_rows(db_url, "dataset_records"),
+                                  time.perf_counter() - began))  # fmt: skip
+            return removed
+
+        store.delete_record_range = purging  # type: ignore[method-assign]
+        outcome = store.fail(claim, failure)
+        del store.delete_record_range
+        assert outcome is not None and outcome.consecutive_failures == 1
+        assert count_rows(db_url, "dataset_records") == 0
+        assert store.datasets_of(big) == []
+        [sync] = store.syncs_by_id([claim.sync_id])
+        assert (sync.status, sync.error, sync.dataset_id) == ("FAILED", "the source broke", None)
+        assert [s.status for s in store.history(HistoryFilter(connector_id=other))] == ["COMPLETED"]
+    assert seen == [("FAILED", "ACTIVE")]  # recorded, and the lease given back, first
+    [(left, seconds)] = meanwhile
+    assert left == records - PURGE_BATCH  # the other sync went in the middle of the purge
+    assert seconds < 10  # and waited for no lock
+    assert orphans(db_url) == 0
+
+
+def test_a_failed_sync_whose_discard_is_cut_short_is_removed_by_prune(db_url: str) -> None:
+    """The database goes away in the middle of the discard: the failure stays recorded,
+    the dataset stays FAILED (no reader takes it), and `prune` removes the rest."""
+    records = 25_000  # three purge batches
+    with open_store(db_url) as store:
+        big = store.add_connector(
+            NewConnector(name="big", type="demo", config={"records": 1}, sync_interval=3600)
+        )
+        claim, failure = _failing_sync_with(store, big, records)
+        delete_record_range = store.delete_record_range
+        calls = 0
+
+        def cut_short(dataset_id: int, after: int, upto: int) -> int:
+            nonlocal calls
+            calls += 1
+            if calls > 1:
+                raise DatabaseError("the database went away (a test)")
+            return delete_record_range(dataset_id, after, upto)
+
+        store.delete_record_range = cut_short  # type: ignore[method-assign]
+        outcome = store.fail(claim, failure)
+        del store.delete_record_range
+        assert outcome is not None and outcome.consecutive_failures == 1
+        assert [d.status for d in store.datasets_of(big)] == ["FAILED"]
+        assert count_rows(db_url, "dataset_records") == records - PURGE_BATCH
+        assert [d.reason for d in store.prune(PruneRequest(connector_id=big))] == ["unfinished"]
+        assert store.datasets_of(big) == []
+        assert count_rows(db_url, "dataset_records") == 0
+    assert orphans(db_url) == 0

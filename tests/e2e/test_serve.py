@@ -303,7 +303,18 @@ JSON = {"content-type": "application/json"}
         ("POST", SYNC, {"json": {"connectors": []}}, 422, "connectors: List should have at least"),
         ("POST", SYNC, {"json": {"connectors": "a"}}, 422, "connectors: Input should be a valid"),
         ("POST", SYNC, {"json": {"connectors": ["a"], "limit": 1}}, 422, "limit applies to due"),
-        ("POST", SYNC, {"json": [1, 2]}, 422, "Input should be a valid dictionary"),
+        ("POST", SYNC, {"json": [1, 2]}, 422, "body: must be a JSON object, not an array"),
+        ("POST", SYNC, {"content": b"null", "headers": JSON}, 422,
+         "body: must be a JSON object, not null"),
+        ("POST", SYNC, {"content": b' "all"', "headers": JSON}, 422,
+         "body: must be a JSON object, not a string"),
+        ("POST", SYNC, {"content": b"10", "headers": JSON}, 422,
+         "body: must be a JSON object, not a number"),
+        ("POST", SYNC, {"content": b'{"limit": 1, "limit": 500}', "headers": JSON}, 422,
+         "body: the key 'limit' is given more than once: give it once"),
+        ("POST", SYNC, {"content": b'{"tenant": "a", "limit": 1, "tenant": "b"}',
+                        "headers": {"content-type": "application/json; charset=utf-8"}}, 422,
+         "body: the key 'tenant' is given more than once: give it once"),
         ("POST", SYNC, {"content": b'{"limit": 1', "headers": JSON}, 422, "body: not valid JSON"),
         ("POST", SYNC, {"content": b"limit=1", "headers": {"content-type": "text/plain"}}, 422,
          "Input should be a valid dictionary"),
@@ -431,6 +442,31 @@ def test_a_post_arriving_while_the_server_stops_gets_503(sqlite_url: str) -> Non
     assert "retry-after: 30" in answer.lower()
     assert "the server is shutting down" in answer
     assert query(sqlite_url, "SELECT count(*) FROM connector_syncs") == [(0,)]
+
+
+def test_a_connection_made_while_the_server_drains_is_refused_at_once(sqlite_url: str) -> None:
+    """uvicorn's graceful shutdown stops listening first (as its docs say: stop listening,
+    close idle connections, let the others finish), so a request that had not reached the
+    server is refused by the system at once, and its client (or a load balancer) can try
+    another instance; one whose headers had arrived gets the 503 above."""
+    add(sqlite_url, "hung", type="sleepy", records=1, seconds=60)
+    with served(sqlite_url, grace=30) as server, client(server.url) as http:
+        address = server.listener.getsockname()[:2]
+        run = http.post(f"{SYNC}?wait=false").json()
+        wait_for(lambda: query(sqlite_url, "SELECT count(*) FROM connector_syncs") == [(1,)])
+        server.stop("the test stops it")
+
+        def refused() -> bool:
+            try:
+                socket.create_connection(address, timeout=5).close()
+            except ConnectionRefusedError:
+                return True
+            return False
+
+        wait_for(refused, what="connections to be refused")
+        draining = server.runs.get(run["id"])
+        assert draining is not None and not draining.done.is_set()  # the run goes on
+        server.stop("the test is over", force=True)
 
 
 def test_sigterm_drains_a_run_in_flight_within_the_grace(sqlite_url: str) -> None:

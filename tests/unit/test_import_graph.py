@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,3 +115,46 @@ def test_the_walk_sees_lazy_and_type_checking_imports_only_when_asked() -> None:
 
     assert names(True) == {"typing", "connector_sync.db", ".", ".connectors"}
     assert names(False) == names(True) | {"connector_sync", "connector_sync.operations"}
+
+
+def reachable(start: set[str]) -> set[str]:
+    """Every module of the package that `start` imports, directly or not, lazily too."""
+    seen: set[str] = set()
+    todo = list(start)
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo.extend(imported_modules(module, module_level=False))
+    return seen
+
+
+def imports_rich(module: str) -> bool:
+    tree = ast.parse(MODULES[module].read_text())
+    for node in import_statements([tree], module_level=False):
+        names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        if isinstance(node, ast.ImportFrom) and not node.level:
+            names.append(node.module or "")
+        if any(name == "rich" or name.startswith("rich.") for name in names):
+            return True
+    return False
+
+
+def test_the_server_never_imports_the_cli_render_or_rich_not_even_lazily() -> None:
+    server = {m for m in MODULES if m.split(".")[:2] == ["connector_sync", "server"]}
+    found = reachable(server)
+    assert {"connector_sync.operations", "connector_sync.documents"} <= found
+    assert "connector_sync.render" not in found
+    assert not {m for m in found if m.startswith("connector_sync.cli")}
+    assert not {m for m in found if imports_rich(m)}
+    assert imports_rich("connector_sync.render")  # the check does see rich where it is
+
+
+def test_importing_the_server_loads_neither_rich_nor_render() -> None:
+    code = (
+        "import sys, connector_sync.server.app, connector_sync.server.launch\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'rich'"
+        " or m == 'connector_sync.render'))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

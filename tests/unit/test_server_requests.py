@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, get_args
 
 import pytest
 from pydantic import ValidationError
 
 from connector_sync.constants import MAX_COUNT, SYNC_STATUSES
-from connector_sync.server.schemas import SyncRequest, SyncStatus
+from connector_sync.server.schemas import BodyNotAccepted, SyncRequest, SyncStatus, json_object
 
 
 @pytest.mark.parametrize(
@@ -63,3 +64,29 @@ def test_an_integral_float_is_an_integer_as_json_schema_says() -> None:
 
 def test_the_status_filter_names_exactly_the_sync_statuses() -> None:
     assert get_args(SyncStatus) == SYNC_STATUSES
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b"null", "must be a JSON object, not null"),
+        (b"[]", "must be a JSON object, not an array"),
+        (b'"x"', "must be a JSON object, not a string"),
+        (b"1.5", "must be a JSON object, not a number"),
+        (b"false", "must be a JSON object, not a boolean"),
+        (b'{"limit": 1, "limit": 2}', "the key 'limit' is given more than once: give it once"),
+        (b'{"a": {"b": 1, "b": 1}}', "the key 'b' is given more than once"),
+        (b'{"%s": 1, "%s": 2}' % (b"k" * 50, b"k" * 50), "the key '" + "k" * 40 + "'… is given"),
+    ],
+)
+def test_a_body_must_be_one_object_with_each_key_once(body: bytes, problem: str) -> None:
+    with pytest.raises(BodyNotAccepted) as raised:
+        json_object(body)
+    assert str(raised.value) == f"body: {problem}" or problem in str(raised.value)
+
+
+def test_a_body_that_is_an_object_is_taken_and_one_that_is_not_json_is_not() -> None:
+    assert json_object(b'{"limit": 1, "tenant": "t"}') == {"limit": 1, "tenant": "t"}
+    assert json_object(b"{}") == {}
+    with pytest.raises(json.JSONDecodeError):
+        json_object(b'{"limit": 1')

@@ -338,7 +338,10 @@ def db_upgrade(ctx: typer.Context) -> None:
 
 @db_app.command("current")
 def db_current(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Show the schema revision.  Example: connector-sync db current"""
+    """Show the schema revision; exit 3 when the SQLite file does not exist (not created).
+
+    Example: connector-sync db current
+    """
     from connector_sync import operations, render
 
     render.output(as_json, operations.schema_revision(_url(ctx)), render.schema_revision)
@@ -474,7 +477,7 @@ def list_(
     )
     if as_json:
         try:
-            with render.JsonArray() as out:
+            with render.json_array() as out:
                 _call(ctx, operations.each_connector, where, out.add)
         except BrokenPipeError:  # the reader (`| head`) has what it wanted
             _silence_stdout()

@@ -2,7 +2,8 @@
 
 Nothing here holds the whole file: CSV and JSON Lines are read row by row, and a JSON
 array is parsed record by record from a bounded buffer (`iter_json_array`). No record
-is read past `max_record_chars` either, so one endless line fails with memory flat.
+is read past `max_record_chars` either, so one endless line fails with memory flat, and
+a download stops at `max_response_bytes`, so an endless one does not fill the database.
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ from connector_sync.connectors.base import (
     check_timeout_field,
     own_sqlite_file,
 )
-from connector_sync.connectors.httpfields import max_retry_wait_field, timeout_field
+from connector_sync.connectors.httpfields import (
+    DEFAULT_MAX_DOWNLOAD_BYTES,
+    max_response_bytes_field,
+    max_retry_wait_field,
+    timeout_field,
+)
 from connector_sync.connectors.incremental import Cursor, Incremental, incremental_field
 from connector_sync.connectors.jsontext import has_long_digits
 from connector_sync.exceptions import ConfigError, PermanentError, TransientError
@@ -81,6 +87,7 @@ class FileConnector(ConnectorPlugin):
             "retry_backoff", float, default=1.0, minimum=0, help="url: first retry wait, seconds"
         ),
         max_retry_wait_field(),
+        max_response_bytes_field(DEFAULT_MAX_DOWNLOAD_BYTES, "url: most bytes the file may have"),
         incremental_field("{cursor_field, initial_value}: skip records not past the cursor"),
         ConfigField(
             "max_record_chars",
@@ -294,6 +301,8 @@ class FileConnector(ConnectorPlugin):
                 config["max_retries"], config["retry_backoff"], config["max_retry_wait"]
             ),
             secrets=self.secrets,
+            max_response_bytes=config["max_response_bytes"],
+            body_name="file",
             deadline=deadline,
         )
         with session, session.stream(self.url) as response:

@@ -37,9 +37,12 @@ from connector_sync.connectors.base import (
     validate_fields,
 )
 from connector_sync.connectors.httpfields import (
+    DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_MAX_RETRY_WAIT,
     MAX_SLEEP_IN_REQUEST,
     MAX_WAIT_SECONDS,
+    byte_size,
+    max_response_bytes_field,
     max_retry_wait_field,
     timeout_field,
 )
@@ -51,10 +54,6 @@ from connector_sync.secrets import is_env_ref, is_secret_name, mask_urls, redact
 T = TypeVar("T")
 
 PAGINATION_TYPES = ("none", "page", "offset", "cursor", "link", "next_url")
-#: The most bytes one response (one page) may have, as sent and once decompressed. A
-#: page is parsed whole, and a page of small records takes about 13 times its size in
-#: memory once parsed (a 60 MB page of 27-byte records: 780 MB), so not more.
-DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 #: The most bytes of a body handed on at once: a gzip bomb inflates no faster.
 _PIECE_BYTES = 64 * 1024
 #: What connector-sync can decompress, a bounded piece at a time (see `_Inflater`).
@@ -71,17 +70,6 @@ _EXCERPT_SECONDS = 5.0
 # 408 Request Timeout and 429 Too Many Requests are worth a retry; so is every 5xx.
 _TRANSIENT_STATUS = frozenset({408, 429})
 MIN_RATE = 0.001
-
-
-def max_response_bytes_field() -> ConfigField:
-    """The `max_response_bytes` field of the http type: the bound on one page."""
-    return ConfigField(
-        "max_response_bytes",
-        int,
-        default=DEFAULT_MAX_RESPONSE_BYTES,
-        minimum=1,
-        help="most bytes one response (page) may have, as sent and decompressed; 16 MiB by default",
-    )
 
 
 # RFC 9110: a header name is a token; a value is printable ASCII, spaces and tabs (httpx
@@ -159,11 +147,14 @@ class HttpSession:
         retry: RetryPolicy | None = None,
         secrets: set[str] | frozenset[str] = frozenset(),
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        body_name: str = "response",
         deadline: Deadline | None = None,
     ) -> None:
         self.timeout = timeout
-        #: Bounds `request_json`'s bodies; a `stream` is its reader's to bound.
+        #: Bounds every body read (`iter_body`): a page of `request_json`, a `stream`'s
+        #: download; `body_name` is what the error calls the body ("the file is more than").
         self.max_response_bytes = max_response_bytes
+        self.body_name = body_name
         #: When everything must be done (a check), or None.
         self.deadline = deadline
         # Read now, not at add: a config stored before the policy is checked as it runs.
@@ -258,19 +249,36 @@ class HttpSession:
 
     def iter_body(self, response: httpx.Response) -> Iterator[bytes]:
         """A streamed response's body as it comes, decompressed at most `_PIECE_BYTES` at a
-        time however much one network read inflates to; stops at the deadline.
+        time however much one network read inflates to; stops at the deadline, and at
+        `max_response_bytes` as announced, sent or decompressed (an endless body, a gzip
+        bomb): nothing is read of a body announced larger.
 
         Raises:
             TransientError, PermanentError: as `raise_transport_error`; PermanentError for
-                a Content-Encoding that cannot be undone (an unknown one, corrupt data).
+                a Content-Encoding that cannot be undone (an unknown one, corrupt data),
+                or a body past `max_response_bytes`.
         """
         method, url = response.request.method, str(response.url)
         encoding = response.headers.get("content-encoding", "")
+        limit = self.max_response_bytes
+        try:
+            announced = int(response.headers.get("content-length", ""))
+        except ValueError:
+            announced = 0
+        if announced > limit:
+            raise self._too_large(response, f"is {announced} bytes, more than")
+        inflated = 0
         try:
             inflater = _Inflater(encoding)
             for data in response.iter_raw():
                 self.check_deadline(method, url)
-                yield from inflater.inflate(data)
+                if response.num_bytes_downloaded > limit:
+                    raise self._too_large(response, "is more than")
+                for piece in inflater.inflate(data):
+                    inflated += len(piece)
+                    if inflated > limit:
+                        raise self._too_large(response, "decompresses to more than")
+                    yield piece
             yield from inflater.inflate(b"", final=True)
         except httpx.HTTPError as exc:
             self.raise_transport_error(exc, method, url)
@@ -367,27 +375,16 @@ class HttpSession:
     def _read_body(self, response: httpx.Response) -> bytearray:
         """The whole body, refused as soon as it passes `max_response_bytes` (as sent or
         decompressed) or the deadline passes."""
-        limit = self.max_response_bytes
-        try:
-            declared = int(response.headers.get("content-length", ""))
-        except ValueError:
-            declared = 0
-        if declared > limit:
-            raise self._too_large(response, f"is {declared} bytes, more than")
         body = bytearray()
         for piece in self.iter_body(response):
             body += piece
-            if response.num_bytes_downloaded > limit:
-                raise self._too_large(response, "is more than")
-            if len(body) > limit:
-                raise self._too_large(response, "decompresses to more than")
         return body
 
     def _too_large(self, response: httpx.Response, what: str) -> PermanentError:
         return PermanentError(
-            f"{response.request.method} {self.shown(response.url)}: the response {what} "
-            f"{byte_size(self.max_response_bytes)} (max_response_bytes); raise "
-            "max_response_bytes if the API really sends pages this large"
+            f"{response.request.method} {self.shown(response.url)}: the {self.body_name} "
+            f"{what} {byte_size(self.max_response_bytes)} (max_response_bytes); raise "
+            f"max_response_bytes if the {self.body_name} really is this large"
         )
 
     def _throttle(self) -> None:
@@ -526,14 +523,6 @@ def retry_after_seconds(headers: Mapping[str, str], now: datetime | None = None)
     return min(max(0.0, seconds), float(MAX_WAIT_SECONDS))
 
 
-def byte_size(count: int) -> str:
-    """A number of bytes as a message shows it: 64 MiB, 1 KiB, 1000 bytes."""
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if count >= size and count % size == 0:
-            return f"{count // size} {unit}"
-    return f"{count} bytes"
-
-
 def _seconds_text(seconds: float) -> str:
     return "a day or more" if seconds >= MAX_WAIT_SECONDS else f"{seconds:g}s"
 
@@ -592,7 +581,9 @@ class HttpConnector(ConnectorPlugin):
             "retry_backoff", float, default=1.0, minimum=0, help="first retry wait, seconds"
         ),
         max_retry_wait_field(),
-        max_response_bytes_field(),
+        max_response_bytes_field(
+            DEFAULT_MAX_RESPONSE_BYTES, "most bytes one response (page) may have"
+        ),
         check_timeout_field(),
     )
 

@@ -10,23 +10,26 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connector_sync import __version__, operations
+from connector_sync.documents import json_text
 from connector_sync.exceptions import ConnectorSyncError, DatabaseError
 from connector_sync.operations import RunOptions
-from connector_sync.render import json_text
 from connector_sync.server.auth import bearer_matches
 from connector_sync.server.errors import ShuttingDown, one_line, status_of, unexpected
 from connector_sync.server.runs import RunRegistry, TriggeredRun
 from connector_sync.server.schemas import (
+    BodyNotAccepted,
     ConnectorDocument,
     ConnectorRef,
     DueQuery,
@@ -38,6 +41,7 @@ from connector_sync.server.schemas import (
     SyncRequest,
     TenantQuery,
     WaitQuery,
+    json_object,
 )
 
 access_log = logging.getLogger("connector_sync.server.access")
@@ -74,6 +78,38 @@ _API_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+#: What a POST without a body asks for: everything due, as `{}` does.
+_NO_BODY = SyncRequest()
+
+
+class _JsonObjectRequest(Request):
+    """A request whose JSON body must be one object, each key once (`json_object`): FastAPI
+    reads `null` as no body at all, and json keeps the last of a key given twice."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            try:
+                self._json = json_object(await self.body())
+            except BodyNotAccepted as exc:
+                # FastAPI answers an HTTPException raised while it reads the body as such;
+                # any other exception there becomes a 400 that does not say why.
+                raise HTTPException(422, str(exc)) from None
+        return self._json
+
+
+class _JsonObjectRoute(APIRoute):
+    """A route whose body is read by `_JsonObjectRequest` (FastAPI's documented way to
+    change how a request is read: a custom APIRoute class)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def strictly(request: Request) -> Response:
+            return await handle(_JsonObjectRequest(request.scope, request.receive))
+
+        return strictly
+
+
 def create_app(
     store: operations.Store,
     runs: RunRegistry,
@@ -91,7 +127,12 @@ def create_app(
     # The scheme, for the OpenAPI document; the check itself is in the gate (middleware),
     # before any body is read or any route looked up.
     bearer = HTTPBearer(auto_error=False, description="The server's CRON_SECRET.")
-    api = APIRouter(prefix="/api", dependencies=[Depends(bearer)], responses=_API_ERRORS)
+    api = APIRouter(
+        prefix="/api",
+        dependencies=[Depends(bearer)],
+        responses=_API_ERRORS,
+        route_class=_JsonObjectRoute,
+    )
 
     # -- connectors --------------------------------------------------------------------
 
@@ -116,10 +157,11 @@ def create_app(
         status_code=200,
         responses={**_answers(list[operations.Sync], 404), 202: {"model": RunDocument}},
     )
-    def sync(query: Annotated[WaitQuery, Query()], body: SyncRequest | None = None) -> Response:
+    def sync(query: Annotated[WaitQuery, Query()], body: SyncRequest = _NO_BODY) -> Response:
         """Recover expired leases, claim, sync, record: the syncs of this run, as
-        `run --json` (a failed sync is in the list with its error; the request succeeded)."""
-        return _sync(body or SyncRequest(), query.wait)
+        `run --json` (a failed sync is in the list with its error; the request succeeded).
+        No body is `{}`; a body of `null` is refused, as any that is not an object."""
+        return _sync(body, query.wait)
 
     def _sync(request: SyncRequest, wait: bool) -> Response:
         if not runs.accepting:

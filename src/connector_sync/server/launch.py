@@ -152,7 +152,13 @@ class HttpTrigger:
 
     def stop(self, why: str, *, force: bool = False) -> None:
         """Stop serving: no new runs (503); the runs in flight get the grace period to
-        finish their syncs, none with `force`."""
+        finish their syncs, none with `force`.
+
+        uvicorn's shutdown closes the listener first (its documented graceful shutdown), so
+        a connection made from now on is refused, not answered 503: a client or a load
+        balancer goes elsewhere at once. Keeping the socket open to answer 503 would mean
+        overriding uvicorn's shutdown; only a request already read gets the 503.
+        """
         first = not self.stopped.is_set()
         self.stopped.set()
         if first or force:

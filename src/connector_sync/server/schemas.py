@@ -4,9 +4,11 @@ with, as the OpenAPI document describes them."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
@@ -78,6 +80,41 @@ class SyncRequest(BaseModel):
         if {"limit", "connectors"} <= self.model_fields_set:
             raise ValueError("limit applies to due connectors; with connectors, name fewer")
         return self
+
+
+class BodyNotAccepted(ValueError):
+    """A request body that is JSON but not what any route takes; the message says why."""
+
+
+_JSON_KINDS = {type(None): "null", list: "an array", str: "a string", bool: "a boolean"}
+#: The most characters of a key that a message quotes.
+_SHOWN_KEY_CHARS = 40
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """The JSON object `body` holds.
+
+    Raises:
+        json.JSONDecodeError: not JSON at all.
+        BodyNotAccepted: JSON but not an object (`null` is not "no body"), or an object
+            with a key given twice (which one would count?).
+    """
+    value = json.loads(body, object_pairs_hook=_unique_keys)
+    if not isinstance(value, dict):
+        kind = _JSON_KINDS.get(type(value), "a number")
+        raise BodyNotAccepted(f"body: must be a JSON object, not {kind}")
+    return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """An object of json.loads, refused when a key comes twice (json keeps the last)."""
+    value = dict(pairs)
+    if len(value) < len(pairs):
+        counted = Counter(key for key, _ in pairs)
+        key = next(key for key, count in counted.items() if count > 1)
+        shown = repr(key[:_SHOWN_KEY_CHARS]) + ("…" if len(key) > _SHOWN_KEY_CHARS else "")
+        raise BodyNotAccepted(f"body: the key {shown} is given more than once: give it once")
+    return value
 
 
 # -- query parameters: a model each, so an unknown one (`?limt=10`) is refused, not ignored --

@@ -904,9 +904,10 @@ class Store(Closing, abc.ABC):
 
     @abc.abstractmethod
     def fail(self, claim: Claim, failure: Failure) -> Outcome | None:
-        """Sync FAILED, partial dataset deleted, consecutive_failures + 1; the connector
-        is due failure.retry_in seconds from now, or goes to ERROR on its
-        max_consecutive_failures-th failure in a row. Written only under the lease.
+        """Sync FAILED, consecutive_failures + 1; the connector is due failure.retry_in
+        seconds from now, or goes to ERROR on its max_consecutive_failures-th failure in
+        a row. Written only under the lease, in one transaction that marks the partial
+        dataset FAILED; then `discard_failed_dataset` deletes it in short transactions.
 
         Returns None when a retry found the outcome already recorded.
 
@@ -1069,6 +1070,18 @@ class Store(Closing, abc.ABC):
         for after in range(0, upto, batch):
             removed += self.delete_record_range(dataset_id, after, after + batch)
         return removed
+
+    def discard_failed_dataset(self, dataset_id: int) -> None:
+        """Delete a failed sync's dataset (marked FAILED as the failure was recorded): its
+        records `PURGE_BATCH` per short transaction, then its row, so that a large one
+        does not hold SQLite's one writer for seconds. A failure is logged, not raised:
+        the outcome is recorded, and `prune` (or the connector's next retention) removes
+        what is left, as it removes every FAILED dataset."""
+        try:
+            self.purge_records(dataset_id)
+            self.delete_datasets([dataset_id])
+        except DatabaseError as exc:
+            log.warning("dataset %s of a failed sync is left for prune: %s", dataset_id, exc)
 
     def prune(self, request: PruneRequest) -> list[PrunedDataset]:
         """Remove the datasets `request` chooses (see mark_datasets_to_prune): records

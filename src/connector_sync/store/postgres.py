@@ -264,10 +264,12 @@ class PostgresStore(Store):
         return outcome
 
     def fail(self, claim: base.Claim, failure: base.Failure) -> base.Outcome | None:
-        return self._finish(
+        outcome = self._finish(
             claim, FAILED, failure, error=failure.error, error_type=failure.error_type,
             next_sync_in=failure.retry_in,
         )  # fmt: skip
+        self.discard_failed_dataset(claim.dataset_id)
+        return outcome
 
     @retried
     def cancel(self, claim: base.Claim, *, reason: str, duration: float) -> None:

@@ -182,7 +182,8 @@ SELECT id, lease_token FROM kept;
 -- name: finish --
 -- Ends a sync as %(status)s: COMPLETED (dataset READY, state saved, failures forgotten),
 -- FAILED (one more failure in a row: ERROR once that reaches max_consecutive_failures;
--- the partial dataset deleted) or CANCELLED (the run stopped: the connector is given
+-- the partial dataset marked FAILED, for Store.discard_failed_dataset to delete in short
+-- transactions after this one) or CANCELLED (the run stopped: the connector is given
 -- back, its last outcome untouched; the partial dataset deleted). Written only under
 -- this worker's lease: the sync and dataset change only if the connector row did.
 -- A completed sync's connector is due at %(next_sync_at)s (a cron slot) or
@@ -236,8 +237,12 @@ WITH released AS (
       AND EXISTS (SELECT 1 FROM released)
 ), dropped AS (
     DELETE FROM datasets
-    WHERE (%(status)s <> 'COMPLETED' OR NOT %(keep_dataset)s) AND sync_id = %(sync_id)s
-      AND status <> 'READY' AND EXISTS (SELECT 1 FROM released)
+    WHERE (%(status)s = 'CANCELLED' OR (%(status)s = 'COMPLETED' AND NOT %(keep_dataset)s))
+      AND sync_id = %(sync_id)s AND status <> 'READY' AND EXISTS (SELECT 1 FROM released)
+), failed AS (
+    UPDATE datasets SET status = 'FAILED'
+    WHERE %(status)s = 'FAILED' AND sync_id = %(sync_id)s AND status <> 'READY'
+      AND EXISTS (SELECT 1 FROM released)
 )
 SELECT status, consecutive_failures, next_sync_at FROM released;
 

@@ -533,12 +533,19 @@ class SqliteStore(Store):
         return Outcome(*row)
 
     @staticmethod
-    def _close_sync(conn: sa.Connection, sync_id: int, **values: Any) -> None:
+    def _close_sync(
+        conn: sa.Connection, sync_id: int, *, discard_later: bool = False, **values: Any
+    ) -> None:
         """End a sync; one that did not complete, or completed linking no dataset, loses
-        its partial dataset (records cascade)."""
+        its partial dataset (records cascade), or with `discard_later` has it marked
+        FAILED for the caller to delete in short transactions."""
         conn.execute(sa.update(connector_syncs).where(s.id == sync_id).values(**values))
         if values["status"] != COMPLETED or values.get("dataset_id", 0) is None:
-            conn.execute(sa.delete(datasets).where(d.sync_id == sync_id, d.status != READY))
+            partial = (d.sync_id == sync_id, d.status != READY)
+            if discard_later:
+                conn.execute(sa.update(datasets).where(*partial).values(status=FAILED))
+            else:
+                conn.execute(sa.delete(datasets).where(*partial))
 
     def complete(self, claim: Claim, done: Completion) -> Outcome | None:
         def record(conn: sa.Connection, now: dt.datetime) -> dict[str, Any]:
@@ -569,10 +576,12 @@ class SqliteStore(Store):
                 "next_sync_at": now + dt.timedelta(seconds=failure.retry_in),
             }  # fmt: skip
 
-        return self._finish(
+        outcome = self._finish(
             claim, failure, record, status=FAILED, error=failure.error,
-            error_type=failure.error_type,
+            error_type=failure.error_type, discard_later=True,
         )  # fmt: skip
+        self.discard_failed_dataset(claim.dataset_id)
+        return outcome
 
     def _finish(
         self,
