@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 import sys
+from typing import Any
 
 _HANDLER_NAME = "connector-sync-stderr"
 
@@ -25,6 +26,21 @@ class JsonLineFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to `sys.stderr` as it is when a record comes, as logging's own last-resort
+    handler does, not as it was when logging was configured: a command run in-process
+    (Typer's CliRunner, a program embedding the CLI) swaps stderr and closes its stand-in
+    afterwards, and a server thread still logging then would write to a closed file."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        """StreamHandler sets it; the property above ignores what it was given."""
+
+
 def configure_logging(level: str = "info", fmt: str = "plain") -> None:
     """Send connector_sync's logs to stderr; safe to call more than once."""
     logger = logging.getLogger("connector_sync")
@@ -32,7 +48,7 @@ def configure_logging(level: str = "info", fmt: str = "plain") -> None:
     for handler in list(logger.handlers):
         if handler.get_name() == _HANDLER_NAME:
             logger.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.set_name(_HANDLER_NAME)
     if fmt == "json":
         handler.setFormatter(JsonLineFormatter())
