@@ -525,7 +525,10 @@ class _Runner:
     def __call__(self, query: str, /, **params: Any) -> list[tuple[Any, ...]]:
         params.setdefault("now", self.now)
         self.cursor.execute(queries()[query], params)
-        return self.cursor.fetchall() if self.cursor.description else []
+        # Columns in the result: rows to fetch (`description` would make an object per
+        # column, at every call).
+        result = self.cursor.pgresult
+        return self.cursor.fetchall() if result is not None and result.nfields else []
 
     def dicts(self, query: str, /, **params: Any) -> list[dict[str, Any]]:
         rows = self(query, **params)
