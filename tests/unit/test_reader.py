@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 
 from connector_sync.connectors.base import CheckResult, ConnectorPlugin
-from connector_sync.runner import READING_GC_THRESHOLD, READING_SWITCH_INTERVAL, _Reader
+from connector_sync.runner import (
+    READING_GC_THRESHOLD,
+    READING_SWITCH_INTERVAL,
+    ReaderThreads,
+    _Reader,
+)
 
 
 class Counting(ConnectorPlugin):
@@ -45,9 +50,9 @@ def drain(reader: _Reader) -> list[int]:
 def test_batches_and_the_process_settings_while_reading() -> None:
     before, interval = gc.get_threshold(), sys.getswitchinterval()
     plugin = Counting(12)
-    with _Reader(plugin, 5, "counting") as reader:
+    with _Reader(plugin, 5, "counting", ReaderThreads()) as reader:
         assert drain(reader) == [5, 5, 2]
-    reader.thread.join(5)
+    assert reader.done.wait(5)
     assert reader.fetched == 12
     assert plugin.thresholds == {max(before[0], READING_GC_THRESHOLD)}
     assert plugin.intervals == {min(interval, READING_SWITCH_INTERVAL)}
@@ -56,9 +61,9 @@ def test_batches_and_the_process_settings_while_reading() -> None:
 
 def test_a_failure_counts_the_records_read_before_it() -> None:
     before = gc.get_threshold()
-    reader = _Reader(Counting(12, fail=7), 5, "counting")
+    reader = _Reader(Counting(12, fail=7), 5, "counting", ReaderThreads())
     with reader, pytest.raises(RuntimeError, match="failed at 7"):
         drain(reader)
-    reader.thread.join(5)
+    assert reader.done.wait(5)
     assert reader.fetched == 7
     assert gc.get_threshold() == before
