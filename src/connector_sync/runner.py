@@ -398,7 +398,8 @@ class ReaderThreads:
                 continue  # taken for a reader just now: its work is on the way
             if item is None:
                 return
-            work, threading.current_thread().name = item
+            work, name = item
+            threading.current_thread().name = name
             work()
             with self._lock:
                 self._idle.append(inbox)
