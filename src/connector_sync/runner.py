@@ -252,9 +252,9 @@ class _Alarms:
 
     A worker sets one before each sync that has connectors claimed ahead of it (to give
     them back if the sync turns slow) and cancels it after: a threading.Timer there
-    started a thread per sync, which took as long as a sync that reads nothing. The
-    thread sleeps until the earliest deadline; setting or cancelling a later one does
-    not wake it.
+    started a thread per sync (0.07-0.24 ms here, the more under load, against about
+    1.5 ms for a whole sync that reads nothing). The thread sleeps until the earliest
+    deadline; setting or cancelling a later one does not wake it.
     """
 
     def __init__(self) -> None:
@@ -361,9 +361,10 @@ _Work = tuple[Callable[[], None], str]
 
 class ReaderThreads:
     """The threads readers run in, each kept for the next sync once its reader is done:
-    starting a thread per sync took longer than a whole sync that reads nothing. A thread
-    whose reader is stuck inside a plugin stays with it (a daemon thread); one idle for
-    READER_IDLE_SECONDS, or idle when `close` is called, ends."""
+    starting one per sync and waiting for it to run cost several times a hand-over to a
+    thread kept waiting, the more under load. A thread whose reader is stuck inside a
+    plugin stays with it (a daemon thread); one idle for READER_IDLE_SECONDS, or idle when
+    `close` is called, ends."""
 
     def __init__(self) -> None:
         self._idle: list[queue.SimpleQueue[_Work | None]] = []
@@ -834,8 +835,8 @@ class Runner:
 
         The first try runs outside tenacity, which takes over only after a failure worth
         trying again (its own first attempt raises that failure): nearly every sync
-        succeeds at once, and tenacity's bookkeeping per sync was a tenth of the CPU of a
-        sync that reads nothing.
+        succeeds at once, and tenacity's bookkeeping showed in profiles of syncs that read
+        nothing.
         """
         try:
             return read()

@@ -1092,8 +1092,8 @@ class Store(Closing, abc.ABC):
     def retention_after(self, claim: Claim, recorded: Recorded | None) -> Outcome | None:
         """A completion's outcome, after its retention: run when the finish transaction
         found something to remove, or when it cannot say (a retry found the outcome
-        recorded already). Most completions leave nothing to prune, and a prune per sync
-        was a third of the time of a sync that reads nothing."""
+        recorded already). Most completions leave nothing to prune, and asking after each
+        cost a statement in a transaction of its own."""
         if recorded is None or recorded.retention_due:
             self.apply_retention(claim.connector_id)
         return None if recorded is None else recorded.outcome
