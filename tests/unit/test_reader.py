@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -30,11 +31,13 @@ class Counting(ConnectorPlugin):
         self.records, self.fail = records, fail
         self.thresholds: set[int] = set()
         self.intervals: set[float] = set()
+        self.thread: threading.Thread | None = None
 
     def check(self) -> CheckResult:
         return CheckResult(True, "ok")
 
     def read(self) -> Iterator[dict[str, Any]]:
+        self.thread = threading.current_thread()
         for n in range(self.records):
             if n == self.fail:
                 raise RuntimeError(f"failed at {n}")
@@ -67,3 +70,23 @@ def test_a_failure_counts_the_records_read_before_it() -> None:
     assert reader.done.wait(5)
     assert reader.fetched == 7
     assert gc.get_threshold() == before
+
+
+def test_a_reader_thread_serves_the_next_reader_and_ends_when_closed() -> None:
+    threads = ReaderThreads()
+    used = []
+    for n in range(3):
+        plugin = Counting(3)
+        with _Reader(plugin, 5, f"c{n}", threads) as reader:
+            assert drain(reader) == [3]
+        assert reader.done.wait(5)
+        deadline = time.monotonic() + 5
+        while not threads._idle:  # back among the idle ones just after its reader is done
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        used.append(plugin.thread)
+    assert used[0] is used[1] is used[2] and used[0] is not None
+    assert used[0].name == "read-c2"
+    threads.close()
+    used[0].join(5)
+    assert not used[0].is_alive()
