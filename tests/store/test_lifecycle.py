@@ -273,6 +273,48 @@ def test_prune_finishes_a_removal_that_was_cut_short(store: Store) -> None:
     assert count(store, "SELECT count(*) FROM dataset_records") == 30
 
 
+def test_a_completion_prunes_only_when_retention_has_something_to_remove(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The finish transaction tells whether the connector's retention would choose
+    anything (more READY datasets than its keep, FAILED ones a removal left); the prune
+    runs only then, and then removes what a prune of the connector would."""
+    pruned: list[list[int]] = []
+    apply_retention = store.apply_retention
+
+    def watched(connector_id: int) -> list[Any]:
+        found = apply_retention(connector_id)
+        pruned.append(sorted(p.id for p in found))
+        return found
+
+    monkeypatch.setattr(store, "apply_retention", watched)
+    kept = add(store, "kept", keep=3)
+    for _ in range(3):
+        sync(store, kept)
+    assert pruned == []  # three READY, three kept: nothing asked
+    first = min(ready_datasets(store, kept))
+    sync(store, kept)
+    assert pruned == [[first]] and len(ready_datasets(store, kept)) == 3
+
+    operations.edit_connector(store, "kept", None, operations.ConnectorChanges(keep=1))
+    older = sorted(ready_datasets(store, kept))
+    sync(store, kept)  # a lower keep takes effect at the next completion
+    assert pruned[-1] == older and len(ready_datasets(store, kept)) == 1
+
+    everything = add(store, "everything", keep=0)
+    for _ in range(3):
+        sync(store, everything)
+    assert len(pruned) == 2  # no limit: nothing asked
+    # A removal cut short (chosen and marked FAILED, never deleted): the next completion
+    # of the connector finishes it, even with no limit of its own.
+    [cut] = store.mark_datasets_to_prune(PruneRequest(keep=2, connector_id=everything))
+    sync(store, everything)
+    assert pruned[-1] == [cut.id]
+    assert count(store, "SELECT count(*) FROM datasets WHERE status = 'FAILED'") == 0
+    assert len(ready_datasets(store, everything)) == 3
+    assert all(count(store, query) == 0 for query in ORPHANS.values())
+
+
 def test_purge_deletes_records_in_batches(store: Store) -> None:
     connector_id = add(store, "big", config={"records": 95})
     sync(store, connector_id)

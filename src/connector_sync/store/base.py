@@ -709,12 +709,20 @@ def _retrying(method: Callable[P, T], *, twice_is_safe: bool) -> Callable[P, T]:
     return wrapper
 
 
+class Recorded(NamedTuple):
+    """What a store's finish transaction wrote: how it left the connector, and (after a
+    completion) whether the connector's retention has anything to remove now."""
+
+    outcome: Outcome
+    retention_due: bool = False
+
+
 def finish_once(
     claim: Claim,
     status: str,
-    record: Callable[[], Outcome],
+    record: Callable[[], Recorded],
     sync_status: Callable[[int], str | None],
-) -> Outcome | None:
+) -> Recorded | None:
     """Record a sync's outcome (`status`), trying again on a transient database error.
 
     A retry after a commit whose acknowledgement was lost finds the lease already
@@ -723,7 +731,7 @@ def finish_once(
     """
     tries = 0
 
-    def once() -> Outcome:
+    def once() -> Recorded:
         nonlocal tries
         tries += 1
         return record()
@@ -890,7 +898,8 @@ class Store(Closing, abc.ABC):
         """Sync COMPLETED, dataset READY (or deleted, without done.keep_dataset), state
         saved, connector ACTIVE and due at done.next_sync_at or done.next_sync_in seconds
         from now; written only under the claim's lease. Then the connector's retention
-        (apply_retention), right after that transaction.
+        (apply_retention), right after that transaction, when the finish found it has
+        anything to remove (see retention_after).
 
         When the connector's interval, schedule or time zone was edited during the sync,
         the edit wins: due one (new) interval from now, or at the slot the edit set.
@@ -1092,6 +1101,15 @@ class Store(Closing, abc.ABC):
                 self.purge_records(dataset.id)
             self.delete_datasets([dataset.id for dataset in chosen])
         return chosen
+
+    def retention_after(self, claim: Claim, recorded: Recorded | None) -> Outcome | None:
+        """A completion's outcome, after its retention: run when the finish transaction
+        found something to remove, or when it cannot say (a retry found the outcome
+        recorded already). Most completions leave nothing to prune, and asking after each
+        cost a statement in a transaction of its own."""
+        if recorded is None or recorded.retention_due:
+            self.apply_retention(claim.connector_id)
+        return None if recorded is None else recorded.outcome
 
     def apply_retention(self, connector_id: int) -> list[PrunedDataset]:
         """The connector's own `keep`, applied right after a sync completed. A failure is

@@ -254,22 +254,21 @@ class PostgresStore(Store):
         self._run("discard_records", dataset_id=claim.dataset_id)
 
     def complete(self, claim: base.Claim, done: base.Completion) -> base.Outcome | None:
-        outcome = self._finish(
+        recorded = self._finish(
             claim, COMPLETED, done, schema=Jsonb(done.schema),
             state=None if done.state is None else Jsonb(done.state),
             next_sync_in=done.next_sync_in, next_sync_at=done.next_sync_at,
             keep_dataset=done.keep_dataset,
         )  # fmt: skip
-        self.apply_retention(claim.connector_id)
-        return outcome
+        return self.retention_after(claim, recorded)
 
     def fail(self, claim: base.Claim, failure: base.Failure) -> base.Outcome | None:
-        outcome = self._finish(
+        recorded = self._finish(
             claim, FAILED, failure, error=failure.error, error_type=failure.error_type,
             next_sync_in=failure.retry_in,
         )  # fmt: skip
         self.discard_failed_dataset(claim.dataset_id)
-        return outcome
+        return None if recorded is None else recorded.outcome
 
     @retried
     def cancel(self, claim: base.Claim, *, reason: str, duration: float) -> None:
@@ -280,7 +279,7 @@ class PostgresStore(Store):
 
     def _finish(
         self, claim: base.Claim, status: str, finished: base.Finished, **params: Any
-    ) -> base.Outcome | None:
+    ) -> base.Recorded | None:
         return finish_once(
             claim, status, lambda: self._record(claim, status, finished, **params),
             self._sync_status,
@@ -288,7 +287,7 @@ class PostgresStore(Store):
 
     def _record(
         self, claim: base.Claim, status: str, finished: base.Finished, **params: Any
-    ) -> base.Outcome:
+    ) -> base.Recorded:
         """The `finish` statement; raises LeaseLost when the lease is no longer ours."""
         values: dict[str, Any] = {
             "error": None, "error_type": None, "schema": None, "state": None, "next_sync_in": 0,
@@ -300,7 +299,8 @@ class PostgresStore(Store):
         )  # fmt: skip
         if not rows:
             raise lease_lost(claim.name)
-        return base.Outcome(*rows[0])
+        *outcome, retention_due = rows[0]
+        return base.Recorded(base.Outcome(*outcome), bool(retention_due))
 
     def _sync_status(self, sync_id: int) -> str | None:
         rows = self._run("sync_status", sync_id=sync_id)
@@ -526,7 +526,10 @@ class _Runner:
     def __call__(self, query: str, /, **params: Any) -> list[tuple[Any, ...]]:
         params.setdefault("now", self.now)
         self.cursor.execute(queries()[query], params)
-        return self.cursor.fetchall() if self.cursor.description else []
+        # Columns in the result: rows to fetch (`description` would make an object per
+        # column, at every call).
+        result = self.cursor.pgresult
+        return self.cursor.fetchall() if result is not None and result.nfields else []
 
     def dicts(self, query: str, /, **params: Any) -> list[dict[str, Any]]:
         rows = self(query, **params)

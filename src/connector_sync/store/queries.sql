@@ -191,7 +191,11 @@ SELECT id, lease_token FROM kept;
 -- (the row no longer holds the one claimed): then the edit wins, one new interval from
 -- now or the slot the edit set (store.base.next_sync_on_completion says the same).
 -- Without %(keep_dataset)s (an incremental sync that found nothing new) the dataset is
--- deleted and the sync links none.
+-- deleted and the sync links none. The fourth column says whether the connector's
+-- retention has anything to remove now (what prune_datasets would choose for it alone: more
+-- READY datasets than its keep, or FAILED ones a cut-short removal left), counted from
+-- the statement's snapshot, where this sync's dataset is not READY yet: the store runs the
+-- prune only then, not after every sync.
 WITH released AS (
     UPDATE connectors
     SET status = CASE WHEN %(status)s = 'FAILED'
@@ -220,7 +224,7 @@ WITH released AS (
         updated_at = coalesce(%(now)s, now()),
         lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL
     WHERE id = %(connector_id)s AND lease_token = %(lease_token)s
-    RETURNING status, consecutive_failures, next_sync_at
+    RETURNING status, consecutive_failures, next_sync_at, keep
 ), closed AS (
     UPDATE connector_syncs
     SET status = %(status)s, completed_at = coalesce(%(now)s, now()), duration = %(duration)s,
@@ -244,7 +248,13 @@ WITH released AS (
     WHERE %(status)s = 'FAILED' AND sync_id = %(sync_id)s AND status <> 'READY'
       AND EXISTS (SELECT 1 FROM released)
 )
-SELECT status, consecutive_failures, next_sync_at FROM released;
+SELECT r.status, r.consecutive_failures, r.next_sync_at,
+       %(status)s = 'COMPLETED' AND (
+           SELECT count(*) FILTER (WHERE d.status = 'FAILED') > 0
+                  OR (r.keep > 0 AND count(*) FILTER (WHERE d.status = 'READY')
+                                     + %(keep_dataset)s::integer > r.keep)
+           FROM datasets AS d WHERE d.connector_id = %(connector_id)s)
+FROM released AS r;
 
 -- name: unclaim --
 -- A claim this worker will not start after all: the connector given back as it was

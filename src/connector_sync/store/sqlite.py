@@ -74,6 +74,7 @@ from connector_sync.store.base import (
     PrunedDataset,
     PrunedHistory,
     PruneRequest,
+    Recorded,
     RecoveredLease,
     RunningSync,
     StatusSummary,
@@ -562,12 +563,12 @@ class SqliteStore(Store):
                 "next_sync_at": next_sync_on_completion(claim, done, now, tuple(row)),
             }  # fmt: skip
 
-        outcome = self._finish(
+        recorded = self._finish(
             claim, done, record, ready_schema=done.schema if done.keep_dataset else None,
-            status=COMPLETED, dataset_id=claim.dataset_id if done.keep_dataset else None,
+            retention=True, status=COMPLETED,
+            dataset_id=claim.dataset_id if done.keep_dataset else None,
         )  # fmt: skip
-        self.apply_retention(claim.connector_id)
-        return outcome
+        return self.retention_after(claim, recorded)
 
     def fail(self, claim: Claim, failure: Failure) -> Outcome | None:
         def record(_conn: sa.Connection, now: dt.datetime) -> dict[str, Any]:
@@ -576,12 +577,12 @@ class SqliteStore(Store):
                 "next_sync_at": now + dt.timedelta(seconds=failure.retry_in),
             }  # fmt: skip
 
-        outcome = self._finish(
+        recorded = self._finish(
             claim, failure, record, status=FAILED, error=failure.error,
             error_type=failure.error_type, discard_later=True,
         )  # fmt: skip
         self.discard_failed_dataset(claim.dataset_id)
-        return outcome
+        return None if recorded is None else recorded.outcome
 
     def _finish(
         self,
@@ -589,12 +590,15 @@ class SqliteStore(Store):
         finished: Finished,
         connector_values: Callable[[sa.Connection, dt.datetime], dict[str, Any]],
         ready_schema: dict[str, list[str]] | None = None,
+        retention: bool = False,
         **sync_values: Any,
-    ) -> Outcome | None:
+    ) -> Recorded | None:
         """Release the connector (with `connector_values(now)`), close the sync, and with
-        `ready_schema` make the dataset READY; one transaction, only under the lease."""
+        `ready_schema` make the dataset READY; one transaction, only under the lease. With
+        `retention`, the same transaction says whether the connector's retention has
+        anything to remove."""
 
-        def record() -> Outcome:
+        def record() -> Recorded:
             now = self.now()
             with self.database.begin() as conn:
                 values = {**connector_values(conn, now), "last_sync_at": now}
@@ -612,9 +616,23 @@ class SqliteStore(Store):
                         .values(status=READY, record_count=finished.records_processed,
                                 schema=ready_schema, completed_at=now)
                     )  # fmt: skip
-            return outcome
+                due = retention and self._retention_due(conn, claim.connector_id)
+            return Recorded(outcome, due)
 
         return finish_once(claim, sync_values["status"], record, self._sync_status)
+
+    @staticmethod
+    def _retention_due(conn: sa.Connection, connector_id: int) -> bool:
+        """Whether mark_datasets_to_prune would choose any dataset of this connector alone:
+        more READY ones than its keep (0: no limit), or FAILED ones a cut-short removal
+        left."""
+        keep = sa.select(c.keep).where(c.id == connector_id).scalar_subquery()
+        ready = sa.func.count().filter(d.status == READY)
+        failed = sa.func.count().filter(d.status == FAILED)
+        query = sa.select(sa.or_(failed > 0, sa.and_(keep > 0, ready > keep))).where(
+            d.connector_id == connector_id
+        )
+        return bool(conn.execute(query).scalar())
 
     def _sync_status(self, sync_id: int) -> str | None:
         with self.database.begin() as conn:
