@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import itertools
 import json
 import math
+import operator
 import re
 import uuid
 from collections.abc import Sequence
@@ -93,6 +95,9 @@ def encode_batch(
             return EncodedBatch(texts, set(fields))
         except TypeError:  # what orjson refuses: record by record, as below
             pass
+    uniform = _encode_uniform(records)
+    if uniform is not None:
+        return uniform
     lines: list[str] = []
     add_line = lines.append
     # One key per record shape (its keys, then its values' types) is the cheapest way to
@@ -119,6 +124,42 @@ def encode_batch(
         half = len(shape) // 2
         seen.update(zip(shape[:half], shape[half:], strict=True))
     return EncodedBatch(lines, seen)
+
+
+def _encode_uniform(records: Sequence[dict[str, Any]]) -> EncodedBatch | None:
+    """The batch encoded a column at a time when its records are plain dicts with the
+    same keys in the same order (rows of a file, a table, an API's page), each value of a
+    type that holds no NaN or infinite float, or a finite float: then every line is what
+    orjson writes, as record by record (below), and the schema is each column's types.
+    None: look at each record (containers with a null, a NaN, what orjson refuses...)."""
+    if not records or set(map(type, records)) != {dict}:
+        return None
+    keys = list(records[0])
+    if not all(map(keys.__eq__, map(list, records))):
+        return None
+    width = len(keys)
+    values = list(itertools.chain.from_iterable(map(dict.values, records)))
+    kinds = list(map(type, values))
+    columns = [set(kinds[i::width]) for i in range(width)]
+    dumps, options = orjson.dumps, _ORJSON_OPTIONS
+    try:
+        lines = [dumps(r, default=_json_default, option=options).decode() for r in records]
+    except TypeError:  # a key that is not a string, an int past 64 bits, a surrogate...
+        return None
+    for column, types in enumerate(columns):
+        if _FLOATLESS.issuperset(types):
+            continue
+        if not _FLAT.issuperset(types):  # containers: orjson's null may be a NaN
+            if any(map(operator.contains, lines, itertools.repeat("null"))):
+                return None
+            break  # no null anywhere: no NaN, nor in the floats of other columns
+        floats = values[column::width]
+        if types != {float}:
+            floats = [v for v in floats if type(v) is float]
+        if not all(map(math.isfinite, floats)):
+            return None
+    pairs = {(key, kind) for key, types in zip(keys, columns, strict=True) for kind in types}
+    return EncodedBatch(lines, pairs)
 
 
 def _may_hold_nan(record: dict[str, Any], kinds: tuple[type, ...]) -> bool:

@@ -13,7 +13,7 @@ import uuid
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from connector_sync.connectors import jsontext
@@ -195,3 +195,58 @@ def test_the_demo_records_have_the_fields_the_demo_declares() -> None:
     records = list(plugin.read())
     assert encode_batch(records).fields == plugin.record_fields
     assert encode_batch(records, fields=plugin.record_fields).lines == encode_batch(records).lines
+
+
+# -- a batch of rows: records with the same keys in the same order ------------------------
+
+row_values = st.one_of(
+    scalars,
+    st.lists(scalars, max_size=2),
+    st.dictionaries(st.text(max_size=2), scalars, max_size=2),
+    st.sampled_from([dt.date(2026, 3, 1), decimal.Decimal("1.50"), uuid.UUID(int=7), b"\x01"]),
+    st.sampled_from([math.nan, math.inf, -math.inf, 0.5]),
+)
+
+
+def record_by_record(record: dict[str, Any], number: int) -> str | None:
+    """The record's line as a batch of differently shaped records gets it (each record
+    looked at by itself); None when that is a RecordError."""
+    try:
+        return encode_batch([record, {"\0other": 0}], start=number - 1).lines[0]
+    except RecordError:
+        return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(min_value=1, max_value=4).flatmap(
+    lambda width: st.lists(st.lists(row_values, min_size=width, max_size=width), min_size=1,
+                           max_size=6)
+))  # fmt: skip
+@example([[1.5, None], [None, 2.5]])
+@example([[1.5, None], [None, math.inf]])
+@example([[None, [1]], [math.nan, [1]]])
+@example([["x", [1]], ["y", [-math.inf]]])
+def test_rows_are_encoded_as_each_record_by_itself(rows: list[list[Any]]) -> None:
+    keys = [f"k{n}" for n in range(len(rows[0]))]
+    batch = [dict(zip(keys, row, strict=True)) for row in rows]
+    expected = [record_by_record(r, n) for n, r in enumerate(batch, 1)]
+    if None in expected:
+        number = expected.index(None) + 1
+        with pytest.raises(RecordError, match=f"record {number} .*NaN or Infinity"):
+            encode_batch(batch)
+        return
+    encoded = encode_batch(batch)
+    assert encoded.lines == expected
+    assert encoded.fields == {(k, type(v)) for r in batch for k, v in r.items()}
+
+
+def test_a_nan_among_rows_is_a_record_error_naming_it() -> None:
+    rows = [{"a": 1.5, "b": None, "c": [1]} for _ in range(5)]
+    rows[3] = {"a": math.nan, "b": None, "c": [1]}
+    with pytest.raises(RecordError, match="record 14 cannot be stored as JSON: it holds NaN"):
+        encode_batch(rows, start=10)
+    rows[3] = {"a": 1.5, "b": None, "c": [math.inf]}
+    with pytest.raises(RecordError, match="record 14 cannot be stored as JSON: it holds NaN"):
+        encode_batch(rows, start=10)
+    rows[3] = {"a": 2.5, "b": None, "c": [2]}
+    assert encode_batch(rows).lines[3] == '{"a":2.5,"b":null,"c":[2]}'
