@@ -62,3 +62,27 @@ def test_no_batch_is_written_into_a_dataset_that_is_gone(store: Store) -> None:
     with pytest.raises(Exception, match="is gone"):
         store.append_records(claim.dataset_id, 1, ['{"n":2}'])
     assert records(store) == 0
+
+
+def test_a_batch_larger_than_a_copy_piece_is_stored_whole_or_not_at_all(store: Store) -> None:
+    import json
+
+    from connector_sync.datasets import DatasetWriter, encode_batch
+    from connector_sync.exceptions import RecordError
+
+    claim = claimed(store, "pieces")
+    writer = DatasetWriter(store, claim.dataset_id)
+    rows = [{"n": n, "path": f"C:\\dir\\{n}", "tab": "a\tb"} for n in range(1, 1201)]
+    writer.write(encode_batch(rows[:7]))
+    writer.write(encode_batch(rows[7:]))  # PostgreSQL: COPY in pieces of 500 rows
+    with store.database.begin() as conn:
+        stored = conn.execute(
+            sa.text("SELECT seq, data FROM dataset_records WHERE dataset_id = :id ORDER BY seq"),
+            {"id": claim.dataset_id},
+        ).all()
+    assert [seq for seq, _ in stored] == list(range(1, 1201))
+    assert [data if isinstance(data, dict) else json.loads(data) for _, data in stored] == rows
+    bad = [{"n": n, "text": "\ud800" if n == 2300 else "ok"} for n in range(1201, 2401)]
+    with pytest.raises(RecordError, match="record 2300 holds a lone surrogate"):
+        writer.write(encode_batch(bad))  # the bad record is in the third piece
+    assert records(store, claim.dataset_id) == 1200
