@@ -164,6 +164,16 @@ def test_loads_reads_what_json_reads(text: str) -> None:
     [
         (b'{"id": 18446744073709551616}', {"id": 18446744073709551616}),
         (b'{"id": -9223372036854775809}', {"id": -9223372036854775809}),
+        (b'{"id":18446744073709551616}', {"id": 18446744073709551616}),
+        (b'{"ids":[1,18446744073709551616]}', {"ids": [1, 18446744073709551616]}),
+        (b'{"ids": [\n18446744073709551616]}', {"ids": [18446744073709551616]}),
+        # A long run of digits in a string (a uuid, an id) before the long integer.
+        (
+            b'{"ref": "00000000000000000000000000000001", "id": 18446744073709551616}',
+            {"ref": "00000000000000000000000000000001", "id": 18446744073709551616},
+        ),
+        (b'{"ref": "x 18446744073709551616"}', {"ref": "x 18446744073709551616"}),
+        (b'{"x": 1.00000000000000000000001}', {"x": 1.00000000000000000000001}),
         (b'{"x": NaN, "y": -Infinity}', {"x": math.nan, "y": -math.inf}),
         (b'{"s": "\\ud800"}', {"s": "\ud800"}),
         ('{"s": "ünï"}'.encode("utf-16"), {"s": "ünï"}),
@@ -173,6 +183,38 @@ def test_loads_takes_json_s_reading_where_orjson_s_differs(text: bytes, expected
     got = jsontext.loads(text)
     assert json.dumps(got) == json.dumps(expected)
     assert [type(v) for v in got.values()] == [type(v) for v in expected.values()]
+
+
+@pytest.mark.parametrize(
+    ("text", "long"),
+    [
+        (b'{"id": 18446744073709551616}', True),
+        (b"18446744073709551616", True),
+        (b'{"a":[0,-18446744073709551616]}', True),
+        (b'{"note": "call 18446744073709551616"}', True),  # as a number would be: json reads it
+        (b'{"ref": "00000000000000000000000000000001"}', False),
+        (b'{"ref": "id18446744073709551616", "n": 1234567890123456789}', True),
+        (b'{"ref": "id18446744073709551616", "n": 123456789012345678}', False),
+    ],
+)
+def test_only_long_runs_where_a_number_may_be_count(text: bytes, long: bool) -> None:
+    assert jsontext.has_long_digits(text) is long
+
+
+digit_texts = st.lists(
+    st.one_of(
+        st.integers(min_value=-(2**70), max_value=2**70),
+        st.from_regex(r"\A[a-z\- :,.]?[0-9]{17,22}\Z").map(str),
+        st.floats(allow_nan=False, allow_infinity=False),
+    ),
+    max_size=4,
+).map(lambda values: json.dumps(values, separators=(",", ":") if len(values) % 2 else (", ", ": ")))
+
+
+@settings(max_examples=300, deadline=None)
+@given(digit_texts)
+def test_long_digits_in_strings_next_to_long_integers_read_as_json_reads_them(text: str) -> None:
+    assert json.dumps(jsontext.loads(text.encode())) == json.dumps(json.loads(text))
 
 
 def test_loads_raises_what_json_raises() -> None:
