@@ -307,6 +307,9 @@ class _Reader:
         self.fetched = 0
         self.batches: queue.Queue[object] = queue.Queue(maxsize=2)
         self.abandoned = threading.Event()
+        #: The same as `abandoned`, read per record: a plain attribute costs a tenth of
+        #: Event.is_set (a Python call), 4% of a demo sync's reading.
+        self.stopping = False
         self.thread = threading.Thread(target=self._produce, name=f"read-{name}", daemon=True)
 
     def __enter__(self) -> _Reader:
@@ -314,6 +317,7 @@ class _Reader:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stopping = True
         self.abandoned.set()
 
     def _put(self, item: object) -> bool:
@@ -331,7 +335,7 @@ class _Reader:
 
     def _read_batches(self) -> None:
         batch: list[Any] = []
-        abandoned, size = self.abandoned.is_set, self.batch_size
+        size = self.batch_size
         try:
             records = iter(self.plugin.read())
             while True:
@@ -339,7 +343,7 @@ class _Reader:
                 # the records of a batch cut short by an error, below).
                 append = batch.append
                 for record in records:
-                    if abandoned():
+                    if self.stopping:
                         return
                     append(record)
                     if len(batch) >= size:
