@@ -14,29 +14,24 @@ from typing import Any
 
 import orjson
 
-# Every digit becomes "1", every other byte "0": then 19 digits in a row are one find().
-_DIGIT_MAP = bytes(0x31 if 0x30 <= b <= 0x39 else 0x30 for b in range(256))
-# 19 digits may already pass 2**63; shorter integers orjson reads exactly.
-_LONG_DIGITS = b"1" * 19
 # What JSON allows right before the digits of an integer (or of a fraction or exponent:
 # counted too, to be sure). A run after anything else (a quote, a letter: a uuid, an id
 # in a string) is inside a string, or the text is not JSON (and orjson refuses it).
-_BEFORE_NUMBER_DIGITS = frozenset(b"-+.eE:,[ \t\r\n")
+_BEFORE_NUMBER_DIGITS = b"-+.eE:,[ \t\r\n"
+# Every digit becomes "1", every byte that may come right before a number's digits "2",
+# every other byte "0": then a long run where a number may be is one find().
+_DIGIT_MAP = bytes(
+    0x31 if 0x30 <= b <= 0x39 else 0x32 if b in _BEFORE_NUMBER_DIGITS else 0x30 for b in range(256)
+)
+# 19 digits may already pass 2**63; shorter integers orjson reads exactly.
+_LONG_DIGITS = b"1" * 19
 
 
 def has_long_digits(data: bytes | bytearray) -> bool:
     """Whether `data` holds 19 or more digits in a row where a number's digits may be
     (digits in a string after a quote or a letter do not count)."""
-    digits = data.translate(_DIGIT_MAP)
-    at = digits.find(_LONG_DIGITS)
-    while at >= 0:
-        if at == 0 or data[at - 1] in _BEFORE_NUMBER_DIGITS:
-            return True
-        end = digits.find(b"0", at)  # past this run, to the next one
-        if end < 0:
-            return False
-        at = digits.find(_LONG_DIGITS, end)
-    return False
+    mapped = data.translate(_DIGIT_MAP)
+    return mapped.startswith(_LONG_DIGITS) or mapped.find(b"2" + _LONG_DIGITS) >= 0
 
 
 def loads(data: bytes | bytearray) -> Any:
