@@ -32,7 +32,7 @@ import tenacity
 from connector_sync.connectors.base import ConnectorPlugin
 from connector_sync.connectors.registry import load_plugin, secret_fields
 from connector_sync.constants import CANCELLED, COMPLETED, FAILED
-from connector_sync.datasets import DatasetWriter, EncodedBatch, encode_batch
+from connector_sync.datasets import DatasetWriter, EncodedBatch, KeyOrder, encode_batch
 from connector_sync.exceptions import DatabaseError, DatabaseUnavailable, LeaseLost, PluginError
 from connector_sync.scheduling import DEFAULT_BACKOFF_BASE, next_slot, retry_delay
 from connector_sync.secrets import connector_secrets, redact, resolve_env_refs
@@ -301,9 +301,17 @@ class _Reader:
     is left behind as a daemon thread.
     """
 
-    def __init__(self, plugin: ConnectorPlugin, batch_size: int, name: str) -> None:
+    def __init__(
+        self,
+        plugin: ConnectorPlugin,
+        batch_size: int,
+        name: str,
+        key_order: KeyOrder | None = None,
+    ) -> None:
         self.plugin = plugin
         self.batch_size = batch_size
+        #: The store's order of a record's keys (Store.record_key_order).
+        self.key_order = key_order
         self.fetched = 0
         self.batches: queue.Queue[object] = queue.Queue(maxsize=2)
         self.abandoned = threading.Event()
@@ -352,7 +360,8 @@ class _Reader:
                     break
                 self.fetched += len(batch)
                 full, batch = batch, []
-                encoded = encode_batch(full, self.fetched - len(full), self.plugin.record_fields)
+                start = self.fetched - len(full)
+                encoded = encode_batch(full, start, self.plugin.record_fields, self.key_order)
                 if not self._put(encoded):
                     return
             self._put(_DONE)
@@ -737,7 +746,8 @@ class Runner:
             keeper.ensure_held(claim)
             self.control.check()
 
-        with _Reader(plugin, self.options.batch_size, claim.name) as reader:
+        reader = _Reader(plugin, self.options.batch_size, claim.name, self.store.record_key_order)
+        with reader:
             try:
                 for batch in reader.batches_until(deadline, between_batches):
                     between_batches()

@@ -86,3 +86,25 @@ def test_a_batch_larger_than_a_copy_piece_is_stored_whole_or_not_at_all(store: S
     with pytest.raises(RecordError, match="record 2300 holds a lone surrogate"):
         writer.write(encode_batch(bad))  # the bad record is in the third piece
     assert records(store, claim.dataset_id) == 1200
+
+
+def test_the_store_s_key_order_stores_the_same_documents(store: Store, db_url: str) -> None:
+    from connector_sync.datasets import DatasetWriter, encode_batch
+
+    rows = [{"year": 2013, "dest": "IAH", "day": n, "arr_delay": None} for n in range(50)]
+    plain, ordered = claimed(store, "plain"), claimed(store, "ordered")
+    DatasetWriter(store, plain.dataset_id).write(encode_batch(rows))
+    batch = encode_batch(rows, key_order=store.record_key_order)
+    DatasetWriter(store, ordered.dataset_id).write(batch)
+    text = "data::text" if db_url.startswith("postgresql") else "data"
+
+    def stored(dataset_id: int) -> list[str]:
+        with store.database.begin() as conn:
+            query = f"SELECT {text} FROM dataset_records WHERE dataset_id = :id ORDER BY seq"
+            return list(conn.execute(sa.text(query), {"id": dataset_id}).scalars())
+
+    assert stored(ordered.dataset_id) == stored(plain.dataset_id)
+    if store.record_key_order is None:  # SQLite keeps the text: the record's own order
+        assert stored(plain.dataset_id)[0] == '{"year":2013,"dest":"IAH","day":0,"arr_delay":null}'
+    else:  # jsonb keeps its own order, whatever order the keys came in
+        assert batch.lines[0] == '{"day":0,"dest":"IAH","year":2013,"arr_delay":null}'

@@ -292,3 +292,31 @@ def test_a_nan_among_rows_is_a_record_error_naming_it() -> None:
         encode_batch(rows, start=10)
     rows[3] = {"a": 2.5, "b": None, "c": [2]}
     assert encode_batch(rows).lines[3] == '{"a":2.5,"b":null,"c":[2]}'
+
+
+# -- a database's own key order -----------------------------------------------------------
+
+
+def test_records_with_the_same_keys_are_written_in_the_database_s_key_order() -> None:
+    from connector_sync.store.postgres import jsonb_key_order
+
+    rows = [{"year": 2013, "day": n, "ünï": "x", "dest": None, "a": 1.5} for n in range(3)]
+    fields = {(k, type(v)) for r in rows for k, v in r.items()}
+    plain = encode_batch(rows)
+    # Shorter first, then by bytes ("ünï" has 5).
+    jsonb_order = [["a", "day", "dest", "year", "ünï"]] * 3
+    for known in (None, fields):
+        ordered = encode_batch(rows, fields=known, key_order=jsonb_key_order)
+        assert [list(json.loads(line)) for line in ordered.lines] == jsonb_order
+        assert [json.loads(line) for line in ordered.lines] == rows
+        assert ordered.fields == plain.fields
+    # The plugin's fields: the same keys in another order are put in order too.
+    rows[2] = {"a": 1.5, "dest": None, "ünï": "x", "day": 2, "year": 2013}
+    ordered = encode_batch(rows, fields=fields, key_order=jsonb_key_order)
+    assert [list(json.loads(line)) for line in ordered.lines] == jsonb_order
+    other_keys = [{"b": 1, "a": 2}, {"b": 1, "c": 2}]  # not one set of keys: left alone
+    lines = encode_batch(other_keys, key_order=jsonb_key_order).lines
+    assert lines == ['{"b":1,"a":2}', '{"b":1,"c":2}']
+    with pytest.raises(RecordError, match="record 2 cannot be stored as JSON: it holds NaN"):
+        encode_batch([{"b": 1.5, "a": 1}, {"b": math.nan, "a": 1}], key_order=jsonb_key_order)
+    assert jsonb_key_order(["bb", 1, "a"]) == ["bb", 1, "a"]  # keys that are not text: as they are

