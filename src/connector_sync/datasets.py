@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import itertools
 import json
 import math
+import operator
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +61,10 @@ _FLAT = _FLOATLESS | {float}
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+#: A database's order of a record's keys (`Store.record_key_order`).
+KeyOrder = Callable[[list[Any]], list[Any]]
+
+
 @dataclass
 class EncodedBatch:
     """A batch of records as JSON text, with the (field name, value type) pairs seen in
@@ -72,12 +78,17 @@ def encode_batch(
     records: Sequence[dict[str, Any]],
     start: int = 0,
     fields: set[tuple[str, type]] | None = None,
+    key_order: KeyOrder | None = None,
 ) -> EncodedBatch:
     """The records as JSON lines; `start` is how many records came before (for messages).
 
     `fields` is the plugin's word for its records so far (`ConnectorPlugin.record_fields`):
     their (field, value type) pairs, no float NaN or infinite. Then the batch is encoded
     in one comprehension and no record is looked at for the schema.
+
+    `key_order` is the store's `record_key_order`: records that all have the same keys
+    are written with their keys in that order (the database stores the same value, and
+    need not sort them).
 
     Pure, so the runner's reader thread encodes one batch while the sync thread writes
     the one before.
@@ -87,12 +98,16 @@ def encode_batch(
         TypeError: the plugin yielded something other than a dict.
     """
     if fields is not None:
+        rows = _in_key_order(records, key_order)
         try:
             dumps, options = orjson.dumps, _ORJSON_OPTIONS
-            texts = [dumps(r, default=_json_default, option=options).decode() for r in records]
+            texts = [dumps(r, default=_json_default, option=options).decode() for r in rows]
             return EncodedBatch(texts, set(fields))
         except TypeError:  # what orjson refuses: record by record, as below
             pass
+    uniform = _encode_uniform(records, key_order)
+    if uniform is not None:
+        return uniform
     lines: list[str] = []
     add_line = lines.append
     # One key per record shape (its keys, then its values' types) is the cheapest way to
@@ -119,6 +134,70 @@ def encode_batch(
         half = len(shape) // 2
         seen.update(zip(shape[:half], shape[half:], strict=True))
     return EncodedBatch(lines, seen)
+
+
+def _same_keys(records: Sequence[dict[str, Any]]) -> list[Any] | None:
+    """The keys of the records when they are plain dicts with the same keys in the same
+    order (rows of a file, a table, an API's page); None otherwise."""
+    if not records or set(map(type, records)) != {dict}:
+        return None
+    keys = list(records[0])
+    return keys if all(map(keys.__eq__, map(list, records))) else None
+
+
+def _in_key_order(
+    records: Sequence[dict[str, Any]], key_order: KeyOrder | None
+) -> Sequence[dict[str, Any]]:
+    """The records with their keys in `key_order`'s order, when they are plain dicts that
+    all have the first one's keys (the same JSON values, the keys in another order: only
+    for a database that keeps keys in an order of its own); else as they are."""
+    if key_order is None or not records or set(map(type, records)) != {dict}:
+        return records
+    keys = list(records[0])
+    ordered = key_order(keys)
+    if ordered == keys or set(map(len, records)) != {len(keys)}:
+        return records
+    try:
+        return [{key: record[key] for key in ordered} for record in records]
+    except KeyError:  # a record with other keys
+        return records
+
+
+def _encode_uniform(
+    records: Sequence[dict[str, Any]], key_order: KeyOrder | None = None
+) -> EncodedBatch | None:
+    """The batch encoded a column at a time when its records all have the same keys
+    (`_same_keys`), each value of a type that holds no NaN or infinite float, or a
+    finite float: then every line is what orjson writes, as record by record (below),
+    and the schema is each column's types. None: look at each record (containers with
+    a null, a NaN, what orjson refuses...)."""
+    keys = _same_keys(records)
+    if keys is None:
+        return None
+    width = len(keys)
+    values = list(itertools.chain.from_iterable(map(dict.values, records)))
+    kinds = list(map(type, values))
+    columns = [set(kinds[i::width]) for i in range(width)]
+    rows = _in_key_order(records, key_order)
+    dumps, options = orjson.dumps, _ORJSON_OPTIONS
+    try:
+        lines = [dumps(r, default=_json_default, option=options).decode() for r in rows]
+    except TypeError:  # a key that is not a string, an int past 64 bits, a surrogate...
+        return None
+    for column, types in enumerate(columns):
+        if _FLOATLESS.issuperset(types):
+            continue
+        if not _FLAT.issuperset(types):  # containers: orjson's null may be a NaN
+            if any(map(operator.contains, lines, itertools.repeat("null"))):
+                return None
+            break  # no null anywhere: no NaN, nor in the floats of other columns
+        floats = values[column::width]
+        if types != {float}:
+            floats = [v for v in floats if type(v) is float]
+        if not all(map(math.isfinite, floats)):
+            return None
+    pairs = {(key, kind) for key, types in zip(keys, columns, strict=True) for kind in types}
+    return EncodedBatch(lines, pairs)
 
 
 def _may_hold_nan(record: dict[str, Any], kinds: tuple[type, ...]) -> bool:

@@ -33,7 +33,7 @@ import tenacity
 from connector_sync.connectors.base import ConnectorPlugin
 from connector_sync.connectors.registry import load_plugin, secret_fields
 from connector_sync.constants import CANCELLED, COMPLETED, FAILED
-from connector_sync.datasets import DatasetWriter, EncodedBatch, encode_batch
+from connector_sync.datasets import DatasetWriter, EncodedBatch, KeyOrder, encode_batch
 from connector_sync.exceptions import DatabaseError, DatabaseUnavailable, LeaseLost, PluginError
 from connector_sync.scheduling import DEFAULT_BACKOFF_BASE, next_slot, retry_delay
 from connector_sync.secrets import connector_secrets, redact, resolve_env_refs
@@ -419,15 +419,25 @@ class _Reader:
     """
 
     def __init__(
-        self, plugin: ConnectorPlugin, batch_size: int, name: str, threads: ReaderThreads
+        self,
+        plugin: ConnectorPlugin,
+        batch_size: int,
+        name: str,
+        threads: ReaderThreads,
+        key_order: KeyOrder | None = None,
     ) -> None:
         self.plugin = plugin
         self.batch_size = batch_size
         self.name = f"read-{name}"
         self.threads = threads
+        #: The store's order of a record's keys (Store.record_key_order).
+        self.key_order = key_order
         self.fetched = 0
         self.batches: queue.Queue[object] = queue.Queue(maxsize=2)
         self.abandoned = threading.Event()
+        #: The same as `abandoned`, read per record: a plain attribute costs a tenth of
+        #: Event.is_set (a Python call), 4% of a demo sync's reading.
+        self.stopping = False
         self.done = threading.Event()
 
     def __enter__(self) -> _Reader:
@@ -435,6 +445,7 @@ class _Reader:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stopping = True
         self.abandoned.set()
 
     def _put(self, item: object) -> bool:
@@ -455,7 +466,7 @@ class _Reader:
 
     def _read_batches(self) -> None:
         batch: list[Any] = []
-        abandoned, size = self.abandoned.is_set, self.batch_size
+        size = self.batch_size
         try:
             records = iter(self.plugin.read())
             while True:
@@ -463,7 +474,7 @@ class _Reader:
                 # the records of a batch cut short by an error, below).
                 append = batch.append
                 for record in records:
-                    if abandoned():
+                    if self.stopping:
                         return
                     append(record)
                     if len(batch) >= size:
@@ -472,7 +483,8 @@ class _Reader:
                     break
                 self.fetched += len(batch)
                 full, batch = batch, []
-                encoded = encode_batch(full, self.fetched - len(full), self.plugin.record_fields)
+                start = self.fetched - len(full)
+                encoded = encode_batch(full, start, self.plugin.record_fields, self.key_order)
                 if not self._put(encoded):
                     return
             self._put(_DONE)
@@ -893,7 +905,11 @@ class Runner:
             keeper.ensure_held(claim)
             self.control.check()
 
-        with _Reader(plugin, self.options.batch_size, claim.name, self._reader_threads) as reader:
+        reader = _Reader(
+            plugin, self.options.batch_size, claim.name, self._reader_threads,
+            self.store.record_key_order,
+        )  # fmt: skip
+        with reader:
             try:
                 for batch in reader.batches_until(deadline, between_batches):
                     between_batches()

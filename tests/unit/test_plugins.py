@@ -105,3 +105,28 @@ def test_csv_streams_a_large_file_row_by_row(tmp_path: Path) -> None:
     reader = CsvConnector({"path": str(path)}).read()
     assert next(reader) == {"n": "0", "text": "row 0, with a comma"}
     assert sum(1 for _ in reader) == 199_999
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///a.db", "sqlite:////tmp/x.db", "sqlite+pysqlite:///rel/x.db", "sqlite://",
+        "sqlite:///:memory:", "sqlite:///a%20b.db", "sqlite:///x.db?mode=ro", "sqlite:////",
+        "postgresql://u:p@h:5433/db", "postgresql+psycopg://h/db?sslmode=require", "not a url",
+    ],
+)  # fmt: skip
+def test_the_own_sqlite_file_is_read_from_the_url_as_sqlalchemy_reads_it(url: str) -> None:
+    # A sync's check reads the usual forms without importing SQLAlchemy (a fifth of a
+    # second of a file sync's start-up); the answer must be SQLAlchemy's.
+    import sqlalchemy as sa
+
+    from connector_sync.connectors.base import own_sqlite_file
+
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        expected = None
+    else:
+        sqlite = parsed.get_backend_name() == "sqlite"
+        expected = parsed.database if sqlite and parsed.database not in ("", ":memory:") else None
+    assert own_sqlite_file(url) == expected

@@ -221,6 +221,11 @@ class Deadline:
 
 def own_sqlite_file(own_database_url: str) -> str | None:
     """The file of connector-sync's own database when it is SQLite (None otherwise)."""
+    from connector_sync.db import plain_url
+
+    plain = plain_url(own_database_url)
+    if plain is not None:  # the usual forms, without importing SQLAlchemy for a sync
+        return plain.sqlite_path
     import sqlalchemy as sa
 
     try:

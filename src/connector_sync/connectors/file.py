@@ -259,7 +259,10 @@ class FileConnector(ConnectorPlugin):
         cursor = self.cursor
         with self._open() as handle:
             if cursor is None:
-                yield from map(itemgetter(1), self._records(handle))
+                if self.format == "jsonl":  # whole chunks of records, no line numbers
+                    yield from self._jsonl_objects(handle)
+                else:
+                    yield from map(itemgetter(1), self._records(handle))
                 return
             for line, record in self._records(handle):
                 value = cursor.value_of(record, f"{self.label}: line {line}")
@@ -381,31 +384,53 @@ class FileConnector(ConnectorPlugin):
             ) from None
 
     def _jsonl_records(self, handle: IO[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+        for first, chunk in self._jsonl_chunks(handle):
+            records = _jsonl_objects_fast(chunk)
+            if records is not None:
+                yield from zip(itertools.count(first), records)
+            else:
+                yield from self._jsonl_lines(chunk, first)
+
+    def _jsonl_objects(self, handle: IO[str]) -> Iterator[dict[str, Any]]:
+        """The records alone: a chunk that orjson reads whole is handed on as one list."""
+        for first, chunk in self._jsonl_chunks(handle):
+            records = _jsonl_objects_fast(chunk)
+            if records is not None:
+                yield from records
+            else:
+                yield from map(itemgetter(1), self._jsonl_lines(chunk, first))
+
+    def _jsonl_chunks(self, handle: IO[str]) -> Iterator[tuple[int, list[str]]]:
+        """(number of the first line, lines) a chunk at a time."""
         lines = _Lines(handle, self.max_record_chars, self.label)
-        exact = self._jsonl_value
-        number = 0
         try:
             for chunk in lines.chunks():
-                # orjson where it reads as json does (see jsontext); json for the rest.
-                fast = not has_long_digits("".join(chunk).encode("utf-8", "surrogatepass"))
-                for number, line in enumerate(chunk, number + 1):  # noqa: B020
-                    if fast:
-                        try:
-                            value = orjson.loads(line)
-                        except orjson.JSONDecodeError:  # blank, NaN, a lone surrogate, an error
-                            value = exact(line, number)
-                    else:
-                        value = exact(line, number)
-                    if value is _BLANK:
-                        continue
-                    if type(value) is not dict:
-                        value = _expect_object(value, self.label, number)
-                    yield number, value
+                yield lines.number - len(chunk) + 1, chunk
         except UnicodeError as exc:
             raise PermanentError(
                 f"{self.label}: near line {lines.number + 1}: not valid {self.encoding}: "
                 f"{_reason(exc)}"
             ) from None
+
+    def _jsonl_lines(self, chunk: list[str], first: int) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(line number, record) for the lines of a chunk, one line at a time: blank lines
+        skipped, orjson where it reads as json does (see jsontext), json for the rest, and
+        an error naming its line."""
+        exact = self._jsonl_value
+        fast = not has_long_digits("".join(chunk).encode("utf-8", "surrogatepass"))
+        for number, line in enumerate(chunk, first):
+            if fast:
+                try:
+                    value = orjson.loads(line)
+                except orjson.JSONDecodeError:  # blank, NaN, a lone surrogate, an error
+                    value = exact(line, number)
+            else:
+                value = exact(line, number)
+            if value is _BLANK:
+                continue
+            if type(value) is not dict:
+                value = _expect_object(value, self.label, number)
+            yield number, value
 
     def _jsonl_value(self, line: str, number: int) -> Any:
         """A JSON Lines line as the json module reads it (_BLANK for a blank line).
@@ -566,6 +591,19 @@ def _expect_object(value: Any, label: str, line: int) -> dict[str, Any]:
             f"{label}: line {line}: a record must be a JSON object, got {type(value).__name__}"
         )
     return value
+
+
+def _jsonl_objects_fast(chunk: list[str]) -> list[dict[str, Any]] | None:
+    """The records of a chunk of JSON Lines read in one call when every line is a JSON
+    object that orjson reads as json does (no blank line, no NaN, no run of 19 digits);
+    None: read it line by line (`_jsonl_lines`), which also names a bad line."""
+    if has_long_digits("".join(chunk).encode("utf-8", "surrogatepass")):
+        return None
+    try:
+        records = list(map(orjson.loads, chunk))
+    except orjson.JSONDecodeError:
+        return None
+    return records if set(map(type, records)) == {dict} else None
 
 
 class _ResponseReader(io.RawIOBase):

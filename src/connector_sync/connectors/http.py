@@ -978,9 +978,11 @@ def _checked_transport(policy: Policy) -> httpx.HTTPTransport:
     Requests through a proxy go through httpx's own proxy transports instead: there the
     proxy resolves names, and only the policy's rules on names apply.
     """
-    transport = httpx.HTTPTransport()
+    # One TLS context for both pools: making one loads the CA bundle (tens of ms).
+    ssl_context = httpx.create_ssl_context()
+    transport = httpx.HTTPTransport(verify=ssl_context)
     transport._pool = httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(),
+        ssl_context=ssl_context,
         max_connections=100,
         max_keepalive_connections=20,
         keepalive_expiry=5.0,

@@ -754,6 +754,11 @@ class Store(Closing, abc.ABC):
     tried again inside the store on a transient database error.
     """
 
+    #: The order the database keeps a record's keys in, whatever order they come in
+    #: (PostgreSQL's jsonb); None: the order they come in (SQLite stores the text). The
+    #: runner writes records in it: the same stored value, and no sort for the server.
+    record_key_order: Callable[[list[Any]], list[Any]] | None = None
+
     def __init__(
         self, database: Database, clock: Clock | None = None, *, owns_database: bool = True
     ) -> None:
