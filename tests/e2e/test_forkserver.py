@@ -43,4 +43,3 @@ def test_a_forked_command_ends_as_the_console_script_does(args: list[str], tmp_p
     real, forked = both(args, tmp_path)
     assert forked == real
     assert real[0] in {0, 2, 3}
-
