@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
-from types import FrameType
 from typing import Any
 
 import tenacity
@@ -37,6 +36,7 @@ from connector_sync.datasets import DatasetWriter, EncodedBatch, KeyOrder, encod
 from connector_sync.exceptions import DatabaseError, DatabaseUnavailable, LeaseLost, PluginError
 from connector_sync.scheduling import DEFAULT_BACKOFF_BASE, next_slot, retry_delay
 from connector_sync.secrets import connector_secrets, redact, resolve_env_refs
+from connector_sync.signals import relayed
 from connector_sync.store.base import (
     Claim,
     ClaimRequest,
@@ -997,16 +997,14 @@ class Runner:
 def stop_on_signals(
     grace: float, request_stop: Callable[[int, str], None]
 ) -> Iterator[threading.Event]:
-    """While the block runs, SIGTERM/SIGINT stop it gracefully: the first calls
-    `request_stop(signum, reason)` and sets the event yielded; a second exits at once (the
-    unfinished leases expire and a later run recovers them). Outside the main thread,
-    signals are not handled and the event is never set by one."""
+    """While the block runs, SIGTERM/SIGINT stop it gracefully: the first sets the event
+    yielded, then calls `request_stop(signum, reason)`; a second exits at once (the
+    unfinished leases expire and a later run recovers them). Both happen in a relay
+    thread (signals.py), not in the signal handler, so `request_stop` may log and lock.
+    Outside the main thread, signals are not handled and the event is never set by one."""
     stopped = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield stopped
-        return
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
+    def on_signal(signum: int) -> None:
         name = signal.Signals(signum).name
         if stopped.is_set():
             log.error("second %s: exiting now; unfinished leases expire and are recovered", name)
@@ -1020,12 +1018,8 @@ def stop_on_signals(
         )
         request_stop(signum, f"cancelled: worker received {name}, grace of {_seconds(grace)} over")
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with relayed(on_signal):
         yield stopped
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 @dataclass(frozen=True)
@@ -1069,26 +1063,32 @@ def run_loop(
     """
     report = LoopReport()
     current: list[Runner] = []
+    # The signal is acted on in another thread: a run starting as it comes is either in
+    # `current` when request_stop looks, or sees `report.signal` set.
+    lock = threading.Lock()
 
     def request_stop(signum: int, reason: str) -> None:
-        report.signal = signum
-        for runner in current:
-            runner.control.request_stop(options.grace, reason, signum)
+        with lock:
+            report.signal = signum
+            for runner in current:
+                runner.control.request_stop(options.grace, reason, signum)
 
     with stop_on_signals(options.grace, request_stop) as stopped:
         while not stopped.is_set():
             started = time.monotonic()
             runner = Runner(store, options, watchers)
-            current.append(runner)
-            if stopped.is_set():  # a signal between the check and the append
-                runner.control.request_stop(0, "cancelled: loop stopping", report.signal)
+            with lock:
+                current.append(runner)
+                if report.signal is not None:  # a signal between the check and the append
+                    runner.control.request_stop(0, "cancelled: loop stopping", report.signal)
             try:
                 run_report: RunReport | None = runner.run()
             except DatabaseUnavailable as exc:
                 log.error("run %d: %s; the next run tries again", report.runs + 1, exc)
                 run_report = None
             finally:
-                current.clear()
+                with lock:
+                    current.clear()
             report.runs += 1
             if run_report is not None:
                 report.failed += run_report.failed

@@ -13,7 +13,6 @@ import math
 import signal
 import socket
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -27,6 +26,7 @@ from connector_sync.server import ServeOptions
 from connector_sync.server.app import create_app
 from connector_sync.server.auth import SECRET_ENVVAR, is_loopback, load_secret
 from connector_sync.server.runs import RunRegistry
+from connector_sync.signals import SignalRelay
 
 log = logging.getLogger("connector_sync.server")
 
@@ -128,7 +128,8 @@ class HttpTrigger:
             # once its syncs end, within the grace) before it cancels them.
             timeout_graceful_shutdown=math.ceil(grace + SHUTDOWN_MARGIN),
         )
-        self.server = _Server(config, self.on_signal)
+        self.relay = SignalRelay(self.on_signal, name="serve-signals")
+        self.server = _Server(config, self.relay)
         self.auth = "off (--no-auth, loopback only)" if secret is None else "bearer secret"
 
     @property
@@ -140,7 +141,8 @@ class HttpTrigger:
         """Serve until stopped (a signal in the main thread, or `stop`), then drain."""
         log.info("serving on %s (authentication: %s)", self.url, self.auth)
         try:
-            self.server.run(sockets=[self.listener])
+            with self.relay:
+                self.server.run(sockets=[self.listener])
         finally:
             self.stop("the server stopped")  # no-op when a signal already did
             if not self.runs.join(self.grace + SHUTDOWN_MARGIN):
@@ -180,16 +182,18 @@ class HttpTrigger:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's Server, whose signals stop our runs too (HttpTrigger.on_signal)."""
+    """uvicorn's Server, whose signals stop our runs too (HttpTrigger.on_signal), acted on
+    in a relay thread: the stop logs and takes the run registry's lock, which a signal
+    handler must not (signals.py)."""
 
-    def __init__(self, config: uvicorn.Config, on_signal: Callable[[int], None]) -> None:
+    def __init__(self, config: uvicorn.Config, relay: SignalRelay) -> None:
         super().__init__(config)
-        self._on_signal = on_signal
+        self._relay = relay
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        # Not uvicorn's own: it re-raises the signal after shutdown, which would end the
-        # process with 143 after a clean drain.
-        self._on_signal(sig)
+        # Not uvicorn's own either: it re-raises the signal after shutdown, which would end
+        # the process with 143 after a clean drain.
+        self._relay.handler(sig, frame)
 
 
 def adopt_uvicorn_logging() -> None:
