@@ -471,7 +471,8 @@ def test_a_connection_made_while_the_server_drains_is_refused_at_once(sqlite_url
 
 def test_sigterm_drains_a_run_in_flight_within_the_grace(sqlite_url: str) -> None:
     add(sqlite_url, "slow", type="sleepy", records=3, seconds=0.4)
-    with ServeProcess(sqlite_url, "--grace", "20", log_format="json") as serve:
+    # The installed console script: SIGTERM reaches the server's own process.
+    with ServeProcess(sqlite_url, "--grace", "20", log_format="json", real=True) as serve:
         answers: list[httpx.Response] = []
         posting = threading.Thread(
             target=lambda: answers.append(

@@ -17,8 +17,7 @@ What a fork cannot give, and so what the tests that need it run the installed co
 script for: a process group and controlling terminal of its own, and a fresh
 interpreter. A module the server imported is imported already, so an import the code
 forgot would go unnoticed here: the README's page, the acceptance scenario, the idle
-run, the deploy files and `serve` (uvicorn's signal handling once left a forked server
-deaf to SIGTERM, not understood yet) run the real console script. Only modules are
+run, the deploy files and one `serve` test run the real console script. Only modules are
 imported before the fork: nothing reads the environment, opens a database or looks for
 plugins until the child runs its command, and PYTHONPATH from the command's environment
 goes on `sys.path` as Python would put it.
@@ -60,6 +59,8 @@ PRELOAD = (
     "sqlalchemy",
     "psycopg",
     "httpx",
+    "connector_sync.server.app",  # serve: FastAPI, uvicorn
+    "uvicorn",
 )
 
 SHIM = """\

@@ -1,6 +1,7 @@
 """Real `serve` servers for the tests: in a thread of the test process (HttpTrigger on a
 socket bound to 127.0.0.1, any free port), or as a `connector-sync serve` subprocess
-(the installed console script)."""
+(through the fork server of support/forkserver.py unless `real` asks for the installed
+console script)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import httpx
 
 from connector_sync import operations
 from connector_sync.server.launch import HttpTrigger, bind, resolve
+from support.forkserver import forked_command
 
 COMMAND = str(Path(sys.executable).parent / "connector-sync")  # the installed console script
 SECRET = "test-secret-0123456789"
@@ -58,15 +60,19 @@ def wait_for(predicate: Any, timeout: float = 20.0, what: str = "the condition")
 
 
 class Command:
-    """The installed `connector-sync` as a subprocess, its stderr collected line by line
-    as it comes (a reader thread: the pipe never fills)."""
+    """`connector-sync` as a subprocess, its stderr collected line by line as it comes (a
+    reader thread: the pipe never fills); the installed console script when `real`."""
 
-    def __init__(self, *args: str, secret: str | None = None) -> None:
+    def __init__(self, *args: str, secret: str | None = None, real: bool = False) -> None:
         env = {k: v for k, v in os.environ.items() if k != "CRON_SECRET"}
         if secret is not None:
             env["CRON_SECRET"] = secret
         self.process = subprocess.Popen(
-            [COMMAND, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            [COMMAND if real else forked_command(), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         self.lines: list[str] = []
         self._stdout: list[str] = []
@@ -133,10 +139,11 @@ class ServeProcess(Command):
         *args: str,
         secret: str | None = SECRET,
         log_format: str = "plain",
+        real: bool = False,
     ) -> None:
         super().__init__(
             "--database-url", database_url, "--log-format", log_format,
-            "serve", "--port", "0", *args, secret=secret,
+            "serve", "--port", "0", *args, secret=secret, real=real,
         )  # fmt: skip
         wait_for(lambda: self.logged("serving on http://"), timeout=30, what="serve to listen")
         found = re.search(r"serving on (http://[^ \"]+)", self.stderr)
