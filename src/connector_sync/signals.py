@@ -7,11 +7,13 @@ surfaces in the interrupted code instead, with the rest of the handler (the part
 stops the run or the server) never done; a handler that takes a lock the main thread
 holds waits for ever. Either way the signal is lost. So the handler here only puts the
 signal's number on a `queue.SimpleQueue`, whose `put` is reentrant by design, and a relay
-thread takes it off and does the work: logging, locks, stopping runs.
+thread takes it off and does the work: logging, locks, stopping runs. That work must
+not wait for the thread that leaves the block: leaving joins the relay.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import signal
 import threading
@@ -19,6 +21,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Self
+
+log = logging.getLogger("connector_sync")
 
 #: The signals that stop a run or a server.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -39,7 +43,10 @@ class SignalRelay:
 
     def _relay(self) -> None:
         while (signum := self._queue.get()) is not None:
-            self._act(signum)
+            try:
+                self._act(signum)
+            except Exception:  # a bug; the next signal must still be heard
+                log.exception("acting on signal %d failed", signum)
 
     def __enter__(self) -> Self:
         self._thread.start()
@@ -52,16 +59,19 @@ class SignalRelay:
 
 
 @contextmanager
-def relayed(act: Callable[[int], None], signals: tuple[int, ...] = STOP_SIGNALS) -> Iterator[None]:
+def relayed(
+    act: Callable[[int], None], signals: tuple[int, ...] = STOP_SIGNALS
+) -> Iterator[SignalRelay]:
     """While the block runs, `signals` call `act(signum)` in a relay thread. Outside the
-    main thread (where Python cannot handle signals) this does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    main thread, where Python cannot handle signals, no handler is installed; the relay
+    yielded still takes signals handed to it by other handlers (uvicorn's)."""
     with SignalRelay(act) as relay:
+        if threading.current_thread() is not threading.main_thread():
+            yield relay
+            return
         previous = {s: signal.signal(s, relay.handler) for s in signals}
         try:
-            yield
+            yield relay
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)

@@ -471,7 +471,7 @@ def test_a_connection_made_while_the_server_drains_is_refused_at_once(sqlite_url
 
 def test_sigterm_drains_a_run_in_flight_within_the_grace(sqlite_url: str) -> None:
     add(sqlite_url, "slow", type="sleepy", records=3, seconds=0.4)
-    # The installed console script: SIGTERM reaches the server's own process.
+    # The installed console script: one `serve` in a fresh interpreter, as deployed.
     with ServeProcess(sqlite_url, "--grace", "20", log_format="json", real=True) as serve:
         answers: list[httpx.Response] = []
         posting = threading.Thread(
@@ -504,6 +504,23 @@ def test_sigterm_cancels_what_outlives_the_grace(sqlite_url: str) -> None:
         assert time.monotonic() - began < 10
     assert query(sqlite_url, "SELECT status FROM connector_syncs") == [("CANCELLED",)]
     assert query(sqlite_url, "SELECT status FROM connectors") == [("ACTIVE",)]
+
+
+def test_a_second_sigterm_during_the_drain_cancels_the_runs_at_once(sqlite_url: str) -> None:
+    add(sqlite_url, "hung", type="sleepy", records=1, seconds=60)
+    with ServeProcess(sqlite_url, "--grace", "30") as serve:
+        with client(serve.url) as http:
+            run = http.post("/api/connectors/sync?wait=false").json()
+            wait_for(lambda: http.get(run["poll"]).json()["status"] == "RUNNING")
+            wait_for(lambda: query(sqlite_url, "SELECT count(*) FROM connector_syncs") == [(1,)])
+        serve.process.send_signal(signal.SIGTERM)
+        wait_for(lambda: serve.logged("runs in flight get 30s"), what="the first stop")
+        began = time.monotonic()
+        # uvicorn has stopped serving (nothing was connected): this one comes in the drain.
+        assert serve.stop(signal.SIGTERM) == 0
+        assert time.monotonic() - began < 10
+    assert "runs in flight get 0s to finish" in serve.stderr
+    assert query(sqlite_url, "SELECT status FROM connector_syncs") == [("CANCELLED",)]
 
 
 def test_finished_runs_beyond_the_kept_number_are_forgotten(

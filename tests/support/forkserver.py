@@ -254,12 +254,13 @@ def _stop() -> None:
 
 
 def _run_and_exit(main: Callable[[], object]) -> NoReturn:
-    """In the child: run the command, then end the process as Python's own exit does
-    (non-daemon threads joined, atexit handlers run, the streams flushed, the status of
-    SystemExit, of an uncaught exception or of an uncaught KeyboardInterrupt) but without
-    tearing the interpreter down. That teardown frees every module and object the server
-    imported, so it touched (and copied) every page the fork shares with the server: 35
-    ms of CPU in each command, more than a `--version` needs."""
+    """In the child: run the command, then end the process the way CPython ends one
+    (non-daemon threads joined, atexit handlers run, stdout and stderr flushed, the status
+    of SystemExit, of an uncaught exception, death by SIGINT after an uncaught
+    KeyboardInterrupt, 120 when stdout cannot be flushed), but without tearing the
+    interpreter down: no module is freed and no `__del__` runs. That teardown frees every
+    object the server imported, so it touched (and copied) every page the fork shares
+    with the server: 35 ms of CPU in each command, more than a `--version` needs."""
     interrupted = False
     try:
         main()
@@ -270,20 +271,22 @@ def _run_and_exit(main: Callable[[], object]) -> NoReturn:
         else:
             print(exit.code, file=sys.stderr)
             code = 1
-    except KeyboardInterrupt:
-        interrupted = True
-        code = 1
-    except BaseException:
-        sys.excepthook(*sys.exc_info())
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        sys.excepthook(type(exc), exc, exc.__traceback__)
         code = 1
     threading._shutdown()  # type: ignore[attr-defined]  # what Py_FinalizeEx calls first
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
+        if stream is None or stream.closed:
+            continue
         try:
             stream.flush()
-        except OSError:
-            code = code or 120  # as Python exits when it cannot flush stdout
-    if interrupted:  # Python ends by SIGINT so that the shell sees the interrupt
+        except Exception as exc:  # as CPython: reported, and the status becomes 120
+            with contextlib.suppress(Exception):
+                os.write(2, f"Exception ignored in: {stream!r}\n{exc!r}\n".encode())
+            code = 120
+    if interrupted:  # CPython ends by SIGINT so that the shell sees the interrupt
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
     os._exit(code & 0xFF)

@@ -12,6 +12,8 @@ import os
 import signal
 import threading
 
+import pytest
+
 from connector_sync.signals import relayed
 
 
@@ -56,6 +58,7 @@ def test_a_signal_during_a_log_write_is_acted_on_and_logs() -> None:
         seen.append(signum)
         acted.set()
 
+    before = signal.getsignal(signal.SIGTERM)
     try:
         with relayed(act):
             stream.signal_mid_write = True
@@ -66,19 +69,44 @@ def test_a_signal_during_a_log_write_is_acted_on_and_logs() -> None:
     assert seen == [signal.SIGTERM]
     assert stream.lines == ["an access-log line\n", "SIGTERM received\n"]
     # The handlers are given back when the block ends.
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_a_signal_while_the_main_thread_holds_the_lock_the_act_takes() -> None:
     lock = threading.Lock()
+    took: list[bool] = []
     acted = threading.Event()
 
     def act(signum: int) -> None:
-        with lock:
-            acted.set()
+        # Acting in the handler, this would wait for ever on the main thread: give up.
+        took.append(lock.acquire(timeout=5))
+        if took[-1]:
+            lock.release()
+        acted.set()
 
     with relayed(act):
-        with lock:  # a handler taking this lock here would wait for ever
+        with lock:
             os.kill(os.getpid(), signal.SIGINT)
             assert not acted.wait(0.2)
         assert acted.wait(10)
+    assert took == [True]
+
+
+def test_an_act_that_fails_is_logged_and_the_next_signal_still_heard(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[int] = []
+    second = threading.Event()
+
+    def act(signum: int) -> None:
+        seen.append(signum)
+        if len(seen) == 1:
+            raise RuntimeError("a bug in the stop")
+        second.set()
+
+    with caplog.at_level(logging.ERROR, logger="connector_sync"), relayed(act):
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert second.wait(10)
+    assert seen == [signal.SIGTERM, signal.SIGTERM]
+    assert "acting on signal 15 failed" in caplog.text

@@ -26,7 +26,7 @@ from connector_sync.server import ServeOptions
 from connector_sync.server.app import create_app
 from connector_sync.server.auth import SECRET_ENVVAR, is_loopback, load_secret
 from connector_sync.server.runs import RunRegistry
-from connector_sync.signals import SignalRelay
+from connector_sync.signals import SignalRelay, relayed
 
 log = logging.getLogger("connector_sync.server")
 
@@ -128,8 +128,7 @@ class HttpTrigger:
             # once its syncs end, within the grace) before it cancels them.
             timeout_graceful_shutdown=math.ceil(grace + SHUTDOWN_MARGIN),
         )
-        self.relay = SignalRelay(self.on_signal, name="serve-signals")
-        self.server = _Server(config, self.relay)
+        self.server = _Server(config)
         self.auth = "off (--no-auth, loopback only)" if secret is None else "bearer secret"
 
     @property
@@ -138,19 +137,25 @@ class HttpTrigger:
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     def run(self) -> None:
-        """Serve until stopped (a signal in the main thread, or `stop`), then drain."""
+        """Serve until stopped (a signal in the main thread, or `stop`), then drain.
+
+        The signals are ours until the drain is over: uvicorn's handlers (which hand them
+        to the same relay) are in place only while it serves, and a second signal during
+        the drain must still cancel the runs at once, as the first one's message says.
+        """
         log.info("serving on %s (authentication: %s)", self.url, self.auth)
-        try:
-            with self.relay:
+        with relayed(self.on_signal) as relay:
+            self.server.relay = relay
+            try:
                 self.server.run(sockets=[self.listener])
-        finally:
-            self.stop("the server stopped")  # no-op when a signal already did
-            if not self.runs.join(self.grace + SHUTDOWN_MARGIN):
-                log.error(
-                    "runs still going after the grace period: their leases expire and the "
-                    "next run recovers them"
-                )
-            log.info("stopped")
+            finally:
+                self.stop("the server stopped")  # no-op when a signal already did
+                if not self.runs.join(self.grace + SHUTDOWN_MARGIN):
+                    log.error(
+                        "runs still going after the grace period: their leases expire and "
+                        "the next run recovers them"
+                    )
+        log.info("stopped")
 
     def stop(self, why: str, *, force: bool = False) -> None:
         """Stop serving: no new runs (503); the runs in flight get the grace period to
@@ -163,18 +168,20 @@ class HttpTrigger:
         """
         first = not self.stopped.is_set()
         self.stopped.set()
-        if first or force:
-            grace = 0.0 if force else self.grace
-            log.warning(
-                "%s: no new runs; runs in flight get %gs to finish their syncs%s",
-                why,
-                grace,
-                "" if force else " (signal again to cancel them now)",
-            )
-            self.runs.stop(grace, f"cancelled: {why}, grace of {grace:g}s over")
-        self.server.should_exit = True
-        if force:
-            self.server.force_exit = True
+        try:
+            if first or force:
+                grace = 0.0 if force else self.grace
+                log.warning(
+                    "%s: no new runs; runs in flight get %gs to finish their syncs%s",
+                    why,
+                    grace,
+                    "" if force else " (signal again to cancel them now)",
+                )
+                self.runs.stop(grace, f"cancelled: {why}, grace of {grace:g}s over")
+        finally:  # whatever went wrong above, the server stops
+            self.server.should_exit = True
+            if force:
+                self.server.force_exit = True
 
     def on_signal(self, signum: int) -> None:
         """The first SIGTERM or SIGINT stops gracefully, a second cancels syncs at once."""
@@ -183,17 +190,16 @@ class HttpTrigger:
 
 class _Server(uvicorn.Server):
     """uvicorn's Server, whose signals stop our runs too (HttpTrigger.on_signal), acted on
-    in a relay thread: the stop logs and takes the run registry's lock, which a signal
+    in the relay thread: the stop logs and takes the run registry's lock, which a signal
     handler must not (signals.py)."""
 
-    def __init__(self, config: uvicorn.Config, relay: SignalRelay) -> None:
-        super().__init__(config)
-        self._relay = relay
+    relay: SignalRelay | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not uvicorn's own either: it re-raises the signal after shutdown, which would end
         # the process with 143 after a clean drain.
-        self._relay.handler(sig, frame)
+        if self.relay is not None:
+            self.relay.handler(sig, frame)
 
 
 def adopt_uvicorn_logging() -> None:
