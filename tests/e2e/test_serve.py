@@ -492,13 +492,18 @@ def test_sigterm_drains_a_run_in_flight_within_the_grace(sqlite_url: str) -> Non
     assert SECRET not in serve.stderr
 
 
+def hung_run(serve: ServeProcess, url: str) -> None:
+    """A run started over HTTP (wait=false) whose one sync has begun and hangs."""
+    with client(serve.url) as http:
+        run = http.post("/api/connectors/sync?wait=false").json()
+        wait_for(lambda: http.get(run["poll"]).json()["status"] == "RUNNING")
+        wait_for(lambda: query(url, "SELECT count(*) FROM connector_syncs") == [(1,)])
+
+
 def test_sigterm_cancels_what_outlives_the_grace(sqlite_url: str) -> None:
     add(sqlite_url, "hung", type="sleepy", records=1, seconds=60)
     with ServeProcess(sqlite_url, "--grace", "0.5") as serve:
-        with client(serve.url) as http:
-            run = http.post("/api/connectors/sync?wait=false").json()
-            wait_for(lambda: http.get(run["poll"]).json()["status"] == "RUNNING")
-            wait_for(lambda: query(sqlite_url, "SELECT count(*) FROM connector_syncs") == [(1,)])
+        hung_run(serve, sqlite_url)
         began = time.monotonic()
         assert serve.stop(signal.SIGTERM) == 0
         assert time.monotonic() - began < 10
@@ -509,10 +514,7 @@ def test_sigterm_cancels_what_outlives_the_grace(sqlite_url: str) -> None:
 def test_a_second_sigterm_during_the_drain_cancels_the_runs_at_once(sqlite_url: str) -> None:
     add(sqlite_url, "hung", type="sleepy", records=1, seconds=60)
     with ServeProcess(sqlite_url, "--grace", "30") as serve:
-        with client(serve.url) as http:
-            run = http.post("/api/connectors/sync?wait=false").json()
-            wait_for(lambda: http.get(run["poll"]).json()["status"] == "RUNNING")
-            wait_for(lambda: query(sqlite_url, "SELECT count(*) FROM connector_syncs") == [(1,)])
+        hung_run(serve, sqlite_url)
         serve.process.send_signal(signal.SIGTERM)
         wait_for(lambda: serve.logged("runs in flight get 30s"), what="the first stop")
         began = time.monotonic()
