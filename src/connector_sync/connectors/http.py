@@ -267,19 +267,22 @@ class HttpSession:
             announced = 0
         if announced > limit:
             raise self._too_large(response, f"is {announced} bytes, more than")
-        inflated = 0
-        try:
+        def pieces() -> Iterator[bytes]:
             inflater = _Inflater(encoding)
             for data in response.iter_raw():
                 self.check_deadline(method, url)
                 if response.num_bytes_downloaded > limit:
                     raise self._too_large(response, "is more than")
-                for piece in inflater.inflate(data):
-                    inflated += len(piece)
-                    if inflated > limit:
-                        raise self._too_large(response, "decompresses to more than")
-                    yield piece
+                yield from inflater.inflate(data)
             yield from inflater.inflate(b"", final=True)
+
+        inflated = 0
+        try:
+            for piece in pieces():  # the final flush's pieces are counted too
+                inflated += len(piece)
+                if inflated > limit:
+                    raise self._too_large(response, "decompresses to more than")
+                yield piece
         except httpx.HTTPError as exc:
             self.raise_transport_error(exc, method, url)
         except (ValueError, zlib.error) as exc:
