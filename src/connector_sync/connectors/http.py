@@ -267,6 +267,7 @@ class HttpSession:
             announced = 0
         if announced > limit:
             raise self._too_large(response, f"is {announced} bytes, more than")
+
         def pieces() -> Iterator[bytes]:
             inflater = _Inflater(encoding)
             for data in response.iter_raw():
