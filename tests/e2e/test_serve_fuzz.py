@@ -56,6 +56,15 @@ def api_schema(server: HttpTrigger) -> Any:
     # Every case sends the right bearer (a mutated one would be overwritten, and then read
     # as "invalid data accepted"); the ignored_auth check still tries none and wrong ones.
     loaded.config.generation.update(with_security_parameters=False)
+    # A body of any shape past 64 KiB is refused before it is read, with 413 (documented).
+    from schemathesis.config._checks import (
+        NEGATIVE_DATA_REJECTION_EXPECTED_STATUSES,
+        NegativeDataRejectionConfig,
+    )
+
+    loaded.config.checks.negative_data_rejection = NegativeDataRejectionConfig(
+        expected_statuses=[*NEGATIVE_DATA_REJECTION_EXPECTED_STATUSES, "413"]
+    )
     return loaded
 
 
@@ -100,3 +109,15 @@ def test_the_document_declares_the_bearer_on_every_api_route(server: HttpTrigger
 
 def test_the_module_uses_a_real_file(server: HttpTrigger) -> None:
     assert Path(server.store.database.sqlite_path() or "").exists()
+
+
+def test_the_document_declares_what_the_gate_refuses_before_any_route(server: HttpTrigger) -> None:
+    """The fuzzer once sent a schema-valid body of 125 KB: the 413 it got was undocumented."""
+    document = httpx.get(f"{server.url}/openapi.json").json()
+    for path, methods in document["paths"].items():
+        if path.startswith("/api/"):
+            for operation in methods.values():
+                assert {"411", "413"} <= set(operation["responses"]), path
+    big = {"connectors": ["x" * 70_000]}
+    answer = httpx.post(f"{server.url}/api/connectors/sync", json=big, headers=AUTH)
+    assert answer.status_code == 413

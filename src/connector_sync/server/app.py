@@ -74,7 +74,9 @@ def _answers(model: Any, *errors: int) -> dict[int | str, dict[str, Any]]:
 
 # Every /api route may answer these.
 _API_ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": Problem} for code in (400, 401, 422, 503)
+    # 411 and 413: a body sent without a Content-Length, or over MAX_BODY_BYTES.
+    code: {"model": Problem}
+    for code in (400, 401, 411, 413, 422, 503)
 }
 
 
