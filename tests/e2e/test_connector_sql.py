@@ -49,6 +49,18 @@ def sqlite_source(tmp_path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+# Other test processes read their own databases with the same application name.
+OUR_READERS = "application_name = :name AND datname = current_database()"
+
+
+def readers(pg: sa.Engine) -> int:
+    """The sql connector's connections to this test's database, in a new transaction:
+    PostgreSQL keeps one snapshot of pg_stat_activity per transaction."""
+    query = sa.text(f"SELECT count(*) FROM pg_stat_activity WHERE {OUR_READERS}")
+    with pg.connect() as conn:
+        return int(conn.execute(query, {"name": APPLICATION_NAME}).scalar_one())
+
+
 def read(config: dict[str, Any], state: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     return list(SqlConnector(config, state).read())
 
@@ -103,17 +115,16 @@ def test_rows_stream_through_a_server_side_cursor(pg: sa.Engine, source_url: str
     assert first[0] == {"a": 1, "b": 1, "c": 1}
     with pg.connect() as conn:
         [(state, query)] = conn.execute(
-            sa.text("SELECT state, query FROM pg_stat_activity WHERE application_name = :name"),
+            sa.text(f"SELECT state, query FROM pg_stat_activity WHERE {OUR_READERS}"),
             {"name": APPLICATION_NAME},
         ).all()
     assert state == "idle in transaction"
     assert query.startswith("FETCH FORWARD")  # rows come from a cursor, a batch at a time
     reader.close()  # abandoning the read closes the connection
-    with pg.connect() as conn:
-        left = conn.execute(
-            sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"),
-            {"name": APPLICATION_NAME},
-        ).scalar_one()
+    # The server ends a backend a moment after its client hangs up: wait for it, briefly.
+    deadline = time.monotonic() + 5
+    while (left := readers(pg)) and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert left == 0
 
 
