@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 #: The alembic revision this code expects. tests/test_migrations.py keeps it equal
 #: to the newest file in migrations/versions, so start-up needs no alembic import.
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 

@@ -182,6 +182,16 @@ sa.Index(
     postgresql_where=sa.text("consecutive_failures > 0"),
     sqlite_where=sa.text("consecutive_failures > 0"),
 )
+# metrics' connectors most in need of a look: those whose latest sync succeeded, in the
+# order of that success (the others, few, are looked at one by one).
+LAST_SUCCESS_INDEX_PREDICATE = "consecutive_failures = 0 AND last_sync_status = 'COMPLETED'"
+sa.Index(
+    "ix_connectors_last_success",
+    connectors.c.last_sync_at,
+    connectors.c.id,
+    postgresql_where=sa.text(LAST_SUCCESS_INDEX_PREDICATE),
+    sqlite_where=sa.text(LAST_SUCCESS_INDEX_PREDICATE),
+)
 sa.Index(
     "ix_connectors_lease_expires_at",
     connectors.c.lease_expires_at,

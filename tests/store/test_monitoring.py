@@ -232,6 +232,30 @@ def test_the_metrics_snapshot_counts_the_window_and_each_connector(
     assert store.metrics_snapshot(3600).syncs == []
 
 
+def test_the_connectors_most_in_need_of_a_look_come_first_and_the_limit_keeps_them(
+    store: Store, clock: ManualClock
+) -> None:
+    """Failing the longest, then never succeeded, then the longest without a success (ties
+    by id), however each got there: `enable` clears the failures in a row of `reset`,
+    whose latest sync failed; the limit cuts that one order."""
+    names = ("s1", "s2", "s3", "s4", "s5", "never", "once", "twice", "reset")
+    ids = {name: add(store, name) for name in names}
+    for name in ("s1", "reset", "once", "s2", "s3", "s4", "s5"):
+        sync(store, clock, ids[name])  # each one's success, in this order
+    for name in ("once", "twice", "twice", "reset"):
+        sync(store, clock, ids[name], ok=False)
+    store.set_auto_sync(ids["reset"], True)
+    order = ["twice", "once", "never", "s1", "reset", "s2", "s3", "s4", "s5"]
+    for limit in (None, *range(1, len(order) + 1)):
+        gauges = store.metrics_snapshot(3600, connector_series=limit).per_connector
+        assert [g.name for g in gauges] == order[:limit], limit
+    gauges = {g.name: g for g in store.metrics_snapshot(3600).per_connector}
+    assert gauges["reset"].consecutive_failures == 0
+    assert gauges["never"].last_success is None and gauges["twice"].last_success is None
+    assert gauges["s1"].last_success < gauges["reset"].last_success < gauges["s2"].last_success  # type: ignore[operator]
+    assert [g.name for g in store.metrics_snapshot(3600, "nobody").per_connector] == []
+
+
 # -- alert state -------------------------------------------------------------------------------
 
 

@@ -1,5 +1,6 @@
-"""The due queries are answered from the partial index ix_connectors_due, as the planner
-itself reports it: EXPLAIN on PostgreSQL, EXPLAIN QUERY PLAN on SQLite.
+"""The due queries are answered from the partial index ix_connectors_due, and metrics'
+connectors in order from ix_connectors_last_success, as the planner itself reports it:
+EXPLAIN on PostgreSQL, EXPLAIN QUERY PLAN on SQLite.
 
 The planner is asked with sequential scans made expensive, so the test proves the index
 *applies* to each statement (its predicate is implied by the query's), whatever a small
@@ -9,13 +10,14 @@ test table would otherwise make cheapest.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 import pytest
 from sqlalchemy import event
 
-from connector_sync.store import open_store
+from connector_sync.store import Store, open_store
 from connector_sync.store.base import ClaimRequest, NewConnector
 from connector_sync.store.postgres import queries
 
@@ -59,22 +61,53 @@ def test_postgresql_claim_picks_due_rows_from_the_index(pg: psycopg.Cursor[Any])
     assert "ix_connectors_due" in due_cte, plan
 
 
-def test_sqlite_due_query_and_claim_use_the_partial_index(sqlite_url: str) -> None:
-    """The statements the SQLite store really runs, captured as it runs them."""
-    add_connectors(sqlite_url)
-    with open_store(sqlite_url) as store:
+@contextmanager
+def sqlite_plans(url: str, marker: str) -> Iterator[tuple[Store, list[list[Any]]]]:
+    """A store on the SQLite file at `url` and, once the block is over, the plans (EXPLAIN
+    QUERY PLAN rows: id, parent, detail) of the statements holding `marker` it ran: the
+    statements the SQLite store really runs, captured as it runs them."""
+    add_connectors(url)
+    plans: list[list[Any]] = []
+    with open_store(url) as store:
         ran: list[tuple[str, Any]] = []
 
-        @event.listens_for(store.database.engine, "before_cursor_execute")
         def capture(conn: Any, cursor: Any, sql: str, params: Any, *_: Any) -> None:
-            if "next_sync_at <=" in sql:
+            if marker in sql:
                 ran.append((sql, params))
 
-        assert len(store.due_connectors(limit=5)) == 5
-        assert len(store.claim(ClaimRequest(worker="host:1", limit=5, lease_seconds=60))) == 5
+        event.listen(store.database.engine, "before_cursor_execute", capture)
+        yield store, plans
         event.remove(store.database.engine, "before_cursor_execute", capture)
-        assert [sql.split()[0] for sql, _ in ran] == ["SELECT", "UPDATE"]
         with store.database.engine.connect() as conn:
             for sql, params in ran:
-                plan = [r[-1] for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)]
-                assert any("ix_connectors_due" in line for line in plan), (sql, plan)
+                explained = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)
+                plans.append([(sql.split()[0], *row[1:]) for row in explained])
+
+
+def test_sqlite_due_query_and_claim_use_the_partial_index(sqlite_url: str) -> None:
+    with sqlite_plans(sqlite_url, "next_sync_at <=") as (store, plans):
+        assert len(store.due_connectors(limit=5)) == 5
+        assert len(store.claim(ClaimRequest(worker="host:1", limit=5, lease_seconds=60))) == 5
+    assert [plan[0][0] for plan in plans] == ["SELECT", "UPDATE"]
+    for plan in plans:
+        assert any("ix_connectors_due" in row[-1] for row in plan), plan
+
+
+def test_postgresql_metrics_takes_its_connectors_in_order_from_an_index(
+    pg: psycopg.Cursor[Any],
+) -> None:
+    """metrics' connectors most in need of a look: those whose latest sync succeeded come
+    from ix_connectors_last_success, not from a sort of every connector."""
+    pg.execute(f"EXPLAIN {queries()['connector_gauges']}", PARAMETERS)
+    plan = [line for (line,) in pg.fetchall()]
+    [at] = [n for n, line in enumerate(plan) if "ix_connectors_last_success" in line]
+    assert "->  Limit" in plan[at - 1], "\n".join(plan)  # its order, no sort between
+
+
+def test_sqlite_metrics_takes_its_connectors_in_order_from_an_index(sqlite_url: str) -> None:
+    with sqlite_plans(sqlite_url, "julianday") as (store, plans):
+        assert len(store.metrics_snapshot(3600, connector_series=5).per_connector) == 5
+    [plan] = plans
+    [parent] = [row[1] for row in plan if "ix_connectors_last_success" in row[-1]]
+    sorted_there = [row for row in plan if row[1] == parent and "TEMP B-TREE" in row[-1]]
+    assert sorted_there == [], plan  # its order, no sort of its own

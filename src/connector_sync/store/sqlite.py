@@ -167,6 +167,51 @@ def _median(values: Sequence[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _connector_gauges(tenant: str | None, limit: int | None) -> sa.Select[Any]:
+    """Each connector's failures in a row and last success (Unix seconds), at most `limit`,
+    those most in need of a look first: failing the longest, then the longest without a
+    success. The connectors whose latest sync was their last success (most) come in that
+    order from ix_connectors_last_success, only the first `limit` of them; the others
+    (few) each look their last COMPLETED sync up. As queries.sql's connector_gauges."""
+    succeeded_last = sa.and_(
+        c.consecutive_failures == 0, c.last_sync_status == COMPLETED, c.last_sync_at.is_not(None)
+    )
+
+    def unix(time: Any) -> Any:
+        return ((sa.func.julianday(time) - _UNIX_EPOCH_JULIAN_DAY) * 86400.0).label("last_success")
+
+    looked_up = sa.case(
+        (c.last_sync_status == COMPLETED, c.last_sync_at),
+        else_=sa.select(s.completed_at)
+        .where(s.connector_id == c.id, s.status == COMPLETED)
+        .order_by(s.started_at.desc())
+        .limit(1)
+        .scalar_subquery(),
+    )
+    columns = (c.id, c.tenant, c.name, c.consecutive_failures)
+    not_succeeded_last = sa.or_(  # its negation, NULLs included
+        c.consecutive_failures != 0,
+        c.last_sync_status.is_distinct_from(COMPLETED),
+        c.last_sync_at.is_(None),
+    )
+    others = sa.select(*columns, unix(looked_up)).where(
+        not_succeeded_last, *_tenant(c.tenant, tenant)
+    )
+    in_order = (
+        sa.select(*columns, unix(c.last_sync_at))
+        .where(succeeded_last, *_tenant(c.tenant, tenant))
+        .order_by(c.last_sync_at, c.id)
+        .limit(limit)
+        .subquery()
+    )
+    g = sa.union_all(others, sa.select(in_order)).subquery()
+    return (
+        sa.select(g.c.tenant, g.c.name, g.c.consecutive_failures, g.c.last_success)
+        .order_by(g.c.consecutive_failures.desc(), g.c.last_success.nulls_first(), g.c.id)
+        .limit(limit)
+    )
+
+
 class SqliteStore(Store):
     """The Store on a SQLite file."""
 
@@ -910,14 +955,6 @@ class SqliteStore(Store):
             *((s.duration <= bound, index) for index, bound in enumerate(DURATION_BUCKETS)),
             else_=sa.case((s.duration.is_not(None), len(DURATION_BUCKETS))),
         ).label("bucket")
-        last_success = sa.case(
-            (c.last_sync_status == COMPLETED, c.last_sync_at),
-            else_=sa.select(s.completed_at)
-            .where(s.connector_id == c.id, s.status == COMPLETED)
-            .order_by(s.started_at.desc())
-            .limit(1)
-            .scalar_subquery(),
-        )
         with self.database.begin() as conn:
             by_status = self._by_status(conn, tenant)
             due_now, oldest = self._due_count(conn, now, tenant)
@@ -937,17 +974,7 @@ class SqliteStore(Store):
                 .where(_started_since(now, window), *_tenant(s.tenant, tenant))
                 .group_by(s.status, bucket)
             ).all()
-            unix = (sa.func.julianday(last_success) - _UNIX_EPOCH_JULIAN_DAY) * 86400.0
-            gauges = conn.execute(
-                sa.select(c.tenant, c.name, c.consecutive_failures, unix.label("last_success"))
-                .where(*_tenant(c.tenant, tenant))
-                .order_by(
-                    c.consecutive_failures.desc(),
-                    sa.literal_column("last_success").nulls_first(),
-                    c.id,
-                )
-                .limit(connector_series)
-            ).all()
+            gauges = conn.execute(_connector_gauges(tenant, connector_series)).all()
         return MetricsSnapshot(
             checked_at=now,
             window=window,
