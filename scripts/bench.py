@@ -45,7 +45,8 @@ baseline measured in the same run, doing the same work:
 8. operators: `history` (with each filter), `status`, `health`, `due`, `show C`, `list`
    (a page, with filters) and `list --all --json`, each a whole command against
    `connector-sync --version` in the same run, over 100,000 connectors and 3,000,000
-   syncs built by SQL on PostgreSQL: at most 2x (`list --all --json`: 5x).
+   syncs built by SQL on PostgreSQL: at most 2x (`list --all --json`: 5x). Also their
+   floor (no target): `--version` in a process that first imports psycopg and rich.
 9. idle: `run` with nothing due and no lease expired, against `--version`: at most 1.5x,
    on PostgreSQL (100,000 connectors) and on a SQLite file.
 10. serve: `GET /api/connectors/sync?limit=100` over 1,000,000 connectors under load from
@@ -1319,6 +1320,18 @@ OPERATOR_COMMANDS: tuple[tuple[str, float], ...] = (
 )
 
 
+#: The operator commands' floor: `--version` in a process that first imports what every
+#: read command needs before it asks anything (the PostgreSQL driver, the table library).
+FLOOR_COMMAND = [
+    sys.executable,
+    "-c",
+    "import sys, psycopg, rich.console, rich.table\n"
+    "from connector_sync.cli import main\n"
+    "sys.argv = ['connector-sync', '--version']\n"
+    "sys.exit(main())",
+]
+
+
 def version_command() -> list[str]:
     return [*cli_prefix(), "--version"]
 
@@ -1376,7 +1389,17 @@ def bench_operators(settings: Settings, scratch: Scratch) -> list[Figure]:
         )
         log(f"operators: {arguments}: {figure.ours:,.0f} ms, {figure.ratio:.2f}x --version")
         figures.append(figure)
-    return figures
+    floor = command_timer(FLOOR_COMMAND)
+    floor()
+    figure = versus_version(
+        "operators.floor",
+        "floor: `--version` after importing psycopg and rich, no query (no target)",
+        interleaved(floor, version, settings.operators_reps),
+        2.0,
+    )
+    figure.target = None  # not a command of ours: what every read command pays first
+    log(f"operators: the floor: {figure.ours:,.0f} ms, {figure.ratio:.2f}x --version")
+    return [*figures, figure]
 
 
 def bench_idle(settings: Settings, scratch: Scratch) -> list[Figure]:
