@@ -256,6 +256,35 @@ def test_the_connectors_most_in_need_of_a_look_come_first_and_the_limit_keeps_th
     assert [g.name for g in store.metrics_snapshot(3600, "nobody").per_connector] == []
 
 
+@pytest.mark.parametrize(
+    ("start", "first", "apart"),
+    [
+        # .000100 and .000200: one millisecond
+        (dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC), 5.0001, 0.0001),
+        # .000001 and .000002: one float8 of epoch seconds
+        (dt.datetime(2300, 1, 1, tzinfo=dt.UTC), 5.000001, 0.000001),
+    ],
+)
+def test_successes_a_moment_apart_keep_their_order_at_every_limit(
+    store: Store, clock: ManualClock, start: dt.datetime, first: float, apart: float
+) -> None:
+    """`b` (the higher id) succeeds `apart` seconds before `a`: the order is the times',
+    to the microsecond, whatever the limit (found in review: SQLite's julianday keeps
+    milliseconds, and epoch seconds as float8 lose microseconds after 2242)."""
+    clock.current = start
+    a, b = add(store, "a"), add(store, "b")
+    claim_a, claim_b = claim(store, a), claim(store, b)
+    done = Completion(duration=5, records_fetched=10, records_processed=10, attempts=1,
+                      schema={}, state=None, next_sync_in=3600)  # fmt: skip
+    clock.advance(first)
+    store.complete(claim_b, done)
+    clock.advance(apart)
+    store.complete(claim_a, done)
+    for limit in (None, 1, 2):
+        gauges = store.metrics_snapshot(3600, connector_series=limit).per_connector
+        assert [g.name for g in gauges] == ["b", "a"][:limit], limit
+
+
 # -- alert state -------------------------------------------------------------------------------
 
 

@@ -613,31 +613,31 @@ GROUP BY status, bucket;
 -- those most in need of a look first: failing the longest, then the longest without a
 -- success. Most connectors are not failing and their latest sync was their last success:
 -- the first %(limit)s of those come in that order from ix_connectors_last_success; the
--- rest (failing, never synced, cancelled last: few) each look their last COMPLETED sync
--- up (one short index walk each). The time comes as Unix seconds: 100,000 datetime
--- objects cost more than the query.
-SELECT tenant, name, consecutive_failures, last_success
+-- rest (failing, never synced, enabled after failures: few) each look their last
+-- COMPLETED sync up (one short index walk each). Both parts and the final order compare
+-- the times themselves, so the limit cuts one order; they leave as Unix seconds, since
+-- 100,000 datetime objects cost more than the query.
+SELECT tenant, name, consecutive_failures, extract(epoch FROM last_success_at)::float8 AS last_success
 FROM ((SELECT c.id, c.tenant, c.name, c.consecutive_failures,
-              extract(epoch FROM
-                  CASE WHEN c.last_sync_status = 'COMPLETED' THEN c.last_sync_at
-                       ELSE (SELECT s.completed_at FROM connector_syncs AS s
-                             WHERE s.connector_id = c.id AND s.status = 'COMPLETED'
-                             ORDER BY s.started_at DESC
-                             LIMIT 1) END)::float8 AS last_success
+              CASE WHEN c.last_sync_status = 'COMPLETED' THEN c.last_sync_at
+                   ELSE (SELECT s.completed_at FROM connector_syncs AS s
+                         WHERE s.connector_id = c.id AND s.status = 'COMPLETED'
+                         ORDER BY s.started_at DESC
+                         LIMIT 1) END AS last_success_at
        FROM connectors AS c
        WHERE (c.consecutive_failures <> 0 OR c.last_sync_status IS DISTINCT FROM 'COMPLETED'
               OR c.last_sync_at IS NULL)
          AND (%(tenant)s::text IS NULL OR c.tenant = %(tenant)s))
       UNION ALL
       (SELECT c.id, c.tenant, c.name, c.consecutive_failures,
-              extract(epoch FROM c.last_sync_at)::float8
+              c.last_sync_at
        FROM connectors AS c
        WHERE c.consecutive_failures = 0 AND c.last_sync_status = 'COMPLETED'
          AND c.last_sync_at IS NOT NULL
          AND (%(tenant)s::text IS NULL OR c.tenant = %(tenant)s)
        ORDER BY c.last_sync_at, c.id
        LIMIT %(limit)s)) AS g
-ORDER BY consecutive_failures DESC, last_success NULLS FIRST, id
+ORDER BY consecutive_failures DESC, last_success_at NULLS FIRST, id
 LIMIT %(limit)s;
 
 -- name: open_alert --

@@ -172,13 +172,18 @@ def _connector_gauges(tenant: str | None, limit: int | None) -> sa.Select[Any]:
     those most in need of a look first: failing the longest, then the longest without a
     success. The connectors whose latest sync was their last success (most) come in that
     order from ix_connectors_last_success, only the first `limit` of them; the others
-    (few) each look their last COMPLETED sync up. As queries.sql's connector_gauges."""
+    (few) each look their last COMPLETED sync up. The order compares the stored times
+    (to the microsecond, as the index does; julianday keeps milliseconds), so the limit
+    cuts one order. As queries.sql's connector_gauges."""
     succeeded_last = sa.and_(
         c.consecutive_failures == 0, c.last_sync_status == COMPLETED, c.last_sync_at.is_not(None)
     )
 
     def unix(time: Any) -> Any:
         return ((sa.func.julianday(time) - _UNIX_EPOCH_JULIAN_DAY) * 86400.0).label("last_success")
+
+    def at(time: Any) -> Any:
+        return time.label("last_success_at")
 
     looked_up = sa.case(
         (c.last_sync_status == COMPLETED, c.last_sync_at),
@@ -194,11 +199,11 @@ def _connector_gauges(tenant: str | None, limit: int | None) -> sa.Select[Any]:
         c.last_sync_status.is_distinct_from(COMPLETED),
         c.last_sync_at.is_(None),
     )
-    others = sa.select(*columns, unix(looked_up)).where(
+    others = sa.select(*columns, at(looked_up)).where(
         not_succeeded_last, *_tenant(c.tenant, tenant)
     )
     in_order = (
-        sa.select(*columns, unix(c.last_sync_at))
+        sa.select(*columns, at(c.last_sync_at))
         .where(succeeded_last, *_tenant(c.tenant, tenant))
         .order_by(c.last_sync_at, c.id)
         .limit(limit)
@@ -206,8 +211,8 @@ def _connector_gauges(tenant: str | None, limit: int | None) -> sa.Select[Any]:
     )
     g = sa.union_all(others, sa.select(in_order)).subquery()
     return (
-        sa.select(g.c.tenant, g.c.name, g.c.consecutive_failures, g.c.last_success)
-        .order_by(g.c.consecutive_failures.desc(), g.c.last_success.nulls_first(), g.c.id)
+        sa.select(g.c.tenant, g.c.name, g.c.consecutive_failures, unix(g.c.last_success_at))
+        .order_by(g.c.consecutive_failures.desc(), g.c.last_success_at.nulls_first(), g.c.id)
         .limit(limit)
     )
 
