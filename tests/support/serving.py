@@ -5,6 +5,8 @@ console script)."""
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import re
 import signal
@@ -29,9 +31,31 @@ AUTH = {"Authorization": f"Bearer {SECRET}"}
 
 
 @contextmanager
+def logs_kept_in(stream: IO[str]) -> Iterator[None]:
+    """connector_sync's log records (uvicorn's too, which take its handlers) go to `stream`
+    meanwhile: a server thread logs an access line after its answer is sent, which can be
+    after the test is over, when pytest no longer captures stderr and the line would land
+    in the middle of the progress dots (a CLI test run in-process leaves a stderr handler)."""
+    logger = logging.getLogger("connector_sync")
+    handlers, level = logger.handlers, logger.level
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger.handlers = [handler]
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.handlers = handlers
+        logger.setLevel(level)  # (clears the loggers' cached levels, as the set-up did)
+
+
+@contextmanager
 def served(url: str, *, secret: str | None = SECRET, grace: float = 5.0) -> Iterator[HttpTrigger]:
-    """A server on the database at `url`, in a thread; stopped (and drained) at the end."""
-    with operations.session(url) as store:
+    """A server on the database at `url`, in a thread; stopped (and drained) at the end.
+    Its log lines are kept, and shown (on stderr, which pytest captures) if the block
+    fails."""
+    log = io.StringIO()
+    with operations.session(url) as store, logs_kept_in(log):
         listener = bind(resolve("127.0.0.1", 0))
         trigger = HttpTrigger(store, listener, None if secret is None else secret.encode(), grace)
         thread = threading.Thread(target=trigger.run, name="test-server", daemon=True)
@@ -39,11 +63,14 @@ def served(url: str, *, secret: str | None = SECRET, grace: float = 5.0) -> Iter
         try:
             wait_for(lambda: trigger.server.started, what="the server to start")
             yield trigger
+        except BaseException:
+            sys.stderr.write(f"the server's log:\n{log.getvalue()}")
+            raise
         finally:
             trigger.stop("the test is over")
             thread.join(30)
             listener.close()
-            assert not thread.is_alive(), "the server did not stop"
+            assert not thread.is_alive(), f"the server did not stop; its log:\n{log.getvalue()}"
 
 
 def client(base_url: str, *, auth: bool = True, timeout: float = 30.0) -> httpx.Client:
