@@ -1,4 +1,5 @@
-"""Human durations (30s, 15m, 1h30m, 1d or plain seconds) for every option that asks for seconds."""
+"""Human durations (30s, 15m, 1h30m, 1d, 2w or plain seconds) for every option that asks for
+seconds."""
 
 from __future__ import annotations
 
@@ -10,18 +11,20 @@ from typing import Any
 from connector_sync.constants import MAX_SECONDS
 from connector_sync.exceptions import BadInput
 
-#: Seconds per unit, largest first: the order a duration must write its parts in.
+#: Seconds per unit, largest first: the order a duration must write its parts in. A
+#: duration is written back in days at most (`2w` reads as, and shows as, `14d`).
 UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+_READ_UNITS = {"w": 7 * 86400, **UNITS}
 
 _NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
 _PLAIN = re.compile(_NUMBER)
-_WITH_UNITS = re.compile("".join(f"(?:(?P<{unit}>{_NUMBER}){unit})?" for unit in UNITS))
-_HINT = "use seconds (300, 2.5) or numbers with units d, h, m, s (30s, 15m, 1h30m, 1d)"
+_WITH_UNITS = re.compile("".join(f"(?:(?P<{unit}>{_NUMBER}){unit})?" for unit in _READ_UNITS))
+_HINT = "use seconds (300, 2.5) or numbers with units w, d, h, m, s (30s, 15m, 1h30m, 1d, 2w)"
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in `text`: `300`, `2.5`, `30s`, `15m`, `1h`, `1d`, or parts like `1h30m`
-    (each unit at most once, largest first).
+    """Seconds in `text`: `300`, `2.5`, `30s`, `15m`, `1h`, `1d`, `2w`, or parts like
+    `1h30m` (each unit at most once, largest first).
 
     Raises:
         BadInput: with a one-line reason, for anything else (empty, negative, `15x`, `nan`).
@@ -34,7 +37,9 @@ def parse_duration(text: str) -> float:
         if not stripped or match is None:
             reason = "is negative" if stripped.startswith("-") else "is not a duration"
             raise BadInput(f"{_quoted(text)} {reason}: {_HINT}")
-        seconds = sum(float(part) * UNITS[unit] for unit, part in match.groupdict().items() if part)
+        seconds = sum(
+            float(part) * _READ_UNITS[unit] for unit, part in match.groupdict().items() if part
+        )
     if not math.isfinite(seconds):
         raise BadInput(f"{_quoted(text)} is too long a duration: {_HINT}")
     return seconds

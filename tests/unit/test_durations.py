@@ -26,6 +26,8 @@ from connector_sync.exceptions import BadInput
         ("1h30m", 5400),
         ("1.5h", 5400),
         ("1d2h3m4s", 93784),
+        ("2w", 14 * 86400),  # the docs' examples use it
+        ("1w2d", 9 * 86400),
         ("2m0.5s", 120.5),
         (" 15m ", 900),
     ],
@@ -42,6 +44,7 @@ def test_reads_seconds_units_and_combinations(text: str, seconds: float) -> None
         ("15M", "is not a duration"),
         ("1m1h", "is not a duration"),
         ("1h1h", "is not a duration"),
+        ("1d1w", "is not a duration"),
         ("15 m", "is not a duration"),
         ("m", "is not a duration"),
         ("1e3", "is not a duration"),
@@ -57,7 +60,7 @@ def test_refuses_anything_else_in_one_line_that_says_what_to_write(text: str, re
         parse_duration(text)
     message = caught.value.message
     assert reason in message
-    assert "30s, 15m, 1h30m, 1d" in message
+    assert "30s, 15m, 1h30m, 1d, 2w" in message
     assert "\n" not in message
     assert len(message) < 200  # a long bad value is cut short, not echoed whole
 
@@ -116,3 +119,7 @@ def test_option_parser_for_whole_seconds_returns_an_int() -> None:
     assert isinstance(parse("1h"), int)
     with pytest.raises(typer.BadParameter, match="not a whole number of seconds"):
         parse("2.5")
+
+
+def test_weeks_are_written_back_as_days() -> None:
+    assert format_duration(parse_duration("2w")) == "14d"
