@@ -1,4 +1,4 @@
-"""`sql`: the rows of a query against any SQLAlchemy database, streamed.
+"""`sql`: the rows of a query on PostgreSQL or SQLite, streamed.
 
 Rows come through a server-side cursor (`yield_per`), a batch at a time, and are
 turned into JSON-safe values. It raises only plugin errors, never the project's
@@ -337,13 +337,13 @@ def _json_safe_column(column: tuple[Any, ...]) -> Sequence[Any]:
 
 class SqlConnector(ConnectorPlugin):
     type_name = "sql"
-    description = "Rows of a SQL query on any SQLAlchemy database, streamed."
+    description = "Rows of a SQL query on PostgreSQL or SQLite (read-only), streamed."
     config_fields = (
         ConfigField(
             "url",
             str,
             required=True,
-            help="SQLAlchemy URL, e.g. postgresql://user:password@host/db (password masked)",
+            help="PostgreSQL or SQLite URL, e.g. postgresql://user:password@host/db (password masked)",
         ),
         ConfigField(
             "query",
