@@ -41,7 +41,7 @@ from doc_blocks import (
 )
 from doc_blocks import commands as console_commands
 
-from support.fake_api import FakeApi
+from support.fake_api import DOCS_FILES, FakeApi
 from support.forkserver import forked_command
 
 BIN = Path(sys.executable).parent  # the virtualenv's bin, where connector-sync is installed
@@ -88,10 +88,7 @@ def http_page(request: pytest.FixtureRequest, page: Page) -> None:
 
 
 def files_page(request: pytest.FixtureRequest, page: Page) -> None:
-    api = _fake_api(request, page)
-    api.files["export.json"] = (
-        b'[{"id": 1, "sku": "A-1", "qty": 3}, {"id": 2, "sku": "B-7", "qty": 1}]'
-    )
+    _fake_api(request, page).files.update(DOCS_FILES)
 
 
 def sql_page(request: pytest.FixtureRequest, page: Page) -> None:

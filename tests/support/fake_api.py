@@ -5,6 +5,10 @@ demand (a status, a count of failures before success, a Retry-After), slow answe
 registered files, and hostile bodies made on the fly (endless, a gzip bomb, a huge page,
 an endless line, a trickle, silence); it records every request it receives, and counts
 the connections its clients closed.
+
+The docs' examples ran against it on 127.0.0.1:8765. To try them, from a clone:
+`python tests/support/fake_api.py` serves it there (`--port N` elsewhere, 0 for any
+free port), with the files the docs download, until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +28,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 ITEM_COUNT = 23
 PAGE = 5
+
+
+#: The files the docs' examples download (files.md), served as /files/NAME.
+DOCS_FILES = {
+    "export.json": b'[{"id": 1, "sku": "A-1", "qty": 3}, {"id": 2, "sku": "B-7", "qty": 1}]',
+}
 
 
 def item(n: int) -> dict[str, Any]:
@@ -63,9 +73,10 @@ class FakeApi:
 
     @classmethod
     @contextmanager
-    def serve(cls) -> Iterator[FakeApi]:
+    def serve(cls, port: int = 0) -> Iterator[FakeApi]:
+        """The server on 127.0.0.1:`port` (0: any free port), in a thread."""
         api = cls()
-        server = _Server((api.host, 0), _handler_for(api))
+        server = _Server((api.host, port), _handler_for(api))
         api.port = server.server_address[1]
         thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
         thread.start()
@@ -366,3 +377,21 @@ def _forever(first: bytes, block: bytes) -> Iterator[bytes]:
     yield first
     while True:
         yield block
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python tests/support/fake_api.py [--port 8765]`: the docs' fake API, until Ctrl-C."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--port", type=int, default=8765, help="0: any free port")
+    port = parser.parse_args(argv).port
+    with FakeApi.serve(port) as api:
+        api.files.update(DOCS_FILES)
+        print(f"serving on {api.url} (Ctrl-C to stop)", flush=True)
+        with suppress(KeyboardInterrupt):
+            api.stopping.wait()
+
+
+if __name__ == "__main__":
+    main()
