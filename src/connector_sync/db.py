@@ -128,13 +128,17 @@ def make_url(url: str | sa.URL) -> sa.URL:
 
 
 def safe_url(url: str | sa.URL) -> str:
-    """The URL with its password masked, for messages and logs."""
+    """The URL as messages and logs may show it: the password masked, and the value of
+    every query parameter whose name looks secret (libpq's `?password=`, `?sslpassword=`)."""
     import sqlalchemy as sa
 
     try:
-        return sa.make_url(url).render_as_string(hide_password=True)
+        rendered = sa.make_url(url).render_as_string(hide_password=True)
     except sa.exc.ArgumentError:
         return "<unparseable URL>"
+    # SQLAlchemy hides only the password of the authority; the query goes through the
+    # same name rule as every other URL the project shows.
+    return secrets.mask_urls(rendered)
 
 
 def migrations_dir() -> Path:

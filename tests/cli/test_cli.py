@@ -268,6 +268,27 @@ def test_unreachable_postgres_exits_3() -> None:
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.postgres
+def test_a_password_in_the_query_of_the_database_url_is_masked(pg_url: str) -> None:
+    """libpq also takes a password in the query string (`?password=`, `?sslpassword=`),
+    which SQLAlchemy's hide_password leaves as it is."""
+    import sqlalchemy as sa
+
+    query = {"password": "pw-SECRETV", "sslpassword": "ssl-SECRETV", "application_name": "app"}
+    url = sa.make_url(pg_url).update_query_dict(query).render_as_string(hide_password=False)
+    cli = Cli(url)
+    upgrade = cli("db", "upgrade")
+    demo = cli("demo")
+    unreachable = Cli(url.replace(f":{sa.make_url(pg_url).port or 5432}/", ":1/"))("list")
+    assert (upgrade.exit_code, demo.exit_code, unreachable.exit_code) == (0, 0, 3)
+    assert "at the latest schema" in upgrade.stderr
+    assert "cannot connect to database" in unreachable.stderr
+    for result in (upgrade, demo, unreachable):
+        assert "SECRETV" not in result.output
+        assert "password=***" in result.output and "sslpassword=***" in result.output
+        assert "application_name=app" in result.output  # only secret-looking names
+
+
 def test_sqlite_default_file_is_created_on_request_and_migrated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
