@@ -934,8 +934,9 @@ def _config_path(
 def _edited_config(
     connector: Connector, changes: ConnectorChanges, secret_names: frozenset[str]
 ) -> dict[str, Any]:
-    """The new config: the whole one given (a secret left as shown, ***, keeps its stored
-    value), then each key set, then each key removed."""
+    """The new config: the whole one given, then each key set, then each key removed. A
+    secret left as shown, ***, keeps its stored value, in the whole config and in a key
+    set alike (`--set token=***` must not store the mask over the token)."""
     both = {dotted for dotted, _ in changes.set_values} & set(changes.unset)
     if both:
         key = sorted(both)[0]
@@ -945,7 +946,8 @@ def _edited_config(
         config = _unmasked(config, connector.config, secret_names)
     for dotted, value in changes.set_values:
         node, key = _config_path(config, dotted, create=True)
-        node[key] = value
+        place = secrets.JsonPlace(tuple(dotted.split(".")))
+        node[key] = _unmasked(value, connector.config, secret_names, place)
     for dotted in changes.unset:
         node, key = _config_path(config, dotted, create=False)
         if key not in node:
@@ -954,9 +956,12 @@ def _edited_config(
     return config
 
 
-def _unmasked(new: Any, old: Any, secret_names: frozenset[str]) -> Any:
+def _unmasked(
+    new: Any, old: Any, secret_names: frozenset[str], place: secrets.JsonPlace | None = None
+) -> Any:
     """`new` with every value that equals the masked form of the stored value at the same
-    place (a config copied from `show`) given back its stored value."""
+    place (a config copied from `show`) given back its stored value. `new` sits at `place`
+    in the config (a key set with --set), at the top when None."""
     masked_old = secrets.mask_config(secret_names, old)
 
     def at(value: Any, keys: Sequence[str | int]) -> Any:
@@ -984,7 +989,7 @@ def _unmasked(new: Any, old: Any, secret_names: frozenset[str]) -> Any:
             )
         return value
 
-    return secrets.walk_json(new, leaf)
+    return secrets.walk_json(new, leaf, place=place or secrets.JsonPlace())
 
 
 def edit_connector(

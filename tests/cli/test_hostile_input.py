@@ -144,3 +144,45 @@ def test_edit_refuses_a_mask_it_cannot_give_back(db_url: str) -> None:
 
     with open_store(db_url) as store:
         assert store.find_connector("sec").config["url"].startswith("http://user:pw@localhost")
+
+
+def test_edit_set_keeps_a_masked_secret_or_refuses_it_as_config_does(db_url: str) -> None:
+    """`--set token=***` (a value copied from `show`) stored the mask over the token, and
+    `show` hid the loss; a key set now follows --config's rule: *** where a secret is
+    stored keeps it, *** where none can be kept is refused and changes nothing."""
+    from connector_sync.store import open_store
+
+    def stored(name: str) -> dict[str, object]:
+        with open_store(db_url) as store:
+            return store.find_connector(name).config
+
+    cli = Cli(db_url)
+    configs: dict[str, dict[str, object]] = {
+        "tok": {"url": "http://localhost:8901/x", "token": "tok", "headers": {"X-Api-Key": "hk"}},
+        "pw": {"url": "http://user:pw@localhost:8901/x?api_key=k1"},
+    }
+    for name, config in configs.items():
+        assert cli("add", name, "--type", "http", "--config", json.dumps(config)).exit_code == 0
+    for name, kept in (
+        ("tok", "token=***"),
+        ("tok", 'headers={"X-Api-Key": "***", "Accept": "text/csv"}'),
+        ("pw", "url=http://user:***@localhost:8901/x?api_key=***"),
+    ):
+        result = cli("edit", name, "--set", kept)
+        assert result.exit_code == 0, (kept, result.output)
+    configs["tok"]["headers"] = {"X-Api-Key": "hk", "Accept": "text/csv"}
+    assert {name: stored(name) for name in configs} == configs
+    before = row_counts(db_url)
+    for name, refused, field in (
+        ("pw", "url=http://user:***@127.0.0.1:8901/x", "url"),  # another host: no password
+        ("tok", "headers.X-Token=***", "headers.X-Token"),  # a new key: nothing stored there
+        ("pw", "token=***", "token"),  # no token stored
+    ):
+        result = cli("edit", name, "--set", refused)
+        assert result.exit_code == 2, (refused, result.output)
+        assert result.stderr.strip() == (
+            f"connector-sync: error: config field '{field}' holds *** where no stored secret "
+            "can be kept: give the secret itself (or an env: reference)"
+        )
+    assert {name: stored(name) for name in configs} == configs
+    assert row_counts(db_url) == before
