@@ -133,7 +133,8 @@ def test_edit_refuses_a_mask_it_cannot_give_back(db_url: str) -> None:
     """A config copied from `show` keeps its secrets; a masked URL whose host changed has
     nothing to keep, and storing it would replace the password with *** (review)."""
     cli = Cli(db_url)
-    config = '{"url": "http://user:pw@localhost:8901/x?api_key=k1", "token": "tok"}'
+    # (an X-Api-Key, not a token: a token beside credentials in the URL is refused)
+    config = '{"url": "http://user:pw@localhost:8901/x?api_key=k1", "headers": {"X-Api-Key": "k"}}'
     assert cli("add", "sec", "--type", "http", "--config", config).exit_code == 0
     shown = json.loads(cli("show", "sec", "--json").stdout)["config"]
     assert cli("edit", "sec", "--config", json.dumps(shown)).exit_code == 0  # kept as is

@@ -610,6 +610,7 @@ class HttpConnector(ConnectorPlugin):
             key.lower() == "authorization" for key in result["headers"] or {}
         ):
             raise ConfigError(f"{name} config: give 'token' or an Authorization header, not both")
+        _check_one_authorization(name, result)
         for key, value in (result["params"] or {}).items():
             items = value if isinstance(value, list) else [value]
             if not all(isinstance(v, str | int | float) for v in items):
@@ -883,6 +884,27 @@ def check_http_url(type_name: str, field: str, url: str) -> None:
         httpx.URL(url)
     except httpx.InvalidURL as exc:
         raise ConfigError(f"{where} is not a usable URL: {mask_urls(str(exc))}") from None
+
+
+def _check_one_authorization(type_name: str, config: Mapping[str, Any]) -> None:
+    """Raises ConfigError for credentials in the URL beside a token or an Authorization
+    header: httpx sends the URL's as `Authorization: Basic`, over the other one, silently.
+
+    An `env:NAME` URL is checked when the plugin is built from the resolved config.
+    """
+    url = config["url"]
+    if is_env_ref(url):
+        return
+    parsed = httpx.URL(url)  # check_http_url has made sure it parses
+    if not (parsed.username or parsed.password):  # what makes httpx send Basic
+        return
+    if config["token"] is not None:
+        other = "a 'token'"
+    elif any(key.lower() == "authorization" for key in config["headers"] or {}):
+        other = "an Authorization header"
+    else:
+        return
+    raise ConfigError(f"{type_name} config: give credentials in 'url' or {other}, not both")
 
 
 class _Inflater:
