@@ -110,6 +110,12 @@ def make_url(url: str | sa.URL) -> sa.URL:
             f"database URL is not a valid URL ({secrets.mask_urls(str(exc))}): use {_URL_FORMS}",
             param="database URL",
         ) from None
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise BadInput(
+            f"database URL {safe_url(parsed)}: port {parsed.port} is out of range: "
+            "give one from 1 to 65535",
+            param="database URL",
+        )
     if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.drivername not in _DRIVERS:

@@ -376,6 +376,8 @@ def test_add_timeout_and_max_failures_then_run_options(cli: Cli) -> None:
         "not a url",
         "",
         "postgresql://u:pw-secret@127.0.0.1:notaport/x",
+        "postgresql://u:pw-secret@127.0.0.1:99999/x",  # libpq would say so at connect: exit 3
+        "postgresql://u:pw-secret@127.0.0.1:0/x",
         "postgresql+asyncpg://u:pw-secret@127.0.0.1/x",
         "sqlite+aiosqlite:///x.db",
     ],

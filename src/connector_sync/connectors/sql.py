@@ -343,7 +343,7 @@ class SqlConnector(ConnectorPlugin):
             "url",
             str,
             required=True,
-            help="PostgreSQL or SQLite URL, e.g. postgresql://user:password@host/db (password masked)",
+            help="PostgreSQL or SQLite URL, e.g. postgresql://user:pw@host/db (password masked)",
         ),
         ConfigField(
             "query",
