@@ -17,7 +17,7 @@ import threading
 import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import closing, contextmanager
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -826,13 +826,17 @@ def _connector_ids(store: Store, refs: Sequence[str], tenant: str | None) -> lis
     for ref in refs:
         connector = store.find_connector(ref, tenant)
         if connector.status == INACTIVE:
-            raise BadInput(
-                f"connector '{connector.name}' is INACTIVE (deleted, its data kept): "
-                f"'connector-sync enable {connector.name}' brings it back"
-            )
+            raise BadInput(_inactive(connector.name))
         if connector.id not in ids:
             ids.append(connector.id)
     return ids
+
+
+def _inactive(name: str) -> str:
+    return (
+        f"connector '{name}' is INACTIVE (deleted, its data kept): "
+        f"'connector-sync enable {name}' brings it back"
+    )
 
 
 def plan_run(store: Store, options: RunOptions, refs: Sequence[str] = ()) -> list[ConnectorSummary]:
@@ -856,6 +860,8 @@ class DemoResult:
     database: str
     run: RunResult
     connectors: list[Connector]
+    #: Why a demo connector was not synced (one deleted with its data kept).
+    notes: list[str] = field(default_factory=list)
 
 
 def demo(store: Store, tenant: str = DEFAULT_TENANT) -> DemoResult:
@@ -863,17 +869,21 @@ def demo(store: Store, tenant: str = DEFAULT_TENANT) -> DemoResult:
     synced once."""
     from connector_sync.runner import RunOptions
 
-    existing = {r.name: r.id for r in store.list_connectors(ConnectorFilter(tenant=tenant))}
+    listed = store.list_connectors(ConnectorFilter(tenant=tenant, include_inactive=True))
+    existing = {r.name: r.id for r in listed}
+    inactive = {r.name for r in listed if r.status == INACTIVE}
     for name, config in DEMO_CONNECTORS:
         if name not in existing:
             new = NewConnector(
                 name=name, type="demo", config=config, sync_interval=3600, tenant=tenant
             )
             existing[name] = add_connector(store, new)
-    ids = [existing[name] for name, _ in DEMO_CONNECTORS]
+    names = [name for name, _ in DEMO_CONNECTORS]
+    ids = [existing[name] for name in names if name not in inactive]
     result = run(store, RunOptions(connector_ids=ids, tenant=tenant))
-    connectors = [store.find_connector(str(i), tenant) for i in ids]
-    return DemoResult(store.display_url, result, connectors)
+    connectors = [store.find_connector(str(existing[name]), tenant) for name in names]
+    notes = [f"{_inactive(name)}; not synced" for name in names if name in inactive]
+    return DemoResult(store.display_url, result, connectors, notes)
 
 
 # -- the life of a connector: edit, delete -------------------------------------------

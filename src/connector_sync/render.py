@@ -660,6 +660,8 @@ def demo_result(result: DemoResult) -> None:
     say(f"Database: {result.database}")
     syncs_table(result.run.syncs, "Syncs in this run")
     connectors_table(result.connectors, "Demo connectors")
+    for note in result.notes:
+        say(("note", "yellow"), f": {note}")
     say("Next: `connector-sync list`, `connector-sync history`, `connector-sync show demo-orders`.")
 
 

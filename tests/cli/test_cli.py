@@ -214,6 +214,21 @@ def test_demo_command(cli: Cli) -> None:
     assert count_rows(cli.url, "datasets") == 6
 
 
+def test_demo_says_why_it_left_a_deleted_demo_connector_alone(cli: Cli) -> None:
+    """Found by a new user's pass: it said 'being synced by another worker'."""
+    assert cli("demo").exit_code == 0
+    assert cli("delete", "demo-orders", "--keep-data", "--yes").exit_code == 0
+    result = cli("demo")
+    assert result.exit_code == 0, result.stderr
+    assert "another worker" not in result.output
+    assert (
+        "note: connector 'demo-orders' is INACTIVE (deleted, its data kept): "
+        "'connector-sync enable demo-orders' brings it back; not synced"
+    ) in " ".join(result.stdout.split())
+    assert count_rows(cli.url, "connectors") == 3  # not added again
+    assert count_rows(cli.url, "datasets") == 5  # the other two synced again
+
+
 def test_recover_command(cli: Cli) -> None:
     result = cli("recover", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout) == []
