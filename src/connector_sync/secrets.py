@@ -10,6 +10,7 @@ from a variable whose own name looks secret (`env:GITHUB_TOKEN`).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -265,15 +266,25 @@ def _as_sent(value: str) -> httpx.URL | None:
 
 
 def _sent_url_secrets(url: httpx.URL) -> set[str]:
-    """The password and secret query values of `url`, decoded and as httpx encodes them."""
+    """The password and secret query values of `url`, decoded and as httpx encodes them,
+    and the credential of the `Authorization: Basic` header httpx sends for a password."""
     found: set[str] = set()
     if url.password:
         found |= {url.password, url.userinfo.decode("ascii").partition(":")[2]}
+        if url.scheme in ("http", "https"):  # the URLs httpx sends
+            found.add(_basic_credential(url.username, url.password))
     for pair in url.query.decode("ascii").split("&"):
         name, _, value = pair.partition("=")
         if value and is_secret_name(unquote(name)):
             found |= {value, unquote_plus(value)}
     return found
+
+
+def _basic_credential(username: str, password: str) -> str:
+    """The credential httpx sends as `Authorization: Basic …` for a URL's user and password
+    (`httpx._auth.BasicAuth`): standard base64, padded, of UTF-8 `user:password`. A server
+    that echoes the header echoes this, which holds the password without showing it."""
+    return base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
 
 
 def _sent_forms(secret: str) -> set[str]:

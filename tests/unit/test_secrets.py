@@ -101,6 +101,7 @@ def test_secret_values_finds_every_secret_in_use_and_nothing_else() -> None:
     found = secret_values(HttpConnector.secret_fields(), HTTP_RAW, resolved)
     assert found == {
         "url-pass",  # the URL's password
+        "Ym9iOnVybC1wYXNz",  # and base64("bob:url-pass"), sent as `Authorization: Basic`
         "qs-tok",  # a secret-looking query-string parameter
         "tok-Zq81",  # the declared secret field
         "Basic dXNlcjpwYXNz",  # a secret header, whole
