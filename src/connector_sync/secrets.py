@@ -28,9 +28,11 @@ SECRET_MASK = "***"
 
 _ENV_PREFIX = "env:"
 _ENV_REF = re.compile(r"env:([A-Za-z_][A-Za-z0-9_]*)")
-# An escaped or encoded form of a secret (JSON, `\/`, percent-encoding) shorter than this
-# is not masked on its own: `\"` or `%2F` alone is everywhere and says nothing.
-_MIN_DERIVED_FORM = 4
+# A secret shorter than this is not searched for in text, and neither is an escaped or
+# encoded form of one (JSON, `\/`, percent-encoding): `e`, `\"` or `%2F` is everywhere and
+# says nothing, and masking it would garble every message (`{"m***ssag***": …}`). Shown
+# configs still mask secret fields whatever their length (by place, not by searching).
+_MIN_SEARCHED = 4
 _PERCENT_HEX = re.compile(r"%[0-9A-F]{2}")
 
 # Names of keys, headers, query parameters and environment variables whose values
@@ -311,11 +313,13 @@ def redact(text: str, secrets: Iterable[str]) -> str:
 
     A secret is masked as it is and as a server may echo it: JSON-escaped (`\\"`,
     `\\u00e9`, `\\/`) and percent-encoded (`%2F`, `+` for a space); a secret URL also
-    as httpx sends it (`_sent_forms`).
+    as httpx sends it (`_sent_forms`). A secret shorter than 4 characters is not searched
+    for (it cannot be told from ordinary text); URL passwords and secret query values are
+    masked whatever their length, found by their place in a URL.
     """
     forms: set[str] = set()
     for secret in set(secrets):
-        if secret and secret != SECRET_MASK:
+        if len(secret) >= _MIN_SEARCHED and secret != SECRET_MASK:
             forms.update(_text_forms(secret))
     for form in sorted(forms, key=lambda form: (-len(form), form)):  # longest first
         text = text.replace(form, SECRET_MASK)
@@ -335,7 +339,7 @@ def _escaped_forms(secret: str) -> frozenset[str]:
     encoded = {quote(secret, safe=""), quote(secret), quote_plus(secret)}
     # Percent-encoding may use lower-case hex digits (`%2f`): both spellings.
     derived |= encoded | {_PERCENT_HEX.sub(lambda m: m[0].lower(), form) for form in encoded}
-    forms = {form for form in derived if len(form) >= _MIN_DERIVED_FORM and form != SECRET_MASK}
+    forms = {form for form in derived if len(form) >= _MIN_SEARCHED and form != SECRET_MASK}
     return frozenset(forms | {secret})
 
 

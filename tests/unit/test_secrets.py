@@ -133,7 +133,7 @@ def test_redact_replaces_secrets_url_passwords_and_secret_query_values() -> None
 
 
 @given(
-    secret=st.text(min_size=1).filter(lambda s: "*" not in s),
+    secret=st.text(min_size=4).filter(lambda s: "*" not in s),  # shorter: not searched for
     before=st.text(),
     after=st.text(),
 )
@@ -226,10 +226,54 @@ def test_every_caller_of_redact_masks_escaped_forms_of_a_connectors_secrets() ->
     assert redact(text, hidden) == 'HTTP 403 {"detail": "token *** revoked", "q": "***"}'
 
 
-@pytest.mark.parametrize("secret", ['"', "/", "a b", "x/", "%"])
-def test_redact_leaves_short_escapes_that_are_not_the_secret(secret: str) -> None:
-    text = 'a JSON body {"k": "v\\"w\\/"} with \\u00e9, %2F, %20 and a+b'
-    assert redact(text, {secret}) == text.replace(secret, "***")
+@pytest.mark.parametrize("secret", ['"', "/", "a b", "x/", "%", "é"])
+def test_redact_leaves_a_secret_shorter_than_four_characters_and_its_escapes(secret: str) -> None:
+    text = 'a JSON body {"k": "v\\"w\\/"} with \\u00e9, é, %2F, %20, %C3%A9, a b and a+b'
+    assert redact(text, {secret}) == text
+
+
+@pytest.mark.parametrize(
+    ("config", "text", "redacted"),
+    [
+        (  # a one-letter token: every `e` of every message would be ***
+            {"url": "https://h/x", "token": "e"},
+            'HTTP 401: {"message": "token rejected"}',
+            'HTTP 401: {"message": "token rejected"}',
+        ),
+        (  # a one-letter password: still masked in its URL, found by its place
+            {"url": "postgresql+psycopg://postgres:s@db/shop", "query": "SELECT 1"},
+            "postgresql+psycopg://postgres:s@db/shop: password authentication failed",
+            "postgresql+psycopg://postgres:***@db/shop: password authentication failed",
+        ),
+        (  # four characters are searched for, and masked wherever they appear
+            {"url": "https://h/x", "token": "e2e4"},
+            'HTTP 401: {"message": "token e2e4 rejected"}',
+            'HTTP 401: {"message": "token *** rejected"}',
+        ),
+        (
+            {"url": "https://h/x", "token": "Bearer e2e4"},  # the credential after Bearer
+            "HTTP 401: token e2e4 rejected, see https://h/x?e2e4=1",
+            "HTTP 401: token *** rejected, see https://h/x?***=1",
+        ),
+    ],
+)
+def test_a_secret_shorter_than_four_characters_leaves_messages_readable(
+    config: dict[str, Any], text: str, redacted: str
+) -> None:
+    type_name = "sql" if config["url"].startswith("postgresql") else "http"
+    hidden = connector_secrets(secret_fields(type_name), config)
+    assert redact(text, hidden) == redacted
+
+
+def test_a_shown_config_masks_secrets_of_any_length() -> None:
+    """`mask_config` masks by place (a secret field, a secret-named key, a URL password),
+    not by searching text: a one-character secret is masked there as any other."""
+    config = {"url": "https://u:p@h/x?token=t", "token": "e", "headers": {"X-Api-Key": "k"}}
+    assert mask_config(secret_fields("http"), config) == {
+        "url": "https://u:***@h/x?token=***",
+        "token": "***",
+        "headers": {"X-Api-Key": "***"},
+    }
 
 
 @pytest.mark.parametrize(
