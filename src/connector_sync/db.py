@@ -465,16 +465,28 @@ class Database(Closing):
 
         A SQLite file that does not exist is created only with `create` (`add`, `demo`):
         a scheduled `run` pointed at the wrong folder must fail loudly, not start an empty
-        database and report "nothing due" for ever.
+        database and report "nothing due" for ever. A SQLite file that holds other tables
+        and no connector-sync schema is refused too; `db upgrade` adds it there if asked.
         """
         if not create:
             self.refuse_missing_sqlite_file()
         revision = self.current_revision()
         if revision == SCHEMA_REVISION:
             return
-        if self.dialect == "sqlite" and (revision is None or revision < SCHEMA_REVISION):
+        others = self._other_tables() if revision is None else []
+        if (
+            self.dialect == "sqlite"
+            and not others
+            and (revision is None or revision < SCHEMA_REVISION)
+        ):
             self.upgrade()
             return
+        if others:
+            raise SchemaOutOfDate(
+                f"database {self.display_url} has no connector-sync schema but other tables "
+                f"({', '.join(others)}): check the database URL, or run 'connector-sync db "
+                "upgrade' to add the schema to this file"
+            )
         if revision is None:
             state = "has no connector-sync schema"
         elif revision > SCHEMA_REVISION:
@@ -484,6 +496,17 @@ class Database(Closing):
         raise SchemaOutOfDate(
             f"database {self.display_url} {state}: run 'connector-sync db upgrade'"
         )
+
+    def _other_tables(self) -> list[str]:
+        """The first three tables of a SQLite file without connector-sync's schema;
+        nothing for PostgreSQL, which never upgrades itself."""
+        if self.dialect != "sqlite" or self.missing_sqlite_file():
+            return []
+        import sqlalchemy as sa
+
+        with self.begin() as connection:
+            names = sa.inspect(connection).get_table_names()
+        return sorted(names)[:3]
 
     def _newer_than_us(self, revision: str) -> SchemaOutOfDate:
         return SchemaOutOfDate(

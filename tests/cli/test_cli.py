@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -247,6 +248,28 @@ def test_db_current_on_a_missing_sqlite_file_exits_3_and_does_not_create_it(
             "db upgrade' (or add a connector) to create it, or set DATABASE_URL"
         )
         assert not path.exists()
+
+
+def test_another_programs_sqlite_file_is_left_as_it_is(tmp_path: Path) -> None:
+    """Found by a new user's pass: `status` on another program's file added our schema."""
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY)")
+    conn.close()
+    cli = Cli(f"sqlite:///{path}")
+    for args in (("status", "--json"), ("run",), ("list",), ("add", "x", "--type", "demo")):
+        result = cli(*args)
+        assert result.exit_code == 3, (args, result.output)
+        assert result.stderr.strip() == (
+            f"connector-sync: error: database sqlite:///{path} has no connector-sync schema "
+            "but other tables (orders): check the database URL, or run 'connector-sync db "
+            "upgrade' to add the schema to this file"
+        )
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("orders",)]
+    conn.close()
+    assert cli("db", "upgrade").exit_code == 0  # asked: added beside the other tables
+    assert cli("status").exit_code == 0
 
 
 def test_db_current_on_an_empty_sqlite_file_says_there_is_no_schema(tmp_path: Path) -> None:
