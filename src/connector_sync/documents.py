@@ -1,4 +1,5 @@
-"""Results as JSON documents: what `--json` prints and what `serve` answers, one shape."""
+"""Results as JSON documents: what `--json` prints and what `serve` answers, one shape;
+and JSON objects read with each key once."""
 
 from __future__ import annotations
 
@@ -99,3 +100,28 @@ class JsonArray:
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
         if kind is None and self.stream is not None:
             self.stream.write("\n]\n" if self.started else "[]\n")
+
+
+#: The most characters of a key that a message quotes.
+_SHOWN_KEY_CHARS = 40
+
+
+class RepeatedKey(ValueError):
+    """A JSON object that gives a key twice (json.loads keeps the last: which one counts?)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        shown = repr(key[:_SHOWN_KEY_CHARS]) + ("…" if len(key) > _SHOWN_KEY_CHARS else "")
+        super().__init__(f"the key {shown} is given more than once: give it once")
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json.loads' object_pairs_hook for input: the object, or RepeatedKey."""
+    value = dict(pairs)
+    if len(value) < len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise RepeatedKey(key)
+            seen.add(key)
+    return value

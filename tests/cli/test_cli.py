@@ -429,6 +429,21 @@ def test_unsupported_database_url_is_bad_input(url: str, tmp_path: Path) -> None
     assert list(tmp_path.iterdir()) == []  # an empty URL does not fall back to another
 
 
+def test_a_config_key_given_twice_is_bad_input(cli: Cli) -> None:
+    """json keeps the last of two: which one did the user mean? (serve refuses it too)"""
+    result = cli("add", "x", "--type", "demo", "--config", '{"records": 5, "records": 6}')
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "connector-sync: error: --config: the key 'records' is given more than once: give it once"
+    )
+    assert count_rows(cli.url, "connectors") == 0
+    assert cli("add", "y", "--type", "demo", "--config", '{"records": 5}').exit_code == 0
+    result = cli("edit", "y", "--set", 'fail={"a": 1, "a": 2}')
+    assert result.exit_code == 2
+    assert "--set 'fail': the key 'a' is given more than once" in result.stderr
+    assert json.loads(cli("show", "y", "--json").stdout)["config"] == {"records": 5}
+
+
 def test_non_utf8_config_file_is_bad_input(cli: Cli, tmp_path: Path) -> None:
     config = tmp_path / "config.json"
     config.write_bytes(b'{"records": "caf\xe9"}')

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from connector_sync.constants import JSON_VALUE_TYPE_NAMES
+from connector_sync.documents import RepeatedKey, unique_keys
 from connector_sync.exceptions import BadInput
 
 
@@ -34,7 +35,9 @@ def parse_config(config_json: str | None, config_file: Path | None) -> dict[str,
         return {}
     example = """give a JSON object, e.g. '{"records": 100}'"""
     try:
-        config = json.loads(text, parse_constant=_reject_constant)
+        config = json.loads(text, parse_constant=_reject_constant, object_pairs_hook=unique_keys)
+    except RepeatedKey as exc:
+        raise BadInput(f"{source}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise BadInput(
             f"{source} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): "
@@ -61,7 +64,9 @@ def config_assignment(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise BadInput(f"--set '{text}' is not key=value: give e.g. --set path=orders.csv")
     try:
-        value = json.loads(raw, parse_constant=_reject_constant)
+        value = json.loads(raw, parse_constant=_reject_constant, object_pairs_hook=unique_keys)
+    except RepeatedKey as exc:
+        raise BadInput(f"--set '{key.strip()}': {exc}") from None
     except ValueError:
         value = raw
     return key.strip(), value

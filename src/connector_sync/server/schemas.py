@@ -6,13 +6,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import unicodedata
-from collections import Counter
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from connector_sync.constants import MAX_COUNT, MAX_NAME_LENGTH
+from connector_sync.documents import RepeatedKey, unique_keys
 from connector_sync.operations import Connector, DatasetSummary, Sync
 
 #: At most this many connectors named in one request.
@@ -87,8 +87,6 @@ class BodyNotAccepted(ValueError):
 
 
 _JSON_KINDS = {type(None): "null", list: "an array", str: "a string", bool: "a boolean"}
-#: The most characters of a key that a message quotes.
-_SHOWN_KEY_CHARS = 40
 
 
 def json_object(body: bytes) -> dict[str, Any]:
@@ -99,21 +97,13 @@ def json_object(body: bytes) -> dict[str, Any]:
         BodyNotAccepted: JSON but not an object (`null` is not "no body"), or an object
             with a key given twice (which one would count?).
     """
-    value = json.loads(body, object_pairs_hook=_unique_keys)
+    try:
+        value = json.loads(body, object_pairs_hook=unique_keys)
+    except RepeatedKey as exc:
+        raise BodyNotAccepted(f"body: {exc}") from None
     if not isinstance(value, dict):
         kind = _JSON_KINDS.get(type(value), "a number")
         raise BodyNotAccepted(f"body: must be a JSON object, not {kind}")
-    return value
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """An object of json.loads, refused when a key comes twice (json keeps the last)."""
-    value = dict(pairs)
-    if len(value) < len(pairs):
-        counted = Counter(key for key, _ in pairs)
-        key = next(key for key, count in counted.items() if count > 1)
-        shown = repr(key[:_SHOWN_KEY_CHARS]) + ("…" if len(key) > _SHOWN_KEY_CHARS else "")
-        raise BodyNotAccepted(f"body: the key {shown} is given more than once: give it once")
     return value
 
 
