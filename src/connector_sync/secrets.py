@@ -36,10 +36,13 @@ _MIN_SEARCHED = 4
 _PERCENT_HEX = re.compile(r"%[0-9A-F]{2}")
 
 # Names of keys, headers, query parameters and environment variables whose values
-# are secret. `auth` but not `author`; `key` alone (Google's `?key=`) but not `monkey`.
+# are secret. `auth` but not `author`; `key` alone (Google's `?key=`) but not `monkey`;
+# the keys APIs name after what they unlock (Azure's Ocp-Apim-Subscription-Key and
+# x-functions-key, Datadog's DD-APPLICATION-KEY, app_key, master and license keys).
 _SECRET_NAME = re.compile(
     r"passw|passphrase|pwd|secret|token|api[-_]?key|authori[sz]ation|auth(?!or)|credential"
-    r"|cookie|session|signature|private[-_]?key|access[-_]?key|^key$|^sig$|^pass$",
+    r"|cookie|session|signature|private[-_]?key|access[-_]?key|^key$|^sig$|^pass$"
+    r"|(?:subscription|application|app|functions?|master|license|client)[-_]?key",
     re.IGNORECASE,
 )
 

@@ -73,6 +73,9 @@ def test_what_is_an_env_ref_and_a_secret_name() -> None:
     assert not any(map(is_env_ref, ["env:", "env:1X", "env:A B", "ENV:X", " env:X", 5, None]))
     secret = ["token", "Authorization", "X-Api-Key", "api_key", "apikey", "Cookie", "password"]
     secret += ["client_secret", "access_key", "key", "sig", "DB_PASSWORD", "x-auth-token"]
+    # a new user's pass found these shown in clear
+    secret += ["Ocp-Apim-Subscription-Key", "DD-APPLICATION-KEY", "X-Functions-Key", "app_key"]
+    secret += ["subscription-key", "master_key", "license_key", "client_key"]
     plain = [
         "author",
         "author_id",
@@ -83,6 +86,9 @@ def test_what_is_an_env_ref_and_a_secret_name() -> None:
         "cursor_param",
         "passenger",
         "lang",
+        "sort_key",
+        "primary_key",
+        "keys",
     ]
     assert all(map(is_secret_name, secret))
     assert not any(map(is_secret_name, plain))
