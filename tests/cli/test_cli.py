@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from connector_sync.db import SCHEMA_REVISION, Database
 from support.cli import Cli
@@ -331,8 +332,6 @@ def test_sqlite_default_file_is_created_on_request_and_migrated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A read finds no default file and says how to create one, without creating it."""
-    from typer.testing import CliRunner
-
     from connector_sync.cli import app
 
     monkeypatch.chdir(tmp_path)
@@ -442,6 +441,21 @@ def test_a_config_key_given_twice_is_bad_input(cli: Cli) -> None:
     assert result.exit_code == 2
     assert "--set 'fail': the key 'a' is given more than once" in result.stderr
     assert json.loads(cli("show", "y", "--json").stdout)["config"] == {"records": 5}
+
+
+@pytest.mark.parametrize("variable", ["DATABASE_URL", "CONNECTOR_SYNC_DATABASE_URL"])
+def test_a_bad_database_url_from_the_environment_is_named_by_its_variable(
+    variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connector_sync.cli import app
+
+    for name in ("DATABASE_URL", "CONNECTOR_SYNC_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    result = CliRunner().invoke(app, ["list"], env={variable: "mysql://root@localhost/db"})
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"connector-sync: error: {variable} mysql://")
+    result = CliRunner().invoke(app, ["--database-url", "mysql://root@localhost/db", "list"])
+    assert result.stderr.startswith("connector-sync: error: --database-url mysql://")
 
 
 def test_non_utf8_config_file_is_bad_input(cli: Cli, tmp_path: Path) -> None:

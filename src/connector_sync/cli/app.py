@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 from collections.abc import Callable
 from enum import StrEnum
@@ -284,6 +285,11 @@ def global_options(
     Example: connector-sync --database-url postgresql://localhost/sync run
     """
     Flags.debug = debug
+    Flags.database_url_from = None
+    source = ctx.get_parameter_source("database_url")
+    if source is not None and source.name == "ENVIRONMENT":  # named as the user gave it
+        names = (f"{ENV}DATABASE_URL", "DATABASE_URL")
+        Flags.database_url_from = next((n for n in names if os.environ.get(n)), names[-1])
     configure_logging(log_level.value, log_format.value)
     from connector_sync.render import Output  # every command prints through it
 

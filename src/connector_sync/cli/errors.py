@@ -22,9 +22,12 @@ _FLAGS = {"name": "NAME", "tenant": "--tenant", "database URL": "--database-url"
 
 
 def _in_cli_terms(exc: ConnectorSyncError) -> str:
-    """The message, naming the input the way the command line does (`--tenant`)."""
+    """The message, naming the input the way the command line does (`--tenant`; the
+    variable the database URL came from, when it came from one)."""
     param = getattr(exc, "param", None)
     flag = _FLAGS.get(param or "")
+    if param == "database URL" and Flags.database_url_from:
+        flag = Flags.database_url_from
     if param and flag and exc.message.startswith(param):
         return flag + exc.message[len(param) :]
     return exc.message
@@ -34,6 +37,8 @@ class Flags:
     """Process-wide switches set by the global options."""
 
     debug = False
+    #: The environment variable --database-url was read from, if it was.
+    database_url_from: str | None = None
 
 
 def error_line(message: str) -> None:
