@@ -306,6 +306,10 @@ def test_check(tmp_path: Path, api: FakeApi) -> None:
         ({"path": "a.csv", "encoding": "klingon"}, "unknown encoding 'klingon'"),
         ({"path": "a.csv", "incremental": {"cursor_field": "u", "cursor_param": "p"}}, "unknown"),
         ({"path": "a.csv", "incremental": {"cursor_field": "u", "initial_value": [1]}}, "string"),
+        # a download's settings with a local file were ignored without a word
+        ({"path": "a.csv", "headers": {"X-Api-Key": "k"}}, "'headers' applies to a download"),
+        ({"path": "a.csv", "timeout": 5}, "'timeout' applies to a download"),
+        ({"path": "a.csv", "max_retries": 0}, "'max_retries' applies to a download"),
     ],
 )
 def test_config_errors_name_the_field(config: dict[str, Any], message: str) -> None:

@@ -129,6 +129,13 @@ class FileConnector(ConnectorPlugin):
             raise ConfigError(f"{name} config needs exactly one of 'path' and 'url'")
         if path is not None:
             cls._check_path(path)
+            # what only a download uses (their help says "url:") would be silently ignored
+            for field in cls.config_fields:
+                if field.help.startswith("url:") and field.name in config:
+                    raise ConfigError(
+                        f"{name} config field '{field.name}' applies to a download ('url'), "
+                        "not to a local 'path': remove it"
+                    )
         if url is not None:
             from connector_sync.connectors.http import check_http_url
 
