@@ -240,18 +240,25 @@ def check_connector_name(name: str) -> None:
 
 
 def check_config(
-    type_name: str, config: dict[str, Any], own_database_url: str | None = None
+    type_name: str,
+    config: dict[str, Any],
+    own_database_url: str | None = None,
+    *,
+    changed: bool = True,
 ) -> None:
     """A config as `add` and `edit` both check it: storable (check_config_document), `env:`
     references well formed, every field known, of its type and within its bounds, as the
-    type's plugin declares; and, given connector-sync's own database URL, not reading it
-    unless the config says it means to."""
+    type's plugin declares, and (when it is new or `changed`) the plugin's rules for new
+    configs; and, given connector-sync's own database URL, not reading it unless the config
+    says it means to."""
     from connector_sync.connectors.registry import load_plugin
 
     check_config_document(config)
     secrets.check_env_refs(config)
     plugin = load_plugin(type_name)
     plugin.validate_config(config)
+    if changed:
+        plugin.check_new_config(config)
     if own_database_url is not None:
         plugin.refuse_own_database(config, own_database_url)
 
@@ -1024,7 +1031,9 @@ def edit_connector(
     name = old.name if changes.rename is None else changes.rename
     check_connector_name(name)
     config = _edited_config(old, changes, secret_fields(old.type))
-    check_config(old.type, config, store.database.url)
+    # an edit of something else leaves a stored config as it is, even one that newer
+    # rules for new configs would refuse
+    check_config(old.type, config, store.database.url, changed=config != old.config)
     if changes.sync_interval is not None:  # an interval replaces the schedule
         schedule, timezone = None, None
     else:

@@ -187,3 +187,29 @@ def test_edit_set_keeps_a_masked_secret_or_refuses_it_as_config_does(db_url: str
         )
     assert {name: stored(name) for name in configs} == configs
     assert row_counts(db_url) == before
+
+
+def test_a_stored_config_that_newer_rules_refuse_keeps_syncing_and_editing(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A local file with a download's `timeout` was accepted before that was refused: such
+    a connector keeps syncing, and an edit of something else leaves its config alone
+    (review); a config edit must follow the rule."""
+    from connector_sync.store import open_store
+    from connector_sync.store.base import NewConnector
+
+    data = tmp_path / "orders.csv"
+    data.write_text("id\n1\n2\n")
+    config = {"path": str(data), "timeout": 5}
+    cli = Cli(db_url)
+    refused = cli("add", "new", "--type", "file", "--config", json.dumps(config))
+    assert refused.exit_code == 2 and "'timeout' applies to a download" in refused.stderr
+    with open_store(db_url) as store:  # as an older version stored it
+        store.add_connector(NewConnector(name="old", type="file", config=config, sync_interval=60))
+    assert cli("run", "--connector", "old").exit_code == 0
+    [sync] = json.loads(cli("history", "--json").stdout)
+    assert (sync["status"], sync["records_processed"]) == ("COMPLETED", 2)
+    assert cli("edit", "old", "--interval", "2h").exit_code == 0
+    edited = cli("edit", "old", "--set", "has_header=true")
+    assert edited.exit_code == 2 and "'timeout' applies to a download" in edited.stderr
+    assert cli("edit", "old", "--unset", "timeout").exit_code == 0

@@ -306,15 +306,29 @@ def test_check(tmp_path: Path, api: FakeApi) -> None:
         ({"path": "a.csv", "encoding": "klingon"}, "unknown encoding 'klingon'"),
         ({"path": "a.csv", "incremental": {"cursor_field": "u", "cursor_param": "p"}}, "unknown"),
         ({"path": "a.csv", "incremental": {"cursor_field": "u", "initial_value": [1]}}, "string"),
-        # a download's settings with a local file were ignored without a word
-        ({"path": "a.csv", "headers": {"X-Api-Key": "k"}}, "'headers' applies to a download"),
-        ({"path": "a.csv", "timeout": 5}, "'timeout' applies to a download"),
-        ({"path": "a.csv", "max_retries": 0}, "'max_retries' applies to a download"),
     ],
 )
 def test_config_errors_name_the_field(config: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         FileConnector(config)
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        # a download's settings with a local file were ignored without a word
+        ({"path": "a.csv", "headers": {"X-Api-Key": "k"}}, "'headers' applies to a download"),
+        ({"path": "a.csv", "timeout": 5}, "'timeout' applies to a download"),
+        ({"path": "a.csv", "max_retry_wait": 5}, "'max_retry_wait' applies to a download"),
+        ({"url": "https://u:p@x/a.csv", "headers": {"Authorization": "B"}}, "credentials in"),
+    ],
+)
+def test_a_new_config_says_only_what_applies(config: dict[str, Any], message: str) -> None:
+    """Rules for configs being added or changed: one stored before them still builds."""
+    with pytest.raises(ConfigError, match=message):
+        FileConnector.check_new_config(config)
+    FileConnector(config)
+    FileConnector.check_new_config({"path": "a.csv", "headers": None})  # null: not given
 
 
 # -- incremental -----------------------------------------------------------------------

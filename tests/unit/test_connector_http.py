@@ -313,16 +313,6 @@ def test_check_makes_one_request_and_counts_the_first_page(api: FakeApi) -> None
         ({"incremental": {"cursor_param": "u"}}, "missing required field 'incremental.cursor_f"),
         ({"headers": {"X-N": 5}}, "'headers.X-N' must be a string"),
         ({"token": "t", "headers": {"authorization": "x"}}, "not both"),
-        # httpx would send the URL's credentials as Basic over the token or the header.
-        (
-            {"url": "https://u:p@api.example.com/v1", "token": "t"},
-            "^http config: give credentials in 'url' or a 'token', not both$",
-        ),
-        (
-            {"url": "https://u@api.example.com/v1", "headers": {"AUTHORIZATION": "Bearer x"}},
-            "^http config: give credentials in 'url' or an Authorization header, not both$",
-        ),
-        ({"url": "https://:p@api.example.com/v1", "token": "env:T"}, "credentials in 'url'"),
         ({"timeout": 0}, "'timeout' must be 0.001 or more, got 0$"),
         ({"token": 123}, "'token' must be string, got int$"),  # the value is not echoed
     ],
@@ -333,15 +323,38 @@ def test_config_errors_name_the_field(config: dict[str, Any], message: str) -> N
 
 
 @pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        # httpx would send the URL's credentials as Basic over the token or the header.
+        (
+            {"url": "https://u:p@api.example.com/v1", "token": "t"},
+            "^http config: give credentials in 'url' or a 'token', not both$",
+        ),
+        (
+            {"url": "https://u@api.example.com/v1", "headers": {"AUTHORIZATION": "Bearer x"}},
+            "^http config: give credentials in 'url' or an Authorization header, not both$",
+        ),
+        ({"url": "https://:p@api.example.com/v1", "token": "env:T"}, "credentials in 'url'"),
+    ],
+)
+def test_a_new_config_gives_one_authorization(config: dict[str, Any], message: str) -> None:
+    """A rule for configs being added or changed: one stored before it still builds."""
+    with pytest.raises(ConfigError, match=message):
+        HttpConnector.check_new_config(config)
+    HttpConnector(config)
+
+
+@pytest.mark.parametrize(
     "config",
     [
         {"url": "https://u:p@api.example.com/v1"},
         {"url": "https://u:p@api.example.com/v1", "headers": {"X-Api-Key": "k"}},
         {"url": "https://@api.example.com/v1", "token": "t"},  # no credentials: no Basic
-        {"url": "env:CS_TEST_URL", "token": "t"},  # checked once resolved, at run time
+        {"url": "env:CS_TEST_URL", "token": "t"},  # not looked into
     ],
 )
 def test_credentials_in_the_url_alone_are_accepted(config: dict[str, Any]) -> None:
+    HttpConnector.check_new_config(config)
     HttpConnector(config)
 
 

@@ -282,6 +282,15 @@ class ConnectorPlugin(abc.ABC):
         return frozenset(f.name for f in cls.config_fields if f.secret)
 
     @classmethod
+    def check_new_config(cls, config: Mapping[str, Any]) -> None:
+        """Raise ConfigError for what a config being added or changed must not say, beyond
+        validate_config: rules added after connectors were stored with such configs, which
+        keep syncing as they did (a stored config is checked by validate_config alone).
+        `config` is as given, before defaults; nothing by default.
+        """
+        return None
+
+    @classmethod
     def mask_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
         """The config as it may be shown: secret fields, secret headers and URL passwords ***."""
         return secrets.mask_config(cls.secret_fields(), config)

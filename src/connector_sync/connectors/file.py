@@ -68,6 +68,12 @@ _BLANK = object()
 _NOT_DELIMITERS = {"\n": "a line break", "\r": "a line break", '"': "the quote character"}
 
 
+#: The settings only a download (`url`) uses.
+_DOWNLOAD_ONLY = (
+    "headers", "timeout", "max_retries", "retry_backoff", "max_retry_wait", "max_response_bytes",
+)  # fmt: skip
+
+
 class FileConnector(ConnectorPlugin):
     type_name = "file"
     description = "Records of a CSV, JSON Lines or JSON array file (local or http), streamed."
@@ -129,13 +135,6 @@ class FileConnector(ConnectorPlugin):
             raise ConfigError(f"{name} config needs exactly one of 'path' and 'url'")
         if path is not None:
             cls._check_path(path)
-            # what only a download uses (their help says "url:") would be silently ignored
-            for field in cls.config_fields:
-                if field.help.startswith("url:") and field.name in config:
-                    raise ConfigError(
-                        f"{name} config field '{field.name}' applies to a download ('url'), "
-                        "not to a local 'path': remove it"
-                    )
         if url is not None:
             from connector_sync.connectors.http import check_http_url
 
@@ -166,6 +165,21 @@ class FileConnector(ConnectorPlugin):
             check_headers(name, result["headers"])
         Incremental.from_config(name, result.get("incremental"))
         return result
+
+    @classmethod
+    def check_new_config(cls, config: Mapping[str, Any]) -> None:
+        """A download's settings with a local file would be ignored without a word; and
+        credentials in a download's URL would replace an Authorization header."""
+        if config.get("path") is not None:
+            for field in _DOWNLOAD_ONLY:
+                if config.get(field) is not None:
+                    raise ConfigError(
+                        f"{cls.type_name} config field '{field}' applies to a download "
+                        "('url'), not to a local 'path': remove it"
+                    )
+        from connector_sync.connectors.http import check_one_authorization
+
+        check_one_authorization(cls.type_name, config)
 
     @classmethod
     def _check_path(cls, path: str) -> None:

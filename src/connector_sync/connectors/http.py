@@ -610,7 +610,6 @@ class HttpConnector(ConnectorPlugin):
             key.lower() == "authorization" for key in result["headers"] or {}
         ):
             raise ConfigError(f"{name} config: give 'token' or an Authorization header, not both")
-        _check_one_authorization(name, result)
         for key, value in (result["params"] or {}).items():
             items = value if isinstance(value, list) else [value]
             if not all(isinstance(v, str | int | float) for v in items):
@@ -630,6 +629,10 @@ class HttpConnector(ConnectorPlugin):
         result["pagination"] = _validate_pagination(name, result["pagination"])
         Incremental.from_config(name, result["incremental"], param=True)
         return result
+
+    @classmethod
+    def check_new_config(cls, config: Mapping[str, Any]) -> None:
+        check_one_authorization(cls.type_name, config)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -886,21 +889,20 @@ def check_http_url(type_name: str, field: str, url: str) -> None:
         raise ConfigError(f"{where} is not a usable URL: {mask_urls(str(exc))}") from None
 
 
-def _check_one_authorization(type_name: str, config: Mapping[str, Any]) -> None:
+def check_one_authorization(type_name: str, config: Mapping[str, Any]) -> None:
     """Raises ConfigError for credentials in the URL beside a token or an Authorization
     header: httpx sends the URL's as `Authorization: Basic`, over the other one, silently.
-
-    An `env:NAME` URL is checked when the plugin is built from the resolved config.
+    A rule for new configs (check_new_config); an `env:NAME` URL is not looked into.
     """
-    url = config["url"]
-    if is_env_ref(url):
+    url = config.get("url")
+    if not isinstance(url, str) or is_env_ref(url):
         return
-    parsed = httpx.URL(url)  # check_http_url has made sure it parses
+    parsed = httpx.URL(url)  # validate_config has made sure it parses
     if not (parsed.username or parsed.password):  # what makes httpx send Basic
         return
-    if config["token"] is not None:
+    if config.get("token") is not None:
         other = "a 'token'"
-    elif any(key.lower() == "authorization" for key in config["headers"] or {}):
+    elif any(key.lower() == "authorization" for key in config.get("headers") or {}):
         other = "an Authorization header"
     else:
         return
