@@ -470,23 +470,19 @@ class Database(Closing):
         """
         if not create:
             self.refuse_missing_sqlite_file()
-        revision = self.current_revision()
-        if revision == SCHEMA_REVISION:
-            return
-        others = self._other_tables() if revision is None else []
-        if (
-            self.dialect == "sqlite"
-            and not others
-            and (revision is None or revision < SCHEMA_REVISION)
-        ):
-            self.upgrade()
-            return
-        if others:
+        others = self._foreign_tables()
+        if others:  # another program's SQLite file, given by mistake: not ours to change
             raise SchemaOutOfDate(
                 f"database {self.display_url} has no connector-sync schema but other tables "
                 f"({', '.join(others)}): check the database URL, or run 'connector-sync db "
                 "upgrade' to add the schema to this file"
             )
+        revision = self.current_revision()
+        if revision == SCHEMA_REVISION:
+            return
+        if self.dialect == "sqlite" and (revision is None or revision < SCHEMA_REVISION):
+            self.upgrade()
+            return
         if revision is None:
             state = "has no connector-sync schema"
         elif revision > SCHEMA_REVISION:
@@ -497,15 +493,30 @@ class Database(Closing):
             f"database {self.display_url} {state}: run 'connector-sync db upgrade'"
         )
 
-    def _other_tables(self) -> list[str]:
-        """The first three tables of a SQLite file without connector-sync's schema;
-        nothing for PostgreSQL, which never upgrades itself."""
-        if self.dialect != "sqlite" or self.missing_sqlite_file():
+    def _foreign_tables(self) -> list[str]:
+        """The first three tables of a SQLite file that holds tables but none of
+        connector-sync's (another program's database); nothing for any other file, and
+        for PostgreSQL, which never upgrades itself. Read without the engine, which would
+        turn the file to WAL mode; a file that cannot be read so is left to the engine."""
+        path = self.sqlite_path()
+        if path is None or not Path(path).is_file():
             return []
-        import sqlalchemy as sa
+        import sqlite3
+        from contextlib import closing
 
-        with self.begin() as connection:
-            names = sa.inspect(connection).get_table_names()
+        from connector_sync.models import metadata
+
+        uri = f"{Path(path).absolute().as_uri()}?mode=ro"
+        try:
+            with closing(sqlite3.connect(uri, uri=True)) as conn:
+                rows = conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type = 'table'"
+                ).fetchall()
+        except sqlite3.Error:
+            return []
+        names = {name for (name,) in rows if not name.startswith("sqlite_")}
+        if not names or names & {*metadata.tables, "alembic_version"}:
+            return []  # empty, or ours (perhaps being created by another process now)
         return sorted(names)[:3]
 
     def _newer_than_us(self, revision: str) -> SchemaOutOfDate:

@@ -13,8 +13,9 @@ def resolve_database_url(explicit: str | None = None) -> str:
     if explicit is not None:
         if not explicit.strip():
             raise BadInput(
-                "--database-url is empty: give postgresql://user@host/db or sqlite:///path.db, "
-                "or leave the option out for the default sqlite:///connector-sync.db"
+                "database URL is empty: give postgresql://user@host/db or sqlite:///path.db, "
+                "or leave it out for the default sqlite:///connector-sync.db",
+                param="database URL",
             )
         return explicit
     for name in DATABASE_URL_ENVVARS:

@@ -268,9 +268,43 @@ def test_another_programs_sqlite_file_is_left_as_it_is(tmp_path: Path) -> None:
         )
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("orders",)]
+        # not even turned to WAL mode (review): the refusal reads it without the engine
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
     conn.close()
     assert cli("db", "upgrade").exit_code == 0  # asked: added beside the other tables
     assert cli("status").exit_code == 0
+
+
+def test_a_file_another_process_is_creating_the_schema_in_is_ours(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two commands starting on a new file at once: the second sees the first's tables
+    before its revision, and takes them for ours (review: it refused them once in 20)."""
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    sqlite3.connect(tmp_path / "fresh.db").close()
+    real = Database._foreign_tables
+
+    def the_first_upgrades_meanwhile(self: Database) -> list[str]:
+        monkeypatch.setattr(Database, "_foreign_tables", real)  # the first one's check
+        with Database(url) as first:
+            first.ensure_schema(create=True)
+        return real(self)
+
+    monkeypatch.setattr(Database, "_foreign_tables", the_first_upgrades_meanwhile)
+    with Database(url) as second:
+        second.ensure_schema(create=True)
+    monkeypatch.undo()
+    with Database(url) as database:
+        assert database.current_revision() == SCHEMA_REVISION
+
+
+def test_a_file_left_with_only_an_empty_alembic_version_is_ours(tmp_path: Path) -> None:
+    """As `alembic downgrade base` leaves it (review)."""
+    path = tmp_path / "based.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+    conn.close()
+    assert Cli(f"sqlite:///{path}")("status").exit_code == 0
 
 
 def test_db_current_on_an_empty_sqlite_file_says_there_is_no_schema(tmp_path: Path) -> None:
