@@ -37,12 +37,13 @@ _PERCENT_HEX = re.compile(r"%[0-9A-F]{2}")
 
 # Names of keys, headers, query parameters and environment variables whose values
 # are secret. `auth` but not `author`; `key` alone (Google's `?key=`) but not `monkey`;
-# the keys APIs name after what they unlock (Azure's Ocp-Apim-Subscription-Key and
-# x-functions-key, Datadog's DD-APPLICATION-KEY, app_key, master and license keys).
+# the keys APIs name after what they unlock, as a whole word at the end (Azure's
+# Ocp-Apim-Subscription-Key and x-functions-key, Datadog's DD-APPLICATION-KEY, app_key,
+# master and license keys; not client_key_id or license_key_type).
 _SECRET_NAME = re.compile(
     r"passw|passphrase|pwd|secret|token|api[-_]?key|authori[sz]ation|auth(?!or)|credential"
     r"|cookie|session|signature|private[-_]?key|access[-_]?key|^key$|^sig$|^pass$"
-    r"|(?:subscription|application|app|functions?|master|license|client)[-_]?key",
+    r"|(?:^|[-_])(?:subscription|application|app|functions?|master|license)[-_]?key$",
     re.IGNORECASE,
 )
 
@@ -272,12 +273,15 @@ def _as_sent(value: str) -> httpx.URL | None:
 
 def _sent_url_secrets(url: httpx.URL) -> set[str]:
     """The password and secret query values of `url`, decoded and as httpx encodes them,
-    and the credential of the `Authorization: Basic` header httpx sends for a password."""
+    and the credential of the `Authorization: Basic` header httpx sends for its user
+    info (the user too, when it comes without a password: then it is the key)."""
     found: set[str] = set()
     if url.password:
         found |= {url.password, url.userinfo.decode("ascii").partition(":")[2]}
-        if url.scheme in ("http", "https"):  # the URLs httpx sends
-            found.add(_basic_credential(url.username, url.password))
+    if url.scheme in ("http", "https") and (url.username or url.password):  # httpx sends it
+        found.add(_basic_credential(url.username, url.password))
+        if not url.password:  # a key given as the user alone (Stripe's sk_live_...@)
+            found |= {url.username, url.userinfo.decode("ascii")}
     for pair in url.query.decode("ascii").split("&"):
         name, _, value = pair.partition("=")
         if value and is_secret_name(unquote(name)):

@@ -90,7 +90,14 @@ def test_the_basic_credential_httpx_sends_is_masked_in_every_echoed_form(url: st
         assert "***" in redacted
 
 
-def test_a_url_user_without_a_password_is_not_a_secret() -> None:
-    """`http://alice@host` sends `Basic base64("alice:")`: the user name alone is not secret."""
-    url = "http://alice@api.example/x"
-    assert secret_values(secret_fields("http"), {"url": url}, {"url": url}) == set()
+def test_a_url_user_without_a_password_is_the_key_and_a_secret() -> None:
+    """`https://sk_live_...@host` (Stripe's form) sends `Basic base64("sk_live_...:")`: the
+    user alone is the credential, and it and its Basic form are masked (review; it was
+    taken for a user name). Other schemes' users (postgresql://postgres@) are not."""
+    url = "https://sk_live_abcdef123456@api.example/v1/charges"
+    header = _sent_authorization(url)
+    hidden = secret_values(secret_fields("http"), {"url": url}, {"url": url})
+    echo = f"HTTP 401: you sent Authorization: {header} for sk_live_abcdef123456"
+    assert redact(echo, hidden) == "HTTP 401: you sent Authorization: Basic *** for ***"
+    sql_url = "postgresql://postgres@127.0.0.1:5432/shop"
+    assert secret_values(secret_fields("sql"), {"url": sql_url}, {"url": sql_url}) == set()

@@ -75,7 +75,7 @@ def test_what_is_an_env_ref_and_a_secret_name() -> None:
     secret += ["client_secret", "access_key", "key", "sig", "DB_PASSWORD", "x-auth-token"]
     # a new user's pass found these shown in clear
     secret += ["Ocp-Apim-Subscription-Key", "DD-APPLICATION-KEY", "X-Functions-Key", "app_key"]
-    secret += ["subscription-key", "master_key", "license_key", "client_key"]
+    secret += ["subscription-key", "master_key", "license_key", "functionkey"]
     plain = [
         "author",
         "author_id",
@@ -89,6 +89,9 @@ def test_what_is_an_env_ref_and_a_secret_name() -> None:
         "sort_key",
         "primary_key",
         "keys",
+        "client_key_id",  # the new names only as a whole word at the end (review)
+        "license_key_type",
+        "whatsapp_key",
     ]
     assert all(map(is_secret_name, secret))
     assert not any(map(is_secret_name, plain))
