@@ -129,6 +129,13 @@ def output(as_json: bool, document: Any, table: Callable[[Any], None]) -> None:
         table(document)
 
 
+def note(text: str) -> None:
+    """A line on stderr saying what was done, left out with --quiet: under cron, any
+    output is mailed, so a quiet job that did its usual work prints nothing."""
+    if not Output.quiet:
+        say(text, err=True)
+
+
 def say(*parts: str | tuple[str, str], err: bool = False) -> None:
     """One message line, never wrapped (scripts grep it), never parsed as markup.
 
@@ -606,7 +613,7 @@ def health_report(report: HealthReport) -> None:
             kinds = ", ".join(f"{kind} {count:,}" for kind, count in hidden.items())
             say(f"{sum(hidden.values()):,} more ({kinds}) — health --json lists every one")
     delivery = report.delivery
-    if delivery is not None:
+    if delivery is not None and (delivery.sent or delivery.failed or not Output.quiet):
         say(
             f"notified: {len(delivery.sent)} message(s) sent"
             + (f", {len(delivery.failed)} not delivered (tried again next run)"

@@ -627,3 +627,18 @@ def test_names_in_any_script_are_accepted(cli: Cli, name: str) -> None:
     assert cli("add", name, "--type", "demo", "--tenant", name).exit_code == 0
     [row] = json.loads(cli("list", "--json").stdout)
     assert (row["name"], row["tenant"]) == (name, name)
+
+
+def test_every_health_flag_reads_its_environment_variable() -> None:
+    """As the alerts page says (--overdue-after had none: a new user's pass)."""
+    import typer
+
+    from connector_sync.cli import app
+
+    health = typer.main.get_command(app).commands["health"]  # type: ignore[attr-defined]
+    for param in health.params:
+        if param.opts[0] == "--json":
+            continue
+        expected = "CONNECTOR_SYNC_" + param.opts[0].removeprefix("--").replace("-", "_").upper()
+        names = param.envvar if isinstance(param.envvar, list) else [param.envvar]
+        assert expected in names, (param.opts, param.envvar)

@@ -81,6 +81,9 @@ def test_health_sends_each_problem_once_and_its_clearing_once(cli: Cli, receiver
         no_secret(result.stdout, result.stderr)
     assert "notified: 1 message(s) sent via json://alerts:****@127.0.0.1:" in runs[0].stderr
     assert "notified: 0 message(s) sent" in runs[2].stderr
+    # under cron (--quiet), a run with nothing new prints nothing: any output is mailed
+    quiet = cli("--quiet", "health", "--notify", receiver.url)
+    assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "", "")
     assert len(receiver.messages) == 1
     [message] = receiver.messages
     assert message["title"] == "connector-sync warning: FAILING on broken (id 1)"

@@ -1018,6 +1018,7 @@ def health(
             "--overdue-after",
             min=1,
             default=3600,
+            envvar=f"{ENV}OVERDUE_AFTER",
             help="OVERDUE: due for longer than this",
         ),
     ] = 3600.0,
@@ -1083,7 +1084,7 @@ def health(
     Warning: FAILING, LONG_SYNC, ERROR_RATE of one connector. With --notify, each new
     problem is sent once and its clearing once (the state is kept in the database).
 
-    Example (cron): */5 * * * * connector-sync health --notify slack://T/B/C --quiet
+    Example (cron): */5 * * * * connector-sync --quiet health --notify slack://T/B/C
     """
     from connector_sync import operations, render
 
@@ -1144,7 +1145,7 @@ def metrics(
         render.print_text(_call(ctx, operations.metrics_text, request))
         return
     written = _call(ctx, operations.write_metrics, output, request)
-    render.say(f"metrics written to {written}", err=True)
+    render.note(f"metrics written to {written}")
 
 
 @app.command()
