@@ -391,6 +391,29 @@ def test_reads_answer_the_same_documents_as_the_cli(db_url: str) -> None:
         )
 
 
+def test_metrics_are_the_metrics_command_s_text_behind_the_bearer(db_url: str) -> None:
+    """As the alerts page says (it was documented, not served: an adversarial pass)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    add(db_url, "a", records=2)
+    add(db_url, "t", tenant="other", records=1)
+    with served(db_url) as server, client(server.url) as http:
+        assert http.post("/api/connectors/sync", json={}).status_code == 200
+        answer = http.get("/metrics")
+        assert answer.status_code == 200
+        assert answer.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+        families = {f.name: f for f in text_string_to_metric_families(answer.text)}
+        synced = {
+            s.labels["status"]: s.value for s in families["connector_sync_window_syncs"].samples
+        }
+        assert synced["COMPLETED"] == 2.0
+        other = http.get("/metrics", params={"tenant": "other"}).text
+        assert 'connector="t"' in other and 'connector="a"' not in other
+        assert http.get("/metrics", params={"tenants": "other"}).status_code == 422  # a typo
+        with client(server.url, auth=False) as stranger:
+            assert stranger.get("/metrics").status_code == 401
+
+
 def test_probes_need_no_secret_and_readyz_sees_the_schema(db_url: str) -> None:
     with served(db_url) as server, client(server.url, auth=False) as http:
         assert http.get("/healthz").json() == {"status": "ok"}

@@ -72,7 +72,10 @@ def _answers(model: Any, *errors: int) -> dict[int | str, dict[str, Any]]:
     return {200: {"model": model}, **{code: {"model": Problem} for code in errors}}
 
 
-# Every /api route may answer these.
+#: Prometheus' text exposition format, as its client library serves it.
+METRICS_MEDIA_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+# Every /api route (and /metrics) may answer these.
 _API_ERRORS: dict[int | str, dict[str, Any]] = {
     # 411 and 413: a body sent without a Content-Length, or over MAX_BODY_BYTES.
     code: {"model": Problem}
@@ -231,6 +234,22 @@ def create_app(
 
     app.include_router(api)
 
+    # -- metrics (behind the bearer, as the API: they name every connector) ------------
+
+    @app.get(
+        "/metrics",
+        summary="The Prometheus text of `metrics` (scrape with the bearer)",
+        dependencies=[Depends(bearer)],
+        responses={
+            **_API_ERRORS,
+            200: {"content": {METRICS_MEDIA_TYPE: {"schema": {"type": "string"}}}},
+        },
+        response_class=Response,
+    )
+    def metrics(query: Annotated[TenantQuery, Query()]) -> Response:
+        request = operations.MetricsRequest(tenant=query.tenant)
+        return Response(operations.metrics_text(store, request), media_type=METRICS_MEDIA_TYPE)
+
     # -- probes (no authentication: they tell nothing about the data) --------------------
 
     @app.get("/healthz", summary="Liveness: the process answers", response_model=Liveness)
@@ -304,8 +323,9 @@ def _validation_line(exc: RequestValidationError) -> str:
 
 
 class _Gate:
-    """The middleware every request passes: /api needs the bearer secret (401 with no detail
-    otherwise: a wrong scheme, a wrong secret and an unknown path look the same), bodies
+    """The middleware every request passes: /api and /metrics need the bearer secret (401
+    with no detail otherwise: a wrong scheme, a wrong secret and an unknown path look the
+    same), bodies
     are bounded, a bug becomes a 500 with one line (no traceback, which may quote data,
     reaches a client), and one access line is logged (never a header).
 
@@ -335,7 +355,7 @@ class _Gate:
 
         if (
             self.secret is not None
-            and (path == "/api" or path.startswith("/api/"))
+            and (path == "/api" or path.startswith("/api/") or path == "/metrics")
             and not bearer_matches(request.headers.get("authorization"), self.secret)
         ):
             refused: Response | None = _problem(401, "unauthorized", {"WWW-Authenticate": "Bearer"})
