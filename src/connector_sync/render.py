@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from connector_sync.constants import CONNECTOR_KEYS
+from connector_sync.constants import CONNECTOR_KEYS, HEALTH_OVERDUE_LISTED
 from connector_sync.documents import JsonArray, json_text
 from connector_sync.documents import iso as iso
 from connector_sync.documents import jsonable as jsonable
@@ -611,7 +611,12 @@ def health_report(report: HealthReport) -> None:
         if len(problems) > HEALTH_ROWS:
             hidden = Counter(p.problem for p in problems[HEALTH_ROWS:])
             kinds = ", ".join(f"{kind} {count:,}" for kind, count in hidden.items())
-            say(f"{sum(hidden.values()):,} more ({kinds}) — health --json lists every one")
+            say(f"{sum(hidden.values()):,} more ({kinds}) — health --json lists them")
+        if sum(p.problem == "OVERDUE" for p in problems) >= HEALTH_OVERDUE_LISTED:
+            say(
+                f"OVERDUE: the {HEALTH_OVERDUE_LISTED} most overdue connectors are listed, "
+                "there may be more — 'connector-sync due' shows how many are due"
+            )
     delivery = report.delivery
     if delivery is not None and (delivery.sent or delivery.failed or not Output.quiet):
         say(

@@ -122,5 +122,21 @@ def test_health_shows_twenty_problems_and_counts_the_rest_by_kind(cli: Cli, db_u
     table = cli("health")
     assert table.exit_code == 1
     assert len(shown(table.stdout)) == 20
-    assert "39 more (ERROR 39) — health --json lists every one" in table.stdout
+    assert "39 more (ERROR 39) — health --json lists them" in table.stdout
     assert len(json.loads(cli("health", "--json").stdout)) == 59
+
+
+def test_health_says_when_it_lists_only_the_most_overdue(cli: Cli, db_url: str) -> None:
+    """It lists the 100 most overdue (bounded work when a stopped scheduler makes every
+    connector overdue) and had claimed that --json lists every one (an adversarial pass)."""
+    with open_store(db_url) as store:
+        for n in range(60, 110):
+            store.add_connector(NewConnector(f"late-{n}", "demo", {}, 3600))
+        with store.database.begin() as conn:
+            conn.exec_driver_sql("UPDATE connectors SET next_sync_at = '2000-01-01 00:00:00'")
+    table = cli("health")
+    assert "OVERDUE: the 100 most overdue connectors are listed, there may be more" in table.stdout
+    overdue = [p for p in json.loads(cli("health", "--json").stdout) if p["problem"] == "OVERDUE"]
+    assert len(overdue) == 100
+    few = cli("health", "--tenant", "nobody")
+    assert "most overdue" not in few.stdout

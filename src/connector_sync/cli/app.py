@@ -288,7 +288,7 @@ def global_options(
     Flags.database_url_from = None
     source = ctx.get_parameter_source("database_url")
     if source is not None and source.name == "ENVIRONMENT":  # named as the user gave it
-        names = (f"{ENV}DATABASE_URL", "DATABASE_URL")
+        names = constants.DATABASE_URL_ENVVARS
         Flags.database_url_from = next((n for n in names if os.environ.get(n)), names[-1])
     configure_logging(log_level.value, log_format.value)
     from connector_sync.render import Output  # every command prints through it

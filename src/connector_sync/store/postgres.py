@@ -14,7 +14,7 @@ from typing import Any, cast
 import psycopg
 from psycopg.types.json import Jsonb
 
-from connector_sync.constants import CANCELLED, COMPLETED, FAILED
+from connector_sync.constants import CANCELLED, COMPLETED, FAILED, HEALTH_OVERDUE_LISTED
 from connector_sync.exceptions import AlreadyExists, DatabaseError, RecordError
 from connector_sync.store import base
 from connector_sync.store.base import (
@@ -377,7 +377,10 @@ class PostgresStore(Store):
                 ),
                 expired=run.dicts("expired_leases", tenant=tenant),
                 overdue=run.dicts(
-                    "overdue_connectors", tenant=tenant, seconds=thresholds.overdue_after
+                    "overdue_connectors",
+                    tenant=tenant,
+                    seconds=thresholds.overdue_after,
+                    listed=HEALTH_OVERDUE_LISTED,
                 ),
                 running=self._running(run, tenant),
                 error_rates=run.dicts(

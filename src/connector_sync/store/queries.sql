@@ -363,7 +363,7 @@ WHERE auto_sync AND status = 'ACTIVE'
   AND next_sync_at <= coalesce(%(now)s, now()) - make_interval(secs => %(seconds)s)
   AND (%(tenant)s::text IS NULL OR tenant = %(tenant)s)
 ORDER BY next_sync_at
-LIMIT 100;
+LIMIT %(listed)s;
 
 -- name: history --
 -- Also the syncs a run recorded (%(ids)s), in any order: the caller orders them.

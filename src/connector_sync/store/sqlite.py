@@ -24,6 +24,7 @@ from connector_sync.constants import (
     COMPLETED,
     ERROR,
     FAILED,
+    HEALTH_OVERDUE_LISTED,
     IN_PROGRESS,
     INACTIVE,
     READY,
@@ -929,7 +930,7 @@ class SqliteStore(Store):
                     c.next_sync_at,
                     where=[_due(overdue_at)],
                     order=[c.next_sync_at],
-                    limit=100,
+                    limit=HEALTH_OVERDUE_LISTED,
                 ),
                 running=self._running(conn, now, tenant),
                 error_rates=rows(
