@@ -166,6 +166,25 @@ def test_a_sync_far_longer_than_usual_is_reported_while_it_runs(
     assert "past its timeout of 30m" in timeout.detail
 
 
+def test_a_connector_deleted_with_its_data_kept_is_no_longer_a_problem(
+    store: Store, clock: ManualClock
+) -> None:
+    """Nothing runs it, so nothing could clear its failures: health and metrics reported
+    it failing for ever (an adversarial pass). Deleting it forgets them, as enable does."""
+    gone, kept = add(store, "gone"), add(store, "kept")
+    for connector in (gone, kept):
+        for ok in (True, False, False, True, False, False):
+            sync(store, clock, connector, ok=ok)
+    found = problems(store)
+    assert {f"failures:{gone}", f"error_rate:{gone}", f"failures:{kept}"} <= set(found)
+    operations.delete_connector(store, "gone", keep_data=True, force=False)
+    found = problems(store)
+    assert not [key for key in found if key.endswith(f":{gone}")], found
+    assert f"failures:{kept}" in found and f"error_rate:{kept}" in found  # untouched
+    gauges = {g.name: g for g in store.metrics_snapshot(86400).per_connector}
+    assert (gauges["gone"].consecutive_failures, gauges["kept"].consecutive_failures) == (0, 2)
+
+
 def test_thirty_percent_failures_in_the_window_trip_the_error_rate(
     store: Store, clock: ManualClock
 ) -> None:

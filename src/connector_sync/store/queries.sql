@@ -402,13 +402,15 @@ SELECT (SELECT count(*) FROM connector_syncs WHERE connector_id = %(id)s),
        (SELECT coalesce(sum(record_count), 0) FROM datasets WHERE connector_id = %(id)s);
 
 -- name: retire_connector --
--- INACTIVE, unless a worker holds a live lease and the caller did not force it; the
--- open sync CANCELLED and its BUILDING dataset deleted; with %(remove_data)s every
--- READY dataset FAILED, so readers stop taking them while their records are deleted.
+-- INACTIVE, unless a worker holds a live lease and the caller did not force it; its
+-- failures in a row forgotten (as enable forgets them: nothing runs it, nothing can clear
+-- them, and health and metrics would report it failing for ever); the open sync
+-- CANCELLED and its BUILDING dataset deleted; with %(remove_data)s every READY dataset
+-- FAILED, so readers stop taking them while their records are deleted.
 WITH retired AS (
     UPDATE connectors
     SET status = 'INACTIVE', lease_owner = NULL, lease_token = NULL, lease_expires_at = NULL,
-        updated_at = coalesce(%(now)s, now())
+        consecutive_failures = 0, updated_at = coalesce(%(now)s, now())
     WHERE id = %(id)s
       AND (%(force)s OR status <> 'SYNCING' OR lease_expires_at IS NULL
            OR lease_expires_at <= coalesce(%(now)s, now()))
@@ -585,7 +587,7 @@ FROM (SELECT connector_id, count(*) AS finished,
       GROUP BY connector_id) AS w
 JOIN connectors AS c ON c.id = w.connector_id
 LEFT JOIN alert_thresholds AS t ON t.connector_id = c.id
-WHERE w.finished >= %(min_syncs)s
+WHERE w.finished >= %(min_syncs)s AND c.status <> 'INACTIVE' -- deleted: nothing to fix
   AND w.failed > coalesce(t.max_error_rate, %(max_error_rate)s) * w.finished
 ORDER BY w.failed::float8 / w.finished DESC, c.id;
 

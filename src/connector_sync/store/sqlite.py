@@ -357,6 +357,7 @@ class SqliteStore(Store):
                     lease_owner=None,
                     lease_token=None,
                     lease_expires_at=None,
+                    consecutive_failures=0,  # as enable forgets them; nothing can clear them
                     updated_at=now,
                 )
             ).rowcount
@@ -943,6 +944,7 @@ class SqliteStore(Store):
                     where=[
                         ended.c.finished >= thresholds.min_syncs,
                         ended.c.failed > max_rate * ended.c.finished,
+                        c.status != INACTIVE,  # deleted: nothing to fix
                     ],
                     order=[(ended.c.failed * 1.0 / ended.c.finished).desc(), c.id],
                 ),
