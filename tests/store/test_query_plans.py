@@ -24,7 +24,7 @@ from connector_sync.store.postgres import queries
 # Every parameter the due queries take: nothing injected (the database's clock), any tenant.
 PARAMETERS: dict[str, Any] = {
     "now": None, "due_before": None, "tenant": None, "ids": None, "limit": 5, "seconds": 3600,
-    "worker": "host:1", "lease_seconds": 60,
+    "worker": "host:1", "lease_seconds": 60, "listed": 100,
 }  # fmt: skip
 
 
