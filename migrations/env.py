@@ -34,7 +34,7 @@ else:
     url = context.get_x_argument(as_dictionary=True).get("url") or resolve_database_url()
     database = db.Database(url)
     try:
-        with database.begin() as own_connection:
+        with database.migrating() as own_connection:
             run_migrations(own_connection)
     finally:
         database.close()

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 #: The alembic revision this code expects. tests/test_migrations.py keeps it equal
 #: to the newest file in migrations/versions, so start-up needs no alembic import.
-SCHEMA_REVISION = "0007"
+SCHEMA_REVISION = "0008"
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 30.0
 
@@ -446,8 +446,41 @@ class Database(Closing):
         if current is not None and current > SCHEMA_REVISION:
             raise self._newer_than_us(current)
 
-        with self.begin() as connection:
+        with self.migrating() as connection:
             command.upgrade(self.alembic_config(connection), revision)
+
+    @contextmanager
+    def migrating(self) -> Iterator[sa.Connection]:
+        """A transaction to migrate in. On SQLite, with foreign keys off until it ends: a
+        migration that rebuilds a table (alembic's batch mode: copy, drop, rename) would
+        otherwise delete, by ON DELETE CASCADE, every row that refers to it (0003 rebuilt
+        connectors, and took every sync and dataset with it). The references are checked
+        before the commit; a broken one rolls the migration back."""
+        if self.dialect != "sqlite":
+            with self.begin() as connection:
+                yield connection
+            return
+        import sqlalchemy as sa
+
+        try:
+            connection = self.engine.connect()
+        except sa.exc.DBAPIError as exc:
+            raise self.connect_error(exc) from exc
+        with connection:
+            raw = connection.connection.driver_connection
+            assert raw is not None
+            raw.execute("PRAGMA foreign_keys = OFF")  # no effect inside a transaction
+            try:
+                with connection.begin():
+                    yield connection
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise DatabaseError(
+                            f"the migration would leave {len(broken)} row(s) referring to rows "
+                            f"that are gone (first: {tuple(broken[0])}); nothing was changed"
+                        )
+            finally:
+                raw.execute("PRAGMA foreign_keys = ON")
 
     def alembic_config(self, connection: sa.Connection | None = None) -> Any:
         from alembic.config import Config

@@ -418,3 +418,12 @@ def test_sqlite_and_postgres_reject_a_negative_keep(store: Store, db_url: str) -
     add(store, "k")
     with pytest.raises(sa.exc.IntegrityError), Database(db_url) as db, db.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE connectors SET keep = -1")
+
+
+def test_a_deleted_connectors_id_is_never_given_again(store: Store) -> None:
+    """On SQLite too (migration 0008): a script's `run -c 7` or an alert's key must not
+    come to mean another connector (an adversarial pass)."""
+    add(store, "first")
+    last = add(store, "last")
+    operations.delete_connector(store, "last", keep_data=False, force=False)
+    assert add(store, "next") > last

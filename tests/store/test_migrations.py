@@ -102,3 +102,44 @@ def _downgrade(database: Database) -> None:
 def test_code_expects_the_newest_migration() -> None:
     script = ScriptDirectory(str(migrations_dir()))
     assert script.get_current_head() == SCHEMA_REVISION
+
+
+def test_an_upgrade_that_rebuilds_a_table_keeps_the_rows_that_refer_to_it(
+    empty_url: str,
+) -> None:
+    """0003 and 0008 rebuild connectors on SQLite (copy, drop, rename): with foreign keys
+    on, the drop deleted every sync and dataset by ON DELETE CASCADE (found while
+    adding 0008). Migrations now run with them off, checked before the commit."""
+    with Database(empty_url) as database:
+        database.upgrade("0002")
+        with database.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO connectors (id, tenant, name, type, config, status, auto_sync, "
+                "sync_interval, max_consecutive_failures, consecutive_failures, created_at, "
+                "updated_at) VALUES (1, 'default', 'a', 'demo', '{}', 'ACTIVE', true, 60, 5, "
+                "0, '2026-11-30 00:00:00', '2026-11-30 00:00:00')"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO connector_syncs (connector_id, tenant, status, trigger, attempts, "
+                "started_at) VALUES (1, 'default', 'COMPLETED', 'schedule', 1, "
+                "'2026-11-30 00:00:00')"
+            )
+        database.upgrade()
+        with database.engine.connect() as conn:
+            counts = [
+                conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one()
+                for table in ("connectors", "connector_syncs")
+            ]
+            if not database.is_postgresql:
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1  # back on
+    assert counts == [1, 1]
+
+
+def test_sqlite_connectors_table_keeps_its_autoincrement(sqlite_url: str) -> None:
+    """So a deleted connector's id is never given again (0008), as PostgreSQL's sequence."""
+    with Database(sqlite_url) as database, database.engine.connect() as conn:
+        database.upgrade()
+        sql = conn.exec_driver_sql(
+            "SELECT sql FROM sqlite_master WHERE name = 'connectors'"
+        ).scalar_one()
+    assert "AUTOINCREMENT" in sql
