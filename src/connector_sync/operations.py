@@ -34,7 +34,13 @@ from connector_sync.constants import (
     SYNCING,
 )
 from connector_sync.db import SCHEMA_REVISION, Database
-from connector_sync.exceptions import BadInput, ConnectorSyncError, NotFound, PluginError
+from connector_sync.exceptions import (
+    BadInput,
+    ConnectorBusy,
+    ConnectorSyncError,
+    NotFound,
+    PluginError,
+)
 from connector_sync.store import base, open_store
 from connector_sync.store.base import (
     AlertMessage,
@@ -407,10 +413,26 @@ def set_auto_sync(store: Store, ref: str, tenant: str | None, enabled: bool) -> 
 
 
 def reset_state(store: Store, ref: str, tenant: str | None) -> Connector:
-    """Forget a connector's incremental state; returns the connector as it was."""
+    """Forget a connector's incremental state; returns the connector as it was.
+
+    Raises:
+        ConnectorBusy: a worker is syncing it under a live lease: that sync's finish
+            would save its own cursor over the reset (an adversarial pass saw it).
+    """
     connector = store.find_connector(ref, tenant)
+    _refuse_busy(store, connector, "reset its state once that sync has ended")
     store.reset_state(connector.id)
     return connector
+
+
+def _refuse_busy(store: Store, connector: Connector, then: str | None = None) -> None:
+    """Raises ConnectorBusy (saying what to do `then`) when a worker syncs `connector`
+    under a live lease."""
+    live = connector.lease_expires_at is not None and connector.lease_expires_at > store.now()
+    if connector.status == SYNCING and live:
+        owner, until = connector.lease_owner, connector.lease_expires_at
+        busy = base.connector_busy(connector.name, owner, until)
+        raise busy if then is None else ConnectorBusy(f"{busy.message}: {then}")
 
 
 def history(
@@ -572,6 +594,27 @@ def metrics_text(store: Store, request: MetricsRequest | None = None) -> str:
 
 def _snapshot(store: Store, request: MetricsRequest) -> MetricsSnapshot:
     return store.metrics_snapshot(request.window, request.tenant, request.connector_series)
+
+
+def check_not_the_database(database_url: str, path: Path) -> None:
+    """`path` is not the SQLite database's file (nor its -wal, -shm or -journal): writing
+    an export over it replaced every connector with the records (an adversarial pass).
+
+    Raises:
+        BadInput: it is.
+    """
+    from connector_sync.db import plain_url
+
+    plain = plain_url(database_url)
+    if plain is None or plain.sqlite_path is None:
+        return
+    database = Path(plain.sqlite_path).resolve()
+    ours = {database, *(Path(f"{database}{suffix}") for suffix in ("-wal", "-shm", "-journal"))}
+    if path.resolve() in ours:
+        raise BadInput(
+            f"output {path} is connector-sync's own database: give another file",
+            param="output",
+        )
 
 
 def check_output_file(path: Path) -> None:
@@ -1027,6 +1070,12 @@ def edit_connector(
         raise BadInput(
             "schedule and interval both given: a connector runs on one of them", param="schedule"
         )
+    if changes.sync_interval is not None and changes.timezone is not None:
+        raise BadInput(
+            "timezone applies to a schedule, and an interval replaces the schedule: give "
+            "one of them",
+            param="timezone",
+        )
     old = store.find_connector(ref, tenant)
     name = old.name if changes.rename is None else changes.rename
     check_connector_name(name)
@@ -1122,9 +1171,8 @@ def delete_connector(
         ConnectorBusy: a worker is syncing it under a live lease, and not `force`.
     """
     connector = store.find_connector(ref, tenant)
-    live = connector.lease_expires_at is not None and connector.lease_expires_at > store.now()
-    if connector.status == SYNCING and live and not force:
-        raise base.connector_busy(connector.name, connector.lease_owner, connector.lease_expires_at)
+    if not force:
+        _refuse_busy(store, connector)
     counts = store.data_counts(connector.id)
     if confirm is not None:
         confirm(DeletePlan(connector, counts, keep_data))

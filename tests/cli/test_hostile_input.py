@@ -213,3 +213,19 @@ def test_a_stored_config_that_newer_rules_refuse_keeps_syncing_and_editing(
     edited = cli("edit", "old", "--set", "has_header=true")
     assert edited.exit_code == 2 and "'timeout' applies to a download" in edited.stderr
     assert cli("edit", "old", "--unset", "timeout").exit_code == 0
+
+
+def test_an_export_or_metrics_file_is_never_the_database_itself(tmp_path: Path) -> None:
+    """`datasets export 5 -o copy.db` on the database copy.db replaced every connector
+    with the records (an adversarial pass)."""
+    path = tmp_path / "copy.db"
+    cli = Cli(f"sqlite:///{path}")
+    assert cli("demo").exit_code == 0
+    before = row_counts(cli.url)
+    for target in (path, tmp_path / "copy.db-wal", tmp_path / "." / "copy.db"):
+        for command in (("datasets", "export", "1"), ("metrics",)):
+            result = cli(*command, "-o", str(target))
+            assert result.exit_code == 2, (command, result.output)
+            assert "is connector-sync's own database: give another file" in result.stderr
+    assert row_counts(cli.url) == before
+    assert cli("datasets", "export", "1", "-o", str(tmp_path / "out.jsonl")).exit_code == 0

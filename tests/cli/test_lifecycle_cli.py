@@ -71,6 +71,10 @@ def test_edit_checks_the_config_exactly_as_add_does(cli: Cli) -> None:
                                  "--schedule", "@hourly")  # fmt: skip
     assert "one of them" in refused(cli, "edit", "d", "--interval", "5m", "--schedule", "@daily")
     assert "timezone applies to a schedule" in refused(cli, "edit", "d", "--timezone", "UTC")
+    # it was dropped without a word, 'nothing changed' (an adversarial pass)
+    assert "an interval replaces the schedule" in refused(
+        cli, "edit", "d", "--interval", "1d", "--timezone", "UTC"
+    )
     assert sql(cli.url, "SELECT config, updated_at FROM connectors") == before
 
 

@@ -427,3 +427,16 @@ def test_a_deleted_connectors_id_is_never_given_again(store: Store) -> None:
     last = add(store, "last")
     operations.delete_connector(store, "last", keep_data=False, force=False)
     assert add(store, "next") > last
+
+
+def test_reset_state_waits_for_a_sync_in_flight(store: Store, clock: ManualClock) -> None:
+    """The sync's finish saves its own cursor: a reset in the middle was silently undone
+    (an adversarial pass). Refused while a worker holds a live lease; fine once it ends."""
+    busy = add(store, "busy")
+    claimed = claim(store, busy)
+    with pytest.raises(ConnectorBusy, match="reset its state once that sync has ended"):
+        operations.reset_state(store, "busy", None)
+    store.complete(claimed, completion(state={"cursor": 7}))
+    assert store.find_connector("busy").state == {"cursor": 7}
+    operations.reset_state(store, "busy", None)
+    assert store.find_connector("busy").state is None

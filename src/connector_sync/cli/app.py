@@ -759,6 +759,7 @@ def datasets_export(
         except BrokenPipeError:  # the reader (`| head`) has what it wanted
             _silence_stdout()
         return
+    operations.check_not_the_database(_url(ctx), output)
     with whole_file(output) as out:
         result = _call(ctx, operations.export_dataset, out, **kwargs)
     if as_json:
@@ -1144,6 +1145,7 @@ def metrics(
     if output is None:
         render.print_text(_call(ctx, operations.metrics_text, request))
         return
+    operations.check_not_the_database(_url(ctx), output)
     written = _call(ctx, operations.write_metrics, output, request)
     render.note(f"metrics written to {written}")
 
