@@ -14,7 +14,7 @@ import socket
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from connector_sync.constants import FAILED
@@ -40,7 +40,8 @@ class Notifier:
     def __init__(self, urls: Sequence[str]) -> None:
         import apprise
 
-        self._apprise = apprise.Apprise()
+        #: One apprise object per URL, so a failure can say which URL it was.
+        self._services: list[Any] = []
         self.shown: list[str] = []
         self._hidden: set[str] = set()
         _route_apprise_logs()
@@ -56,7 +57,9 @@ class Notifier:
                     "list of services)",
                     param="notify URL",
                 )
-            self._apprise.add(service)
+            one = apprise.Apprise()
+            one.add(service)
+            self._services.append(one)
             shown = _shown(str(service.url(privacy=True)))  # type: ignore[no-untyped-call]
             self.shown.append(shown)
             self._hidden |= _secret_parts(url, shown)
@@ -75,11 +78,14 @@ class Notifier:
             "warning": apprise.NotifyType.WARNING,
             "resolved": apprise.NotifyType.SUCCESS,
         }.get(severity, apprise.NotifyType.INFO)
+        failed = []
         with self._lock, _apprise_logs_masked(self):
-            sent = bool(self._apprise.notify(title=title, body=body, notify_type=kind))
-        if not sent:
-            log.error("notification %r not delivered to every URL of %s", title, self.shown)
-        return sent
+            for position, service in enumerate(self._services, 1):
+                if not service.notify(title=title, body=body, notify_type=kind):
+                    failed.append(f"#{position} ({self.shown[position - 1]})")
+        if failed:
+            log.error("notification %r not delivered to notify URL %s", title, ", ".join(failed))
+        return not failed
 
 
 def _shown(private: str) -> str:

@@ -142,6 +142,18 @@ def test_an_undelivered_notification_exits_1_and_is_sent_by_the_next_run(
     assert len(rows) == 1
 
 
+def test_a_failed_delivery_names_the_url_that_refused_it(cli: Cli, receiver: Receiver) -> None:
+    """With several URLs, the log said 'not delivered to every URL of [...]', and two URLs
+    of one host looked the same once masked (an adversarial pass)."""
+    add(cli, "broken", '{"fail": true}')
+    cli("run")
+    cli("run", "-c", "broken")
+    failed = cli("health", "--notify", receiver.url, "--notify", "json://127.0.0.1:9/hook")
+    assert failed.exit_code == 1
+    assert "not delivered to notify URL #2 (json://127.0.0.1:9/***)" in failed.stderr
+    assert receiver.titles() == ["connector-sync warning: FAILING on broken (id 1)"]
+
+
 def test_the_notify_urls_come_from_the_environment_too(cli: Cli, receiver: Receiver) -> None:
     add(cli, "broken", '{"fail": true}')
     cli("run")
