@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from connector_sync.constants import CONNECTOR_STATUSES, SYNC_STATUSES
+from connector_sync.exceptions import BadInput
 
 if TYPE_CHECKING:
     from connector_sync.store.base import MetricsSnapshot
@@ -137,4 +138,9 @@ def write_textfile(path: Path, snapshot: MetricsSnapshot) -> None:
     file. prometheus_client's own write_to_textfile does exactly this."""
     from prometheus_client import write_to_textfile
 
-    write_to_textfile(os.fspath(path), _registry(snapshot))
+    try:
+        write_to_textfile(os.fspath(path), _registry(snapshot))
+    except OSError as exc:  # a read-only or full file system, a folder like /proc
+        raise BadInput(
+            f"output {path}: cannot write it: {exc.strerror or exc}", param="output"
+        ) from None

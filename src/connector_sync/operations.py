@@ -1123,6 +1123,11 @@ def edit_connector(
             f"connector {new.name} is still in ERROR: edit does not restart it; once fixed, "
             f"'connector-sync enable {new.name}'"
         )
+    if new.state is not None and config.get("incremental") != old.config.get("incremental"):
+        notes.append(
+            f"its saved incremental state is kept ({json.dumps(new.state)}); if it no longer "
+            f"fits, 'connector-sync reset-state {new.name}' starts from the beginning"
+        )
     if new.status == SYNCING:
         notes.append("a sync is running now: the change takes effect at the next sync")
     if new.status == INACTIVE:

@@ -262,3 +262,19 @@ def test_add_and_demo_honour_the_tenant(cli: Cli) -> None:
 def test_every_new_command_has_help_with_an_example(cli: Cli, command: list[str]) -> None:
     text = ok(cli, *command, "--help").stdout
     assert "Example" in text and "--json" in text
+
+
+def test_an_edit_of_incremental_says_the_saved_cursor_is_kept(cli: Cli, tmp_path: Path) -> None:
+    """A new cursor field with the old field's cursor synced nothing, silently (an
+    adversarial pass): the edit keeps the state (reset-state is the way) and says so."""
+    events = tmp_path / "ev.jsonl"
+    events.write_text('{"id": 1, "at": "a"}\n{"id": 2, "at": "b"}\n')
+    config = {"path": str(events), "incremental": {"cursor_field": "at"}}
+    ok(cli, "add", "ev", "--type", "file", "--config", json.dumps(config))
+    ok(cli, "run", "-c", "ev")
+    edited = ok(cli, "edit", "ev", "--set", "incremental.cursor_field=id")
+    assert (
+        """note: its saved incremental state is kept ({"cursor": "b"}); if it no longer fits, """
+        "'connector-sync reset-state ev' starts from the beginning"
+    ) in " ".join(edited.stdout.split())
+    assert "state is kept" not in ok(cli, "edit", "ev", "--interval", "2h").stdout

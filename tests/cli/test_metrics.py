@@ -102,6 +102,9 @@ def test_metrics_output_file_is_written_whole(cli: Cli, tmp_path: Path) -> None:
     assert f"metrics written to {target}" in result.stderr
     quiet = cli("--quiet", "metrics", "-o", str(target))  # every minute under cron
     assert (quiet.exit_code, quiet.stdout, quiet.stderr) == (0, "", "")
+    unwritable = cli("metrics", "-o", "/proc/connector-sync.prom")  # was exit 1, a traceback
+    assert unwritable.exit_code == 2
+    assert unwritable.stderr.startswith("connector-sync: error: --output /proc/connector-sync")
     text = target.read_text()
     assert samples(text)[("connector_sync_window_syncs", (("status", "COMPLETED"),))] == 1
     assert [p.name for p in target.parent.iterdir()] == [target.name]  # no temporary left
