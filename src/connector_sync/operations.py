@@ -997,7 +997,14 @@ def _edited_config(
     """The new config: the whole one given, then each key set, then each key removed. A
     secret left as shown, ***, keeps its stored value, in the whole config and in a key
     set alike (`--set token=***` must not store the mask over the token)."""
-    both = {dotted for dotted, _ in changes.set_values} & set(changes.unset)
+    # a key set and removed, or set inside one removed (`--set a.b=1 --unset a`, which
+    # removed what it had just set)
+    both = {
+        dotted
+        for dotted, _ in changes.set_values
+        for removed in changes.unset
+        if dotted == removed or dotted.startswith(f"{removed}.")
+    }
     if both:
         key = sorted(both)[0]
         raise BadInput(f"config key '{key}' is both set and removed: give one of them")

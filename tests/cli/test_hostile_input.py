@@ -50,6 +50,8 @@ DEEP_BUT_PARSED = '{"records": ' + "[" * 40 + "]" * 40 + "}"
         (("run", "--every", "1e999"), "--every"),
         (("run", "--every", "1m"), "applies to --loop"),
         (("edit", "keep", "--set", "records=3", "--unset", "records"), "both set and removed"),
+        # set inside a key removed: the set was dropped silently (an adversarial pass)
+        (("edit", "keep", "--set", "x.y=3", "--unset", "x"), "'x.y' is both set and removed"),
         (("datasets", "show", "99999999999999999999"), "99999999999999999999"),
         (("health", "--max-error-rate", "nan"), "--max-error-rate"),
         (("add", "x", "--type", "demo", "--schedule", "0," * 150 + "0 * * * *"), "schedule is"),
