@@ -42,11 +42,11 @@ SYNC_KEYS = (
 DUE_INDEX_PREDICATE_PG = "auto_sync AND status = 'ACTIVE'"
 DUE_INDEX_PREDICATE_SQLITE = "auto_sync = 1 AND status = 'ACTIVE'"
 
-#: The SQLite file used when no database URL is given.
 #: health lists at most this many OVERDUE connectors, the most overdue (a stopped scheduler
 #: makes every connector overdue); `due` and `status` count them all.
 HEALTH_OVERDUE_LISTED = 100
 
+#: The SQLite file used when no database URL is given.
 DEFAULT_SQLITE_FILE = "connector-sync.db"
 #: Environment variables that name the database, first match wins.
 DATABASE_URL_ENVVARS = ("CONNECTOR_SYNC_DATABASE_URL", "DATABASE_URL")

@@ -633,6 +633,7 @@ def write_metrics(store: Store, path: Path, request: MetricsRequest | None = Non
     """Write the metrics to `path` atomically (for node_exporter's textfile collector)."""
     from connector_sync.metrics import write_textfile
 
+    check_not_the_database(store.database.url, path)
     check_output_file(path)
     folder = path.parent
     if not folder.is_dir() or not os.access(folder, os.W_OK):

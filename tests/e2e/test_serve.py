@@ -393,6 +393,7 @@ def test_reads_answer_the_same_documents_as_the_cli(db_url: str) -> None:
 
 def test_metrics_are_the_metrics_command_s_text_behind_the_bearer(db_url: str) -> None:
     """As the alerts page says (it was documented, not served: an adversarial pass)."""
+    from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
     from prometheus_client.parser import text_string_to_metric_families
 
     add(db_url, "a", records=2)
@@ -401,7 +402,7 @@ def test_metrics_are_the_metrics_command_s_text_behind_the_bearer(db_url: str) -
         assert http.post("/api/connectors/sync", json={}).status_code == 200
         answer = http.get("/metrics")
         assert answer.status_code == 200
-        assert answer.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+        assert answer.headers["content-type"] == CONTENT_TYPE_PLAIN_0_0_4  # as the text is written
         families = {f.name: f for f in text_string_to_metric_families(answer.text)}
         synced = {
             s.labels["status"]: s.value for s in families["connector_sync_window_syncs"].samples

@@ -1145,7 +1145,6 @@ def metrics(
     if output is None:
         render.print_text(_call(ctx, operations.metrics_text, request))
         return
-    operations.check_not_the_database(_url(ctx), output)
     written = _call(ctx, operations.write_metrics, output, request)
     render.note(f"metrics written to {written}")
 

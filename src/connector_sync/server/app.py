@@ -72,9 +72,6 @@ def _answers(model: Any, *errors: int) -> dict[int | str, dict[str, Any]]:
     return {200: {"model": model}, **{code: {"model": Problem} for code in errors}}
 
 
-#: Prometheus' text exposition format, as its client library serves it.
-METRICS_MEDIA_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
 # Every /api route (and /metrics) may answer these.
 _API_ERRORS: dict[int | str, dict[str, Any]] = {
     # 411 and 413: a body sent without a Content-Length, or over MAX_BODY_BYTES.
@@ -236,19 +233,23 @@ def create_app(
 
     # -- metrics (behind the bearer, as the API: they name every connector) ------------
 
+    # The content type prometheus_client itself pairs with generate_latest's text.
+    from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4
+
     @app.get(
         "/metrics",
         summary="The Prometheus text of `metrics` (scrape with the bearer)",
         dependencies=[Depends(bearer)],
         responses={
             **_API_ERRORS,
-            200: {"content": {METRICS_MEDIA_TYPE: {"schema": {"type": "string"}}}},
+            200: {"content": {CONTENT_TYPE_PLAIN_0_0_4: {"schema": {"type": "string"}}}},
         },
         response_class=Response,
     )
     def metrics(query: Annotated[TenantQuery, Query()]) -> Response:
         request = operations.MetricsRequest(tenant=query.tenant)
-        return Response(operations.metrics_text(store, request), media_type=METRICS_MEDIA_TYPE)
+        text = operations.metrics_text(store, request)
+        return Response(text, media_type=CONTENT_TYPE_PLAIN_0_0_4)
 
     # -- probes (no authentication: they tell nothing about the data) --------------------
 
@@ -325,9 +326,8 @@ def _validation_line(exc: RequestValidationError) -> str:
 class _Gate:
     """The middleware every request passes: /api and /metrics need the bearer secret (401
     with no detail otherwise: a wrong scheme, a wrong secret and an unknown path look the
-    same), bodies
-    are bounded, a bug becomes a 500 with one line (no traceback, which may quote data,
-    reaches a client), and one access line is logged (never a header).
+    same), bodies are bounded, a bug becomes a 500 with one line (no traceback, which may
+    quote data, reaches a client), and one access line is logged (never a header).
 
     Plain ASGI, not Starlette's BaseHTTPMiddleware: that one streams every response
     through a task and a queue of its own, which cost a third of a listing's requests/s.
